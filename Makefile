@@ -1,0 +1,45 @@
+# Two entry points: `make serve` and `make test`. Both build .venv from the hash-locked requirements.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+LOCK := requirements/dev.lock
+
+.PHONY: venv serve test lint format lock demo-model clean
+
+$(BIN)/.installed: $(LOCK) pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip --isolated install --quiet --upgrade pip
+	$(BIN)/pip --isolated install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip --isolated install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+venv: $(BIN)/.installed
+
+serve: venv
+	$(BIN)/resnet-serve serve
+
+test: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# Re-pin both lock files after a change to pyproject.toml (needs uv on PATH).
+lock:
+	uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes --no-header -o requirements/runtime.lock
+	uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 --generate-hashes --no-header -o requirements/dev.lock
+
+# Rebuild the committed demo bundle from freshly generated data.
+demo-model: venv
+	$(BIN)/resnet-serve demo-data runs/demo-data --seed 0
+	$(BIN)/resnet-serve finetune runs/demo-data --arch resnet18 --out models/demo --name demo
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache
