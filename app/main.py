@@ -1,0 +1,95 @@
+"""The FastAPI application: ``create_app(settings)`` and its lifespan.
+
+Start-up: load the bundle onto the device (a failure stops start-up with one clear message), start
+answering ``/health/live`` while the model warms up, then turn ready. Shut-down: not ready, drain the
+queue within the drain timeout, stop the threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api import operations, predict
+from app.api.dependencies import Service
+from app.api.errors import install_error_handlers
+from app.api.observer import RequestObserver
+from app.metrics import ServiceMetrics
+from app.pipeline import InferencePipeline
+from app.runner import ModelRunner
+from app.settings import Settings
+from app.state import ServiceState
+
+logger = logging.getLogger("resnet_serve")
+
+
+async def _warm_up(service: Service, pipeline: InferencePipeline) -> None:
+    try:
+        seconds = await pipeline.start()
+    except Exception as exc:
+        logger.exception("warm-up failed")
+        service.state.mark_failed(f"warm-up failed: {exc}")
+        return
+    service.metrics.watch_queue(lambda: pipeline.batcher.queue_depth)
+    service.state.mark_ready()
+    logger.info(
+        "ready: warmed up batch sizes 1..%d in %.1fs", service.settings.max_batch_size, seconds
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    service: Service = app.state.service
+    settings = service.settings
+    runner = await asyncio.to_thread(
+        ModelRunner.load, str(settings.model_dir), settings.device, settings.precision
+    )
+    manifest = runner.bundle.manifest
+    logger.info(
+        "loaded %s (%s, %d classes) from %s on %s (%s)",
+        manifest.name,
+        manifest.arch,
+        manifest.num_classes,
+        settings.model_dir,
+        runner.device,
+        settings.precision,
+    )
+    pipeline = InferencePipeline(runner, settings)
+    service.pipeline = pipeline
+    warm_up = asyncio.create_task(_warm_up(service, pipeline))
+    try:
+        yield
+    finally:
+        service.state.mark_draining()
+        warm_up.cancel()
+        await pipeline.stop()
+        logger.info("stopped")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build an app for ``settings`` (read from the environment when omitted); loads nothing yet."""
+    settings = settings or Settings()
+    metrics = ServiceMetrics()
+    app = FastAPI(
+        title="resnet-serve",
+        summary="Image classification with dynamic batching for fine-tuned ResNets.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.service = Service(settings=settings, state=ServiceState(), metrics=metrics)
+    install_error_handlers(app)
+    app.include_router(predict.router)
+    app.include_router(operations.router)
+    app.add_middleware(RequestObserver, metrics=metrics)
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    """``uvicorn app.main:app`` support: the app is built on first access, never at import."""
+    if name == "app":
+        return create_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,186 @@
+"""Model bundles: the folder that training writes and serving reads.
+
+A bundle is ``model.safetensors`` (weights, never pickled) beside ``model.json`` (architecture, ordered
+labels, preprocessing and provenance). Loading checks everything and raises ``BundleError`` with one
+sentence naming the file and the problem, so a bad bundle stops start-up instead of serving garbage.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from app.model.resnet import ARCHITECTURES, ResNet, build_resnet
+from app.preprocessing import PreprocessingSpec
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "model.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class BundleError(Exception):
+    """A bundle is missing, malformed or does not match its own description."""
+
+
+class Provenance(BaseModel):
+    """Where the weights came from; informational, shown by /health and kept for audits."""
+
+    model_config = ConfigDict(extra="allow")
+
+    pretrained: str = "none"
+    dataset: str = ""
+    epochs: int = 0
+    metrics: dict[str, float] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class BundleManifest(BaseModel):
+    """The contents of ``model.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: Literal[1] = FORMAT_VERSION
+    name: str = Field(min_length=1)
+    arch: str
+    num_classes: int = Field(ge=1)
+    labels: list[str]
+    preprocessing: PreprocessingSpec
+    provenance: Provenance = Field(default_factory=Provenance)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> BundleManifest:
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(
+                f"unknown arch {self.arch!r}; expected one of {', '.join(ARCHITECTURES)}"
+            )
+        if len(self.labels) != self.num_classes:
+            raise ValueError(
+                f"{len(self.labels)} labels for num_classes={self.num_classes}; they must match"
+            )
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels must be unique")
+        return self
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded bundle: its manifest and the model, in eval mode, on the requested device."""
+
+    manifest: BundleManifest
+    model: ResNet
+    directory: Path
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return f"{where}: {first['msg']}" if where else first["msg"]
+
+
+def read_manifest(directory: Path) -> BundleManifest:
+    """Parse and validate ``model.json`` in ``directory``."""
+    path = Path(directory) / MANIFEST_FILE
+    if not path.is_file():
+        raise BundleError(
+            f"{path}: missing file (a bundle needs {MANIFEST_FILE} and {WEIGHTS_FILE})"
+        )
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc})") from exc
+    if isinstance(raw, dict) and raw.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
+        raise BundleError(
+            f"{path}: unknown format_version {raw['format_version']!r}; "
+            f"this version reads {FORMAT_VERSION}"
+        )
+    try:
+        return BundleManifest.model_validate(raw)
+    except ValidationError as exc:
+        raise BundleError(f"{path}: {_describe(exc)}") from exc
+
+
+def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise ``BundleError`` unless ``state`` has exactly the model's tensor names and shapes."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise BundleError(
+            f"{source}: tensors do not match the architecture "
+            f"(missing: {missing[:3]}, unexpected: {unexpected[:3]})"
+        )
+    for name, tensor in expected.items():
+        if tuple(state[name].shape) != tuple(tensor.shape):
+            raise BundleError(
+                f"{source}: tensor {name} has shape {tuple(state[name].shape)}, "
+                f"the architecture needs {tuple(tensor.shape)}"
+            )
+
+
+def load_bundle(
+    directory: Path | str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> Bundle:
+    """Load and validate a bundle; weights are cast to ``dtype`` (the file may hold fp16)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise BundleError(f"{directory}: bundle folder does not exist")
+    manifest = read_manifest(directory)
+    weights_path = directory / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise BundleError(f"{weights_path}: missing file")
+    try:
+        state = load_file(weights_path)
+    except (SafetensorError, OSError) as exc:
+        raise BundleError(f"{weights_path}: not a readable safetensors file ({exc})") from exc
+    model = build_resnet(manifest.arch, manifest.num_classes)
+    check_state_dict(model, state, str(weights_path))
+    model.load_state_dict(state, strict=True)
+    model.to(device=device, dtype=dtype).eval()
+    return Bundle(manifest=manifest, model=model, directory=directory)
+
+
+def save_bundle(
+    directory: Path | str,
+    model: ResNet,
+    manifest: BundleManifest,
+    weights_dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Write ``model.safetensors`` and ``model.json``; floating tensors are stored as ``weights_dtype``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {
+        name: (t.to(weights_dtype) if t.is_floating_point() else t).detach().cpu().contiguous()
+        for name, t in model.state_dict().items()
+    }
+    check_state_dict(build_resnet(manifest.arch, manifest.num_classes), state, str(directory))
+    save_file(state, directory / WEIGHTS_FILE, metadata={"format": "pt", "arch": manifest.arch})
+    (directory / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n", "utf-8")
+    return directory
+
+
+def load_torchvision_checkpoint(path: Path | str) -> dict[str, Any]:
+    """Read a torchvision ``.pth`` state dict without unpickling arbitrary objects.
+
+    Accepts a bare state dict or the common ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers.
+    """
+    try:
+        loaded = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise BundleError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+    for key in ("state_dict", "model"):
+        if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
+            loaded = loaded[key]
+    if not isinstance(loaded, dict) or not all(
+        isinstance(v, torch.Tensor) for v in loaded.values()
+    ):
+        raise BundleError(f"{path}: does not hold a state dict of tensors")
+    return loaded

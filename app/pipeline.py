@@ -1,0 +1,59 @@
+"""Image bytes -> tensors (decode pool) -> batcher -> runner: everything /predict needs, no HTTP.
+
+Built and torn down by the app's lifespan; the routes only call ``prepare`` and ``classify``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from app.batcher import BatchedResult, DynamicBatcher
+from app.preprocessing import decode_image, eval_transform
+from app.runner import ModelRunner
+from app.settings import Settings
+
+
+class InferencePipeline:
+    """Decode and preprocess on a thread pool, then batch into the runner's inference thread."""
+
+    def __init__(self, runner: ModelRunner, settings: Settings) -> None:
+        self.runner = runner
+        self.settings = settings
+        self.transform = eval_transform(runner.bundle.manifest.preprocessing)
+        self.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
+        self.batcher: DynamicBatcher[torch.Tensor, torch.Tensor] = DynamicBatcher(
+            runner.run_batch,
+            max_batch_size=settings.max_batch_size,
+            max_queue_size=settings.max_queue_size,
+            max_batch_delay_s=settings.max_batch_delay_ms / 1000,
+        )
+
+    async def start(self) -> float:
+        """Warm the model up at every batch size, then start batching; returns warm-up seconds."""
+        seconds = await self.runner.warm_up(self.settings.max_batch_size)
+        self.batcher.start()
+        return seconds
+
+    def _prepare_sync(self, data: bytes) -> torch.Tensor:
+        return self.transform(decode_image(data, self.settings.max_image_pixels))
+
+    async def prepare(self, data: bytes) -> torch.Tensor:
+        """Decode untrusted bytes and build the model input off the event loop.
+
+        Raises ``ImageDecodeError`` or ``ImageTooLargeError`` from ``app.preprocessing``.
+        """
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.decode_pool, self._prepare_sync, data)
+
+    async def classify(self, images: list[torch.Tensor]) -> list[BatchedResult[torch.Tensor]]:
+        """Class probabilities per image, batched with concurrent requests."""
+        return await self.batcher.submit(images, timeout_s=self.settings.request_timeout_s)
+
+    async def stop(self) -> None:
+        """Finish queued work within the drain timeout, then release the threads."""
+        await self.batcher.stop(self.settings.drain_timeout_s)
+        self.decode_pool.shutdown(wait=False, cancel_futures=True)
+        self.runner.close()

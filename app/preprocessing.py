@@ -1,0 +1,149 @@
+"""Bytes -> checked RGB image -> normalised tensor, shared by training and serving.
+
+Decoding (``decode_image``) is kept apart from tensor preparation (``Preprocessor``) so either can move
+(a GPU JPEG decoder, a process pool) without touching the other. The numbers come from the bundle's
+``PreprocessingSpec``: the exact values a model was trained with are the ones it is served with.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torchvision.transforms import InterpolationMode, v2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO"})
+Interpolation = Literal["nearest", "bilinear", "bicubic"]
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not a supported, complete image."""
+
+
+class ImageTooLargeError(ValueError):
+    """The image has more pixels than the configured limit (decompression-bomb guard)."""
+
+
+class PreprocessingSpec(BaseModel):
+    """How pixels become model input: resize the shorter side, centre-crop, normalise."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_size: int = Field(ge=16, le=1024)
+    resize_size: int = Field(ge=16, le=2048)
+    interpolation: Interpolation = "bilinear"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> PreprocessingSpec:
+        if self.resize_size < self.input_size:
+            raise ValueError("resize_size must be >= input_size")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("std values must be positive")
+        return self
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB the same way for training and serving.
+
+    Transparency is composited onto white (what a viewer shows), 16-bit and float greyscale are
+    rescaled to 8 bits rather than clipped, and EXIF orientation is applied first.
+    """
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float32)
+        low, high = float(array.min()), float(array.max())
+        scale = 255.0 / (high - low) if high > low else 0.0
+        image = Image.fromarray(((array - low) * scale).round().astype(np.uint8), mode="L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode untrusted bytes into an RGB image, refusing bombs before the pixels are decoded.
+
+    Raises ``ImageDecodeError`` for anything that is not a complete supported image and
+    ``ImageTooLargeError`` when width x height exceeds ``max_pixels``. Animated formats give their
+    first frame.
+    """
+    if not data:
+        raise ImageDecodeError("empty image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.format not in SUPPORTED_FORMATS:
+                raise ImageDecodeError(f"unsupported image format {image.format}")
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageTooLargeError(
+                    f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+                )
+            image.seek(0)
+            image.load()
+            return to_rgb(image)
+    except (ImageDecodeError, ImageTooLargeError):
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(str(exc)) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError("not a recognised image") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(f"corrupt or truncated image: {exc}") from exc
+
+
+def load_image_file(path: str, max_pixels: int = 178_956_970) -> Image.Image:
+    """Read an image file from disk the way the service decodes uploads (used for datasets)."""
+    with open(path, "rb") as handle:
+        return decode_image(handle.read(), max_pixels)
+
+
+def eval_transform(spec: PreprocessingSpec) -> v2.Compose:
+    """Deterministic RGB PIL image -> float tensor (3, input_size, input_size)."""
+    return v2.Compose(
+        [
+            v2.Resize(spec.resize_size, interpolation=InterpolationMode(spec.interpolation)),
+            v2.CenterCrop(spec.input_size),
+            v2.PILToTensor(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(spec.mean), list(spec.std)),
+        ]
+    )
+
+
+def train_transform(spec: PreprocessingSpec) -> v2.Compose:
+    """Augmenting transform for fine-tuning; ends in the same tensor layout as ``eval_transform``.
+
+    Random crops are taken inside the centred square that serving looks at, so a crop never lands
+    on the sides of a wide or tall image that the served model never sees.
+    """
+    interpolation = InterpolationMode(spec.interpolation)
+    return v2.Compose(
+        [
+            v2.Resize(spec.resize_size, interpolation=interpolation),
+            v2.CenterCrop(spec.resize_size),
+            v2.RandomResizedCrop(
+                spec.input_size,
+                scale=(0.6, 1.0),
+                interpolation=interpolation,
+            ),
+            v2.RandomHorizontalFlip(),
+            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
+            v2.PILToTensor(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(spec.mean), list(spec.std)),
+        ]
+    )

@@ -1,0 +1,62 @@
+"""Every serving setting, in one pydantic-settings class read from ``RESNET_SERVE_*`` variables.
+
+The object is built once (by the CLI or by ``app.main``) and passed down as a value: nothing reads the
+environment anywhere else, so tests can start apps with different settings side by side.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "demo"
+
+
+class Settings(BaseSettings):
+    """Serving configuration; see the settings table in README.md."""
+
+    model_config = SettingsConfigDict(env_prefix="RESNET_SERVE_", extra="ignore", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 in containers.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port.")
+    model_dir: Path = Field(DEFAULT_MODEL_DIR, description="Bundle folder to serve.")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    precision: Literal["fp32", "fp16", "bf16"] = Field(
+        "fp32", description="Inference dtype; fp16/bf16 only on CUDA."
+    )
+    max_batch_size: int = Field(32, ge=1, le=1024, description="Most images in one forward pass.")
+    max_batch_delay_ms: float = Field(
+        0.0, ge=0, le=1000, description="Extra wait for a fuller batch; 0 runs at once when idle."
+    )
+    max_queue_size: int = Field(512, ge=1, description="Most images waiting; beyond it 503.")
+    request_timeout_s: float = Field(30.0, gt=0, description="Per-request deadline; then 504.")
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest request body.")
+    max_image_pixels: int = Field(
+        40_000_000, ge=1024, description="Largest decoded image (width x height)."
+    )
+    max_images_per_request: int = Field(64, ge=1, description="Most images in one request.")
+    decode_workers: int = Field(2, ge=1, le=64, description="Threads that decode and preprocess.")
+    drain_timeout_s: float = Field(
+        20.0, ge=0, description="On SIGTERM, how long queued work may take to finish."
+    )
+    log_format: Literal["text", "json"] = Field("text", description="Access/log line format.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level."
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ValueError("device must be auto, cpu, cuda or cuda:N")
+        return value
+
+    @model_validator(mode="after")
+    def _check_queue(self) -> Settings:
+        if self.max_queue_size < max(self.max_batch_size, self.max_images_per_request):
+            raise ValueError("max_queue_size must be >= max_batch_size and max_images_per_request")
+        return self

@@ -1,0 +1,230 @@
+"""Seeded generator of a labelled image-folder dataset of drawn shapes.
+
+The bundled demo ResNet-18 is fine-tuned on these images, and the HTTP tests use them as inputs of
+known class. Every class is told apart by shape or pattern alone: colours, size, position, rotation,
+background and noise are random, so a model cannot shortcut on colour. Serving resizes the shorter
+side and centre-crops ``input_size / resize_size`` (e.g. 0.875) of the centred square, so shapes are
+drawn inside the central 80% of that square and the sides of non-square images stay background.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+CLASSES: tuple[str, ...] = (
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "cross",
+    "ring",
+    "stripes",
+    "checkerboard",
+)
+
+MIN_SIDE, MAX_SIDE = 160, 480
+MIN_ASPECT, MAX_ASPECT = 0.6, 1.7
+MARGIN = 0.10  # gap between a shape and each edge of the centred square, as a fraction of its side
+MIN_CONTRAST = 60.0  # luminance difference between foreground and every background pixel
+_SUPERSAMPLE = 2  # the mask is drawn at 2x and box-downscaled: cheap anti-aliasing
+_LUMA = np.array([0.299, 0.587, 0.114])
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class _Placement:
+    """Where a shape goes in the supersampled square mask; r is the circumradius in pixels."""
+
+    cx: float
+    cy: float
+    r: float
+    angle: float
+    side: float
+
+    def polygon(self, draw: ImageDraw.ImageDraw, local: list[Point]) -> None:
+        """Fill a polygon given in shape-local (u, v) coordinates, rotated and moved into place."""
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        draw.polygon([(self.cx + u * c - v * s, self.cy + u * s + v * c) for u, v in local], 255)
+
+    def disk(self, draw: ImageDraw.ImageDraw, radius: float, fill: int) -> None:
+        box = (self.cx - radius, self.cy - radius, self.cx + radius, self.cy + radius)
+        draw.ellipse(box, fill=fill)
+
+
+_Drawer = Callable[[ImageDraw.ImageDraw, _Placement, np.random.Generator], None]
+
+
+def _rect(u0: float, u1: float, v0: float, v1: float) -> list[Point]:
+    return [(u0, v0), (u1, v0), (u1, v1), (u0, v1)]
+
+
+def _star_points(outer: float, inner: float, tips: int) -> list[Point]:
+    radii = [outer if k % 2 == 0 else inner for k in range(2 * tips)]
+    return [
+        (r * math.cos(math.pi * k / tips), r * math.sin(math.pi * k / tips))
+        for k, r in enumerate(radii)
+    ]
+
+
+def _circle(draw: ImageDraw.ImageDraw, p: _Placement, rng: np.random.Generator) -> None:
+    p.disk(draw, p.r, 255)
+
+
+def _ring(draw: ImageDraw.ImageDraw, p: _Placement, rng: np.random.Generator) -> None:
+    p.disk(draw, p.r, 255)
+    p.disk(draw, p.r * rng.uniform(0.45, 0.65), 0)  # a hole this large never reads as a disk
+
+
+def _square(draw: ImageDraw.ImageDraw, p: _Placement, rng: np.random.Generator) -> None:
+    half = p.r / math.sqrt(2)
+    p.polygon(draw, _rect(-half, half, -half, half))
+
+
+def _triangle(draw: ImageDraw.ImageDraw, p: _Placement, rng: np.random.Generator) -> None:
+    p.polygon(draw, _star_points(p.r, 0.0, 3)[::2])  # the tips of a 3-point star: equilateral
+
+
+def _star(draw: ImageDraw.ImageDraw, p: _Placement, rng: np.random.Generator) -> None:
+    p.polygon(draw, _star_points(p.r, p.r * rng.uniform(0.38, 0.5), 5))
+
+
+def _cross(draw: ImageDraw.ImageDraw, p: _Placement, rng: np.random.Generator) -> None:
+    width = p.r * rng.uniform(0.18, 0.28)
+    arm = math.sqrt(p.r**2 - width**2)  # the arm corners lie on the circumcircle
+    p.polygon(draw, _rect(-arm, arm, -width, width))
+    p.polygon(draw, _rect(-width, width, -arm, arm))
+
+
+def _stripes(draw: ImageDraw.ImageDraw, p: _Placement, rng: np.random.Generator) -> None:
+    half = p.r / math.sqrt(2)
+    # Odd counts put foreground bands on both edges; a band is never under 1/14 of the square,
+    # so stripes survive downscaling to ~100 px and do not blur into a checkerboard.
+    bands = int(rng.choice([n for n in (5, 7) if 2 * half / n >= p.side / 14]))
+    width = 2 * half / bands
+    for i in range(0, bands, 2):
+        p.polygon(draw, _rect(-half + i * width, -half + (i + 1) * width, -half, half))
+
+
+def _checkerboard(draw: ImageDraw.ImageDraw, p: _Placement, rng: np.random.Generator) -> None:
+    half = p.r / math.sqrt(2)
+    # Cells are never under 1/10 of the square; r >= 0.32 of the side always leaves room for 4.
+    cells = int(rng.integers(4, int(2 * half / (p.side / 10)) + 1))
+    width = 2 * half / cells
+    for i in range(cells):
+        for j in range(i % 2, cells, 2):
+            u, v = -half + i * width, -half + j * width
+            p.polygon(draw, _rect(u, u + width, v, v + width))
+
+
+# class -> (drawer, circumradius range as a fraction of the square's side)
+_SHAPES: dict[str, tuple[_Drawer, tuple[float, float]]] = {
+    "circle": (_circle, (0.16, 0.38)),
+    "square": (_square, (0.18, 0.40)),
+    "triangle": (_triangle, (0.20, 0.40)),
+    "star": (_star, (0.22, 0.40)),
+    "cross": (_cross, (0.22, 0.40)),
+    "ring": (_ring, (0.20, 0.38)),
+    "stripes": (_stripes, (0.32, 0.40)),
+    "checkerboard": (_checkerboard, (0.32, 0.40)),
+}
+
+
+def _random_size(rng: np.random.Generator) -> tuple[int, int]:
+    width = int(rng.integers(MIN_SIDE, MAX_SIDE + 1))
+    low = max(MIN_SIDE, math.ceil(width / MAX_ASPECT))
+    high = min(MAX_SIDE, math.floor(width / MIN_ASPECT))
+    return width, int(rng.integers(low, high + 1))
+
+
+def _shape_mask(class_name: str, rng: np.random.Generator, side: int) -> np.ndarray:
+    """Float mask in [0, 1] of the centred square: 1 where the shape is."""
+    drawer, (r_low, r_high) = _SHAPES[class_name]
+    big = side * _SUPERSAMPLE
+    r = rng.uniform(r_low, r_high) * big
+    slack = big * (0.5 - MARGIN) - r  # how far the centre may move and keep the margin
+    cx, cy = big / 2 + rng.uniform(-slack, slack, size=2)
+    canvas = Image.new("L", (big, big), 0)
+    placement = _Placement(cx, cy, r, rng.uniform(0, 2 * math.pi), big)
+    drawer(ImageDraw.Draw(canvas), placement, rng)
+    return np.asarray(canvas.reduce(_SUPERSAMPLE), dtype=np.float32) / 255.0
+
+
+def _colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Background gradient endpoints and a foreground that contrasts with both."""
+    start = rng.uniform(0, 255, size=3)
+    plain = rng.random() < 0.5
+    end = start if plain else np.clip(start + rng.uniform(-50, 50, size=3), 0, 255)
+    low, high = sorted((float(start @ _LUMA), float(end @ _LUMA)))
+    # Luminance is linear, so contrast with both endpoints means contrast along the gradient.
+    # The gradient spans < 60 luminance, so one side of it always leaves room and this ends.
+    while True:
+        fg = rng.uniform(0, 255, size=3)
+        if fg @ _LUMA <= low - MIN_CONTRAST or fg @ _LUMA >= high + MIN_CONTRAST:
+            return start, end, fg
+
+
+def render_image(
+    class_name: str, rng: np.random.Generator, size: tuple[int, int] | None = None
+) -> Image.Image:
+    """Draw one RGB image of ``class_name``; ``size`` is (width, height), random when None.
+
+    Everything but the class is random (colours, size, position, rotation, background, noise), and
+    the shape lies inside the central 80% of the centred square that serving crops to.
+    """
+    if class_name not in _SHAPES:
+        raise ValueError(f"Unknown class {class_name!r}; choose one of {', '.join(CLASSES)}.")
+    width, height = _random_size(rng) if size is None else size
+    if min(width, height) < 32:
+        raise ValueError(f"Image size {width}x{height} is too small; both sides must be >= 32.")
+    side = min(width, height)
+    alpha = np.zeros((height, width, 1), dtype=np.float32)
+    top, left = (height - side) // 2, (width - side) // 2
+    alpha[top : top + side, left : left + side, 0] = _shape_mask(class_name, rng, side)
+
+    start, end, fg = (c.astype(np.float32) for c in _colours(rng))
+    theta = rng.uniform(0, 2 * math.pi)
+    xs, ys = np.meshgrid(np.arange(width), np.arange(height), sparse=True)
+    along = xs * math.cos(theta) + ys * math.sin(theta)
+    t = ((along - along.min()) / max(float(np.ptp(along)), 1.0)).astype(np.float32)
+    background = start + t[..., None] * (end - start)
+
+    pixels = background + alpha * (fg - background)
+    pixels += rng.standard_normal(pixels.shape, dtype=np.float32) * np.float32(rng.uniform(0, 8))
+    return Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8))
+
+
+def generate_dataset(
+    out_dir: Path, *, seed: int = 0, per_class: int = 150, classes: Sequence[str] = CLASSES
+) -> dict[str, int]:
+    """Write ``out_dir/<class>/<class>_<index:05d>.jpg`` and return the image count per class.
+
+    Each image has its own generator seeded from (seed, index of the class in ``CLASSES``, image
+    index), so the same seed gives byte-identical files whatever ``classes`` or the order.
+    Existing files are overwritten one by one.
+    """
+    if per_class < 1:
+        raise ValueError(f"per_class must be at least 1, got {per_class}.")
+    unknown = sorted(set(classes) - set(CLASSES))
+    if unknown:
+        raise ValueError(f"Unknown classes {unknown}; choose from {', '.join(CLASSES)}.")
+    names = list(dict.fromkeys(classes))
+    if len(names) < 2:
+        raise ValueError(f"A classifier needs at least 2 distinct classes, got {names}.")
+
+    counts: dict[str, int] = {}
+    for name in names:
+        folder = Path(out_dir) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            rng = np.random.default_rng([seed, CLASSES.index(name), index])
+            image = render_image(name, rng)
+            quality = int(rng.integers(70, 96))
+            image.save(folder / f"{name}_{index:05d}.jpg", format="JPEG", quality=quality)
+        counts[name] = per_class
+    return counts
