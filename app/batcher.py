@@ -7,6 +7,7 @@ hands each batch to an async handler, so the transport and the runner can each b
 import asyncio
 import contextlib
 import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -129,7 +130,7 @@ class DynamicBatcher(Generic[In, Out]):
                 f"{self._max_queue_size} queue slots are taken"
             )
         loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = time.monotonic()  # not loop.time(): uvloop's clock ticks in whole milliseconds
         pending = [_Pending(item, loop.create_future(), now) for item in items]
         self._queue.extend(pending)
         self._wakeup.set()
@@ -190,10 +191,9 @@ class DynamicBatcher(Generic[In, Out]):
 
     async def _wait_for_window(self) -> None:
         """Wait until the batch is full or the oldest waiting item has waited the full delay."""
-        loop = asyncio.get_running_loop()
         while not self._closed and 0 < len(self._queue) < self._max_batch_size:
             # Re-anchored on every pass: if the oldest item was withdrawn, the next one's clock rules.
-            remaining = self._queue[0].enqueued_at + self._max_batch_delay_s - loop.time()
+            remaining = self._queue[0].enqueued_at + self._max_batch_delay_s - time.monotonic()
             if remaining <= 0:
                 return
             self._wakeup.clear()
@@ -211,9 +211,8 @@ class DynamicBatcher(Generic[In, Out]):
         return batch
 
     async def _run_batch(self, batch: list[_Pending[In, Out]]) -> None:
-        loop = asyncio.get_running_loop()
         self._in_flight = batch
-        started = loop.time()
+        started = time.monotonic()
         try:
             outputs = await self._handler([p.item for p in batch])
             if len(outputs) != len(batch):
@@ -227,7 +226,7 @@ class DynamicBatcher(Generic[In, Out]):
             return
         finally:
             self._in_flight = []
-        compute_s = loop.time() - started
+        compute_s = time.monotonic() - started
         for p, value in zip(batch, outputs, strict=True):
             # A caller that timed out or went away has already cancelled its future.
             if not p.future.done():

@@ -34,7 +34,6 @@ async def _warm_up(service: Service, pipeline: InferencePipeline) -> None:
         logger.exception("warm-up failed")
         service.state.mark_failed(f"warm-up failed: {exc}")
         return
-    service.metrics.watch_queue(lambda: pipeline.batcher.queue_depth)
     service.state.mark_ready()
     logger.info(
         "ready: warmed up batch sizes 1..%d in %.1fs", service.settings.max_batch_size, seconds
@@ -74,17 +73,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build an app for ``settings`` (read from the environment when omitted); loads nothing yet."""
     settings = settings or Settings()
     metrics = ServiceMetrics()
+    service = Service(settings=settings, state=ServiceState(), metrics=metrics)
     app = FastAPI(
         title="resnet-serve",
         summary="Image classification with dynamic batching for fine-tuned ResNets.",
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.state.service = Service(settings=settings, state=ServiceState(), metrics=metrics)
+    app.state.service = service
+    metrics.watch(
+        in_flight=lambda: service.state.requests_in_flight,
+        queue_depth=lambda: service.pipeline.batcher.queue_depth if service.pipeline else 0,
+    )
     install_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(operations.router)
-    app.add_middleware(RequestObserver, metrics=metrics)
+    app.add_middleware(RequestObserver, metrics=metrics, state=service.state)
     return app
 
 

@@ -56,6 +56,7 @@ class ServiceMetrics:
             "resnet_serve_queue_depth", "Images waiting for a batch.", registry=self.registry
         )
 
-    def watch_queue(self, depth: Callable[[], int]) -> None:
-        """Read the queue depth at scrape time rather than updating it on every change."""
-        self.queue_depth.set_function(depth)
+    def watch(self, in_flight: Callable[[], int], queue_depth: Callable[[], int]) -> None:
+        """Read the gauges at scrape time rather than updating them on every change."""
+        self.in_flight.set_function(in_flight)
+        self.queue_depth.set_function(queue_depth)

@@ -1,7 +1,8 @@
 """Run the app under uvicorn with a graceful drain on SIGTERM/SIGINT.
 
-Readiness turns 503 the moment the signal arrives; uvicorn then stops accepting connections, lets
-in-flight requests finish (up to the drain timeout) and runs the lifespan shut-down.
+On the first signal readiness turns 503 and /predict refuses new work with 503, while the listener
+stays open so orchestrators can still read the state. Once no request is in flight (or the drain
+timeout has passed) uvicorn shuts down as usual: listener closed, lifespan shut-down, exit 0.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Iterator
 from types import FrameType
 
 import uvicorn
@@ -17,20 +19,34 @@ import uvicorn
 from app.logs import configure_logging
 from app.main import create_app
 from app.settings import Settings
+from app.state import ServiceState
 
 STARTUP_FAILED = 3  # uvicorn's own exit code for a failed lifespan start-up
+SHUTDOWN_GRACE_S = 1.0  # what uvicorn still grants stragglers after the drain timeout
 
 
 class DrainingServer(uvicorn.Server):
-    """A uvicorn server that tells the app it is draining before shutting down, and exits 0."""
+    """A uvicorn server that drains in-flight work before it stops listening, and exits 0."""
 
-    def __init__(self, config: uvicorn.Config, on_drain: Callable[[], None]) -> None:
+    def __init__(self, config: uvicorn.Config, state: ServiceState, drain_timeout_s: float) -> None:
         super().__init__(config)
-        self.on_drain = on_drain
+        self.state = state
+        self.drain_timeout_s = drain_timeout_s
+        self.drain_started: float | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.on_drain()
-        super().handle_exit(sig, frame)
+        if self.drain_started is None and self.started:
+            # First signal: stop admitting work but keep answering until the drain is over.
+            self.drain_started = time.monotonic()
+            self.state.mark_draining()
+            return
+        super().handle_exit(sig, frame)  # a second signal, or one during start-up: stop now
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.drain_started is not None and not self.should_exit:
+            waited = time.monotonic() - self.drain_started
+            self.should_exit = self.state.idle or waited >= self.drain_timeout_s
+        return await super().on_tick(counter)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -59,9 +75,9 @@ def serve(settings: Settings) -> int:
         lifespan="on",
         access_log=False,
         log_config=None,
-        timeout_graceful_shutdown=settings.drain_timeout_s,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
         server_header=False,
     )
-    server = DrainingServer(config, on_drain=app.state.service.state.mark_draining)
+    server = DrainingServer(config, app.state.service.state, settings.drain_timeout_s)
     server.run()
     return 0 if server.started else STARTUP_FAILED

@@ -21,6 +21,7 @@ class ServiceState:
     phase: Phase = Phase.STARTING
     reason: str = "loading model"
     started_at: float = field(default_factory=time.monotonic)
+    requests_in_flight: int = 0
 
     def mark_ready(self) -> None:
         self.phase, self.reason = Phase.READY, ""
@@ -35,6 +36,11 @@ class ServiceState:
     @property
     def ready(self) -> bool:
         return self.phase is Phase.READY
+
+    @property
+    def idle(self) -> bool:
+        """No request is being handled: a drain can end early."""
+        return self.requests_in_flight == 0
 
     @property
     def uptime_s(self) -> float:

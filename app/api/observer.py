@@ -14,6 +14,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.metrics import ServiceMetrics
+from app.state import ServiceState
 
 logger = logging.getLogger("resnet_serve.access")
 REQUEST_ID_HEADER = "x-request-id"
@@ -32,9 +33,10 @@ def _incoming_request_id(scope: Scope) -> str | None:
 class RequestObserver:
     """Assign or honour ``X-Request-ID``, echo it, and record one log line and metrics per request."""
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, state: ServiceState) -> None:
         self.app = app
         self.metrics = metrics
+        self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,11 +57,11 @@ class RequestObserver:
                 MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
             await send(message)
 
-        self.metrics.in_flight.inc()
+        self.state.requests_in_flight += 1
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            self.metrics.in_flight.dec()
+            self.state.requests_in_flight -= 1
             elapsed = (first_byte or time.perf_counter()) - started
             route = scope.get("route")
             route_name = getattr(route, "path", "unmatched")

@@ -13,7 +13,9 @@ from typing import Any
 import torch
 
 
-def confusion_matrix(targets: torch.Tensor, predictions: torch.Tensor, classes: int) -> torch.Tensor:
+def confusion_matrix(
+    targets: torch.Tensor, predictions: torch.Tensor, classes: int
+) -> torch.Tensor:
     """(classes, classes) int64 counts; entry [t, p] counts images of class t predicted as p."""
     flat = targets.long().cpu() * classes + predictions.long().cpu()
     return torch.bincount(flat, minlength=classes * classes).reshape(classes, classes)

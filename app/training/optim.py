@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-import torch
 from torch.optim import SGD, AdamW, Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -40,7 +39,9 @@ def parameter_groups(
     ):
         matrices = [p for p in params if p.ndim > 1]
         vectors = [p for p in params if p.ndim <= 1]
-        groups.append({"name": part, "params": matrices, "lr": part_lr, "weight_decay": weight_decay})
+        groups.append(
+            {"name": part, "params": matrices, "lr": part_lr, "weight_decay": weight_decay}
+        )
         groups.append({"name": part, "params": vectors, "lr": part_lr, "weight_decay": 0.0})
     return groups
 

@@ -1,0 +1,305 @@
+"""Fine-tune a ResNet on an image folder and write a bundle from the best validation epoch.
+
+Flow: scan and split the data -> starting weights (or a checkpoint to resume) -> new head ->
+head-only epochs with the backbone frozen -> optional unfreeze at a lower backbone learning rate ->
+checkpoint every epoch, early stopping on validation accuracy -> bundle + plots from the best epoch.
+Training and validation use the preprocessing module's transforms, so the service preprocesses
+exactly as training did.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from app.model.bundle import BundleManifest, Provenance, save_bundle
+from app.model.resnet import ResNet, build_resnet
+from app.preprocessing import PreprocessingSpec, eval_transform, train_transform
+from app.training.checkpoint import TrainingCheckpoint
+from app.training.config import WEIGHTS_DTYPES, FinetuneConfig
+from app.training.data import ImageDataset, Sample, make_loader, scan_image_folder, stratified_split
+from app.training.evaluate import EvalResult, evaluate_model
+from app.training.metrics import ClassificationReport
+from app.training.optim import build_optimizer, head_lr, parameter_groups, warmup_cosine
+from app.training.plots import (
+    CONFUSION_FILE,
+    CURVES_FILE,
+    plot_confusion_matrix,
+    plot_training_curves,
+)
+from app.training.runtime import Precision, resolve_device, seed_everything
+from app.training.trainer import Trainer
+from app.training.weights import load_backbone, resolve_starting_weights
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """What a run produced; ``report`` is the best epoch's weights scored on the validation set."""
+
+    bundle_dir: Path
+    checkpoint: Path
+    best_epoch: int
+    best_accuracy: float
+    epochs_run: int
+    history: list[dict[str, float]]
+    report: ClassificationReport
+
+
+@dataclass(frozen=True)
+class _Splits:
+    classes: list[str]
+    train: list[Sample]
+    val: list[Sample]
+
+
+def _load_splits(config: FinetuneConfig) -> _Splits:
+    train = scan_image_folder(config.data)
+    if config.val is None:
+        train_samples, val_samples = stratified_split(
+            train.samples, config.val_fraction, config.seed
+        )
+    else:
+        train_samples = list(train.samples)
+        val_samples = list(scan_image_folder(config.val, classes=train.classes).samples)
+    logger.info(
+        "data: %d classes, %d training and %d validation images",
+        len(train.classes),
+        len(train_samples),
+        len(val_samples),
+    )
+    return _Splits(list(train.classes), train_samples, val_samples)
+
+
+def _new_state(config: FinetuneConfig, model: ResNet, classes: list[str]) -> TrainingCheckpoint:
+    """Resolve the starting weights into ``model`` and describe the fresh run."""
+    weights = resolve_starting_weights(config.pretrained, config.arch)
+    if weights.state is not None:
+        load_backbone(model, weights.state, f"{weights.description} (as a {config.arch} backbone)")
+    spec = config.preprocessing(weights.mean, weights.std, weights.interpolation)
+    logger.info("starting weights: %s", weights.description)
+    return TrainingCheckpoint(
+        epoch=0,
+        arch=config.arch,
+        classes=classes,
+        pretrained=weights.description,
+        backbone_pretrained=weights.pretrained,
+        preprocessing=spec.model_dump(mode="json"),
+        model={},
+        best_model={},
+        optimizer={},
+        scheduler={},
+        scaler={},
+        best_epoch=0,
+        best_accuracy=-1.0,
+        best_loss=float("inf"),
+        stale_epochs=0,
+        history=[],
+    )
+
+
+def _cpu_copy(model: ResNet) -> dict[str, torch.Tensor]:
+    return {name: t.detach().to("cpu", copy=True) for name, t in model.state_dict().items()}
+
+
+def _is_better(result: EvalResult, state: TrainingCheckpoint) -> bool:
+    """Higher validation accuracy wins; on a tie (common on small sets) the lower loss does."""
+    accuracy = result.report.accuracy
+    return accuracy > state.best_accuracy or (
+        accuracy == state.best_accuracy and result.loss < state.best_loss
+    )
+
+
+def finetune(config: FinetuneConfig) -> FinetuneResult:
+    """Run the whole fine-tune described by ``config``; see the module docstring for the flow."""
+    if config.out.exists() and not config.out.is_dir():
+        raise ValueError(
+            f"{config.out}: exists and is not a folder; --out must name a bundle folder"
+        )
+    device = resolve_device(config.device)
+    precision = Precision.for_device(device)
+    seed_everything(config.seed)
+    splits = _load_splits(config)
+    # From scratch, zero-initialised residual branches make every block start as the identity.
+    model = build_resnet(config.arch, len(splits.classes), zero_init_residual=True)
+    if config.resume is None:
+        state = _new_state(config, model, splits.classes)
+    else:
+        state = TrainingCheckpoint.load(config.resume)
+        state.check_compatible(config.resume, config.arch, splits.classes)
+        model.load_state_dict(state.model)
+        logger.info("resuming %s after epoch %d", config.resume, state.epoch)
+    spec = PreprocessingSpec.model_validate(state.preprocessing)
+    model.to(device, memory_format=torch.channels_last)
+
+    train_loader = make_loader(
+        ImageDataset(splits.train, train_transform(spec)),
+        batch_size=config.batch_size,
+        workers=config.workers,
+        device=device,
+        shuffle=True,
+        generator=torch.Generator(),
+    )
+    val_loader = make_loader(
+        ImageDataset(splits.val, eval_transform(spec)),
+        batch_size=config.batch_size,
+        workers=config.workers,
+        device=device,
+    )
+    steps = len(train_loader)
+    lr, weight_decay = config.optimizer_settings()
+    # Without pretrained features there is nothing to protect: everything trains at full rate.
+    scale = config.backbone_lr_scale if state.backbone_pretrained else 1.0
+    optimizer = build_optimizer(config.optimizer, parameter_groups(model, lr, weight_decay, scale))
+    scheduler = warmup_cosine(optimizer, round(config.warmup_epochs * steps), config.epochs * steps)
+    trainer = Trainer(
+        model, optimizer, scheduler, precision, config.label_smoothing, config.progress
+    )
+    if config.resume is not None:
+        trainer.load_state_dict(
+            {"optimizer": state.optimizer, "scheduler": state.scheduler, "scaler": state.scaler}
+        )
+    logger.info("device: %s, mixed precision: %s", device, precision.describe())
+
+    for epoch in range(state.epoch + 1, config.epochs + 1):
+        if config.patience and state.stale_epochs >= config.patience:
+            logger.info(
+                "early stopping: validation accuracy has not improved for %d epochs",
+                state.stale_epochs,
+            )
+            break
+        _run_epoch(config, epoch, state, trainer, train_loader, val_loader)
+
+    model.load_state_dict(state.best_model)
+    final = evaluate_model(model, val_loader, splits.classes, precision)
+    bundle_dir = _write_bundle(config, model, state, spec, splits)
+    plot_training_curves(state.history, state.best_epoch, bundle_dir / CURVES_FILE)
+    plot_confusion_matrix(final.report, bundle_dir / CONFUSION_FILE)
+    logger.info("wrote bundle %s", bundle_dir)
+    return FinetuneResult(
+        bundle_dir=bundle_dir,
+        checkpoint=config.checkpoint_path,
+        best_epoch=state.best_epoch,
+        best_accuracy=state.best_accuracy,
+        epochs_run=state.epoch,
+        history=state.history,
+        report=final.report,
+    )
+
+
+def _run_epoch(
+    config: FinetuneConfig,
+    epoch: int,
+    state: TrainingCheckpoint,
+    trainer: Trainer,
+    train_loader: DataLoader[tuple[torch.Tensor, int]],
+    val_loader: DataLoader[tuple[torch.Tensor, int]],
+) -> None:
+    """Train and validate one epoch, update the best-so-far and the history, save the checkpoint."""
+    # Seeding per epoch makes the shuffle (and in-process augmentation) depend only on (seed,
+    # epoch), so a resumed run sees the batches an uninterrupted one would have seen.
+    torch.manual_seed(config.seed + epoch)
+    if train_loader.generator is not None:
+        train_loader.generator.manual_seed(config.seed + epoch)
+    frozen = state.backbone_pretrained and (epoch <= config.freeze_epochs or not config.unfreeze)
+    if state.backbone_pretrained and config.unfreeze and epoch == config.freeze_epochs + 1 > 1:
+        logger.info(
+            "unfreezing the backbone at %g x the head's learning rate", config.backbone_lr_scale
+        )
+    trained = trainer.train_epoch(train_loader, f"epoch {epoch}/{config.epochs}", frozen)
+    result = evaluate_model(trainer.model, val_loader, state.classes, trainer.precision)
+    improved = _is_better(result, state)
+    if improved:
+        state.best_epoch, state.best_accuracy, state.best_loss = (
+            epoch,
+            result.report.accuracy,
+            result.loss,
+        )
+        state.best_model = _cpu_copy(trainer.model)
+        state.stale_epochs = 0
+    else:
+        state.stale_epochs += 1
+    lr = head_lr(trainer.optimizer)
+    state.history.append(
+        {
+            "epoch": epoch,
+            "train_loss": trained.loss,
+            "train_acc": trained.accuracy,
+            "val_loss": result.loss,
+            "val_acc": result.report.accuracy,
+            "lr": lr,
+            "images_per_s": trained.images_per_second,
+        }
+    )
+    logger.info(
+        "epoch %d/%d: train loss %.4f acc %.2f%% | val loss %.4f acc %.2f%% | lr %.2e | "
+        "%.1f img/s, %.0f s%s%s",
+        epoch,
+        config.epochs,
+        trained.loss,
+        100 * trained.accuracy,
+        result.loss,
+        100 * result.report.accuracy,
+        lr,
+        trained.images_per_second,
+        trained.seconds,
+        " | backbone frozen" if frozen else "",
+        " | best" if improved else "",
+    )
+    state.epoch = epoch
+    state.model = trainer.model.state_dict()
+    pieces = trainer.state_dict()
+    state.optimizer, state.scheduler, state.scaler = (
+        pieces["optimizer"],
+        pieces["scheduler"],
+        pieces["scaler"],
+    )
+    state.save(config.checkpoint_path)
+
+
+def _write_bundle(
+    config: FinetuneConfig,
+    model: ResNet,
+    state: TrainingCheckpoint,
+    spec: PreprocessingSpec,
+    splits: _Splits,
+) -> Path:
+    """Save ``model`` (holding the best epoch's weights) with honest provenance."""
+    best = next(h for h in state.history if h["epoch"] == state.best_epoch)
+    validation = (
+        str(config.val)
+        if config.val is not None
+        else f"{config.val_fraction:g} stratified split of the dataset (seed {config.seed})"
+    )
+    provenance = Provenance(
+        pretrained=state.pretrained,
+        dataset=str(config.data),
+        epochs=state.epoch,
+        metrics={
+            "val_accuracy": state.best_accuracy,
+            "val_loss": state.best_loss,
+            "train_accuracy": best["train_acc"],
+            "train_loss": best["train_loss"],
+        },
+        created_at=datetime.now(UTC),
+        best_epoch=state.best_epoch,
+        validation=validation,
+        train_images=len(splits.train),
+        val_images=len(splits.val),
+        hyperparameters=config.hyperparameters(),
+    )
+    manifest = BundleManifest(
+        name=config.bundle_name,
+        arch=config.arch,
+        num_classes=len(splits.classes),
+        labels=splits.classes,
+        preprocessing=spec,
+        provenance=provenance,
+    )
+    return save_bundle(config.out, model, manifest, WEIGHTS_DTYPES[config.weights_dtype])

@@ -1,0 +1,151 @@
+"""Start-up, readiness, overload, deadlines and SIGTERM drain, on real server processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from tests.conftest import ServerProcess, encode, known_image
+
+JPEG = encode(known_image("circle", 0))
+
+
+def _post(server: ServerProcess, **kwargs) -> httpx.Response:
+    return httpx.post(
+        server.url + "/predict",
+        content=JPEG,
+        headers={"Content-Type": "image/jpeg"},
+        timeout=60,
+        **kwargs,
+    )
+
+
+async def _concurrent_posts(url: str, count: int) -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        return await asyncio.gather(
+            *(
+                client.post("/predict", content=JPEG, headers={"Content-Type": "image/jpeg"})
+                for _ in range(count)
+            )
+        )
+
+
+def test_live_before_ready_during_warm_up(start_server, slow_bundle: Path) -> None:
+    server = start_server(model_dir=slow_bundle, max_batch_size=6)
+    server.wait_until("/health/live", 200)
+    response = server.get("/health/ready")
+    assert response.status_code == 503
+    assert response.json()["status"] == "starting"
+    assert response.headers["retry-after"] == "1"
+    error = _post(server)
+    assert error.status_code == 503
+    assert error.json()["error"]["code"] == "not_ready"
+    server.wait_ready()
+    assert _post(server).status_code == 200
+
+
+def test_queue_full_returns_503_with_retry_after_then_recovers(
+    start_server, slow_bundle: Path
+) -> None:
+    server = start_server(
+        model_dir=slow_bundle, max_batch_size=1, max_queue_size=1, max_images_per_request=1
+    ).wait_ready()
+    responses = asyncio.run(_concurrent_posts(server.url, 8))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(200) >= 2  # one running, one queued
+    rejected = [r for r in responses if r.status_code == 503]
+    assert rejected, statuses
+    assert all(r.json()["error"]["code"] == "queue_full" for r in rejected)
+    assert all(r.headers["retry-after"] == "1" for r in rejected)
+    assert _post(server).status_code == 200  # recovered once the queue drained
+
+
+def test_deadline_passed_while_queued_returns_504(start_server, slow_bundle: Path) -> None:
+    server = start_server(
+        model_dir=slow_bundle, max_batch_size=1, request_timeout_s=0.05
+    ).wait_ready()
+    responses = asyncio.run(_concurrent_posts(server.url, 3))
+    assert [r.status_code for r in responses] == [504, 504, 504]
+    assert responses[0].json()["error"]["code"] == "deadline_exceeded"
+    assert server.get("/health/live").status_code == 200
+
+
+def test_sigterm_under_load_answers_every_admitted_request(start_server, slow_bundle: Path) -> None:
+    server = start_server(model_dir=slow_bundle, max_batch_size=4, drain_timeout_s=60).wait_ready()
+
+    async def scenario() -> tuple[list[httpx.Response], int, int]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            posts = [
+                asyncio.create_task(
+                    client.post("/predict", content=JPEG, headers={"Content-Type": "image/jpeg"})
+                )
+                for _ in range(12)
+            ]
+            while "resnet_serve_requests_in_flight 13.0" not in (await client.get("/metrics")).text:
+                await asyncio.sleep(0.01)  # all 12 admitted (the 13th is this scrape)
+            server.process.terminate()
+            await asyncio.sleep(0.2)
+            ready = (await client.get("/health/ready")).status_code
+            refused = (
+                await client.post("/predict", content=JPEG, headers={"Content-Type": "image/jpeg"})
+            ).status_code
+            return await asyncio.gather(*posts), ready, refused
+
+    responses, ready_while_draining, new_work_while_draining = asyncio.run(scenario())
+    assert [r.status_code for r in responses] == [200] * 12
+    assert ready_while_draining == 503
+    assert new_work_while_draining == 503
+    assert server.process.wait(30) == 0
+    assert "stopped" in server.logs()
+
+
+def test_drain_timeout_bounds_the_shutdown(start_server, slow_bundle: Path) -> None:
+    server = start_server(model_dir=slow_bundle, max_batch_size=1, drain_timeout_s=0.5).wait_ready()
+
+    async def scenario() -> list[httpx.Response | BaseException]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            posts = [
+                asyncio.create_task(
+                    client.post("/predict", content=JPEG, headers={"Content-Type": "image/jpeg"})
+                )
+                for _ in range(20)
+            ]
+            await asyncio.sleep(0.3)
+            server.process.terminate()
+            return await asyncio.gather(*posts, return_exceptions=True)
+
+    started = time.monotonic()
+    responses = asyncio.run(scenario())
+    assert server.process.wait(30) == 0
+    assert time.monotonic() - started < 15
+    answered = [r for r in responses if isinstance(r, httpx.Response)]
+    assert all(r.status_code in (200, 503) for r in answered)
+
+
+def test_broken_bundle_fails_start_up_with_one_clear_message(start_server, tmp_path: Path) -> None:
+    (tmp_path / "model.json").write_text(json.dumps({"format_version": 1, "name": "x"}))
+    server = start_server(model_dir=tmp_path)
+    assert server.process.wait(60) != 0
+    assert "model.json" in server.logs()
+    with pytest.raises(httpx.TransportError):
+        server.get("/health/live")
+
+
+def test_missing_device_fails_start_up(start_server) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    server = start_server(device="cuda")
+    assert server.process.wait(60) != 0
+    assert "CUDA is not available" in server.logs()
+
+
+def test_invalid_setting_fails_start_up(start_server) -> None:
+    server = start_server(max_batch_size=0)
+    assert server.process.wait(60) != 0
+    assert "max_batch_size" in server.logs()

@@ -1,0 +1,172 @@
+"""POST /predict against a real server with the demo model: right labels, right shape."""
+
+from __future__ import annotations
+
+import math
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.conftest import ServerProcess, encode, known_image
+
+
+def _top_label(result: dict) -> str:
+    return result["predictions"][0]["label"]
+
+
+def test_single_file_upload_gets_the_right_label(
+    demo_server: ServerProcess, labelled_jpegs: list[tuple[str, bytes]]
+) -> None:
+    for label, jpeg in labelled_jpegs:
+        response = httpx.post(
+            demo_server.url + "/predict", files={"file": ("x.jpg", jpeg, "image/jpeg")}
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["model"] == "demo"
+        assert len(body["results"]) == 1
+        assert _top_label(body["results"][0]) == label
+
+
+def test_multi_image_request_answers_in_input_order(
+    demo_server: ServerProcess, labelled_jpegs: list[tuple[str, bytes]]
+) -> None:
+    files = [
+        ("files", (f"{i}.jpg", jpeg, "image/jpeg")) for i, (_, jpeg) in enumerate(labelled_jpegs)
+    ]
+    files.insert(0, ("file", ("first.jpg", labelled_jpegs[3][1], "image/jpeg")))
+    response = httpx.post(demo_server.url + "/predict", files=files, timeout=30)
+    assert response.status_code == 200, response.text
+    labels = [_top_label(result) for result in response.json()["results"]]
+    assert labels == [labelled_jpegs[3][0]] + [label for label, _ in labelled_jpegs]
+
+
+@pytest.mark.parametrize("content_type", ["image/jpeg", "application/octet-stream"])
+def test_raw_body_upload_gets_the_right_label(
+    demo_server: ServerProcess, content_type: str
+) -> None:
+    response = httpx.post(
+        demo_server.url + "/predict",
+        content=encode(known_image("star", 1)),
+        headers={"Content-Type": content_type},
+    )
+    assert response.status_code == 200, response.text
+    assert _top_label(response.json()["results"][0]) == "star"
+
+
+def test_predictions_are_sorted_probabilities_with_top_k_entries(
+    demo_server: ServerProcess,
+) -> None:
+    response = httpx.post(
+        demo_server.url + "/predict?top_k=8",
+        files={"file": ("x.jpg", encode(known_image("ring", 2)), "image/jpeg")},
+    )
+    result = response.json()["results"][0]
+    scores = [p["score"] for p in result["predictions"]]
+    assert len(scores) == 8
+    assert scores == sorted(scores, reverse=True)
+    assert math.isclose(sum(scores), 1.0, abs_tol=1e-4)
+    assert sorted(p["index"] for p in result["predictions"]) == list(range(8))
+    assert result["batch_size"] >= 1
+    assert result["queue_ms"] >= 0 and result["inference_ms"] > 0
+
+
+def test_default_top_k_is_five(demo_server: ServerProcess) -> None:
+    response = httpx.post(
+        demo_server.url + "/predict",
+        files={"file": ("x.jpg", encode(known_image("cross", 3)), "image/jpeg")},
+    )
+    assert len(response.json()["results"][0]["predictions"]) == 5
+
+
+def _rotated_with_exif(image: Image.Image) -> bytes:
+    """Store the image rotated 90 degrees with an EXIF tag that tells viewers to undo it."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 CW to display
+    return encode(image.transpose(Image.Transpose.ROTATE_90), "JPEG", exif=exif.tobytes())
+
+
+@pytest.mark.parametrize(
+    ("label", "convert"),
+    [
+        ("circle", lambda im: encode(im, "PNG")),
+        ("square", lambda im: encode(im, "WEBP", quality=90)),
+        ("triangle", lambda im: encode(im, "BMP")),
+        ("star", lambda im: encode(im.convert("P"), "GIF")),
+        ("cross", lambda im: encode(im, "TIFF")),
+        ("ring", lambda im: encode(im.convert("RGBA"), "PNG")),
+        ("stripes", lambda im: encode(im.convert("CMYK"), "JPEG")),
+        ("checkerboard", lambda im: encode(im.convert("L"), "PNG")),
+        ("triangle", _rotated_with_exif),
+    ],
+)
+def test_every_supported_format_and_mode_is_classified(
+    demo_server: ServerProcess, label: str, convert
+) -> None:
+    data = convert(known_image(label, 4))
+    response = httpx.post(
+        demo_server.url + "/predict", files={"file": ("x", data, "application/octet-stream")}
+    )
+    assert response.status_code == 200, response.text
+    assert _top_label(response.json()["results"][0]) == label
+
+
+def test_sixteen_bit_greyscale_png_is_accepted(demo_server: ServerProcess) -> None:
+    grey = known_image("square", 5).convert("L")
+    wide = Image.frombytes("I;16", grey.size, bytes(b for v in grey.tobytes() for b in (0, v)))
+    response = httpx.post(
+        demo_server.url + "/predict",
+        content=encode(wide, "PNG"),
+        headers={"Content-Type": "image/png"},
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_request_id_is_honoured_and_echoed(demo_server: ServerProcess) -> None:
+    response = httpx.post(
+        demo_server.url + "/predict",
+        content=encode(known_image("circle", 6)),
+        headers={"Content-Type": "image/jpeg", "X-Request-ID": "trace-42"},
+    )
+    assert response.headers["x-request-id"] == "trace-42"
+    assert response.json()["request_id"] == "trace-42"
+    generated = demo_server.get("/health").headers["x-request-id"]
+    assert len(generated) == 32
+
+
+def test_health_reports_the_loaded_model(demo_server: ServerProcess) -> None:
+    body = demo_server.get("/health").json()
+    assert body["status"] == "ready"
+    assert body["model"] == "demo"
+    assert body["arch"] == "resnet18"
+    assert body["device"] == "cpu"
+    assert body["precision"] == "fp32"
+    assert body["max_batch_size"] == 16
+    assert body["queue_depth"] == 0
+    assert demo_server.get("/health/ready").json()["model"] == "demo"
+    assert demo_server.get("/health/live").status_code == 200
+
+
+def test_metrics_count_requests_and_images(demo_server: ServerProcess) -> None:
+    httpx.post(
+        demo_server.url + "/predict",
+        content=encode(known_image("ring", 7)),
+        headers={"Content-Type": "image/jpeg"},
+    )
+    text = demo_server.get("/metrics").text
+    assert 'resnet_serve_requests_total{route="/predict",status="200"}' in text
+    assert "resnet_serve_images_total" in text
+    assert "resnet_serve_queue_depth 0.0" in text
+    assert "resnet_serve_batch_size_bucket" in text
+
+
+def test_image_is_preprocessed_like_training(demo_server: ServerProcess) -> None:
+    """The same picture at another size and JPEG quality keeps its label."""
+    image = known_image("star", 8)
+    small = image.resize((image.width // 2, image.height // 2))
+    for data in (encode(image, quality=95), encode(small, quality=60)):
+        response = httpx.post(
+            demo_server.url + "/predict", content=data, headers={"Content-Type": "image/jpeg"}
+        )
+        assert _top_label(response.json()["results"][0]) == "star"

@@ -1,0 +1,155 @@
+"""Shared fixtures: real servers started as users start them, and images of known class."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.model.bundle import BundleManifest, save_bundle
+from app.model.resnet import build_resnet
+from app.preprocessing import PreprocessingSpec
+from app.training.demo_data import CLASSES, render_image
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_BUNDLE = REPO / "models" / "demo"
+CLI = Path(sys.executable).with_name("resnet-serve")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    """A `resnet-serve serve` subprocess on 127.0.0.1 with its own port and log file."""
+
+    env: dict[str, str]
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServerProcess:
+        env = {**os.environ, **self.env, "RESNET_SERVE_PORT": str(self.port)}
+        env.setdefault("RESNET_SERVE_HOST", "127.0.0.1")
+        self.log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [str(CLI), "serve"], env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        return self
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str, **kwargs) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=10, **kwargs)
+
+    def wait_until(self, path: str, status: int, timeout_s: float = 60) -> None:
+        """Poll ``path`` until it answers ``status``; fail with the server log otherwise."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"server exited with {self.process.returncode}:\n{self.logs()}")
+            try:
+                if self.get(path).status_code == status:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        pytest.fail(f"{path} never answered {status} within {timeout_s}s:\n{self.logs()}")
+
+    def wait_ready(self) -> ServerProcess:
+        self.wait_until("/health/ready", 200)
+        return self
+
+    def terminate(self, timeout_s: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout_s)
+        finally:
+            self.log.close()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Factory: ``start_server(MODEL_DIR=..., MAX_BATCH_SIZE=...)`` starts a server (not waiting)."""
+    servers: list[ServerProcess] = []
+
+    def start(**settings: object) -> ServerProcess:
+        env = {f"RESNET_SERVE_{k.upper()}": str(v) for k, v in settings.items()}
+        env.setdefault("RESNET_SERVE_MODEL_DIR", str(DEMO_BUNDLE))
+        server = ServerProcess(env, tmp_path / f"server-{len(servers)}.log").start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One demo-model server shared by the tests that do not change settings."""
+    log = tmp_path_factory.mktemp("demo-server") / "server.log"
+    env = {"RESNET_SERVE_MODEL_DIR": str(DEMO_BUNDLE), "RESNET_SERVE_MAX_BATCH_SIZE": "16"}
+    server = ServerProcess(env, log).start()
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def slow_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight ResNet-50 at 320 px: slow enough on CPU to hold a queue open for a while."""
+    directory = tmp_path_factory.mktemp("slow-bundle")
+    manifest = BundleManifest(
+        name="slow",
+        arch="resnet50",
+        num_classes=2,
+        labels=["a", "b"],
+        preprocessing=PreprocessingSpec(input_size=320, resize_size=320),
+    )
+    return save_bundle(directory, build_resnet("resnet50", 2), manifest)
+
+
+def encode(image: Image.Image, fmt: str = "JPEG", **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def known_image(class_name: str, seed: int) -> Image.Image:
+    """A freshly drawn demo image of ``class_name`` the demo model has never seen."""
+    return render_image(class_name, np.random.default_rng(10_000 + seed))
+
+
+@pytest.fixture(scope="session")
+def labelled_jpegs() -> list[tuple[str, bytes]]:
+    """Two JPEGs per demo class, with their true label."""
+    return [(name, encode(known_image(name, seed))) for seed, name in enumerate(CLASSES * 2)]
