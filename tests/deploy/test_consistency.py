@@ -1,0 +1,115 @@
+"""What the Dockerfile, Compose, Kubernetes and the app say about each other must agree.
+
+Every value is parsed from the file that owns it, so a change in one place that is not made in the
+others fails here instead of in a rollout.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import tomllib
+
+from fastapi.routing import APIRoute
+
+from app.main import create_app
+from app.metrics import ServiceMetrics
+from app.settings import Settings
+from tests.conftest import CLI
+from tests.deploy.manifests import (
+    REPO,
+    compose_environment,
+    container_env,
+    exec_form,
+    final_stage,
+    image_env,
+    interpolate,
+    k8s_objects,
+    only,
+    read_compose,
+    read_dockerfile,
+    seconds,
+)
+
+INSTRUCTIONS = read_dockerfile()
+IMAGE_ENV = image_env(INSTRUCTIONS, base_path="/usr/bin:/bin")
+COMPOSE = read_compose()["services"]
+K8S = k8s_objects()
+POD_SPEC = K8S["Deployment"]["spec"]["template"]["spec"]
+(CONTAINER,) = POD_SPEC["containers"]
+DEFAULTS = Settings.model_fields
+
+
+def _get_routes() -> set[str]:
+    app = create_app(Settings())  # builds routes only; the model loads in the lifespan
+    return {r.path for r in app.routes if isinstance(r, APIRoute) and "GET" in r.methods}
+
+
+def test_image_cmd_is_the_console_script_that_make_serve_and_the_tests_run() -> None:
+    argv = exec_form(only(final_stage(INSTRUCTIONS), "CMD").args)
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, function = scripts[argv[0]].partition(":")
+    assert callable(getattr(importlib.import_module(module), function))
+    assert CLI.name == argv[0]  # the server the other tests start
+    serve_recipe = re.search(r"^serve:.*\n\t(.+)$", (REPO / "Makefile").read_text(), re.M)[1]
+    assert serve_recipe.split() == [f"$(BIN)/{argv[0]}", *argv[1:]]
+
+
+def test_probe_and_scrape_paths_are_get_routes_of_the_app() -> None:
+    routes = _get_routes()
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert CONTAINER[probe]["httpGet"]["path"] in routes, probe
+    assert (
+        POD_SPEC
+        and K8S["Deployment"]["spec"]["template"]["metadata"]["annotations"]["prometheus.io/path"]
+        in routes
+    )
+    # The image's HEALTHCHECK runs `resnet-serve healthcheck`, which asks /health/ready.
+    assert "/health/ready" in routes
+
+
+def test_hpa_scales_on_a_gauge_the_service_exports() -> None:
+    (metric,) = K8S["HorizontalPodAutoscaler"]["spec"]["metrics"]
+    name = metric["pods"]["metric"]["name"]
+    exported = {family.name: family.type for family in ServiceMetrics().registry.collect()}
+    assert exported.get(name) == "gauge", f"{name} is not a gauge on /metrics"
+
+
+def test_expose_compose_kubernetes_and_the_app_default_agree_on_the_port() -> None:
+    port = DEFAULTS["port"].default
+    assert only(final_stage(INSTRUCTIONS), "EXPOSE").args == str(port)
+    assert IMAGE_ENV["RESNET_SERVE_PORT"] == str(port)
+    for service in COMPOSE.values():
+        assert [p["target"] for p in service["ports"]] == [port]
+    (container_port,) = CONTAINER["ports"]
+    assert container_port["containerPort"] == port
+    assert container_env(CONTAINER)["RESNET_SERVE_PORT"] == str(port)
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert CONTAINER[probe]["httpGet"]["port"] == container_port["name"], probe
+    (service_port,) = K8S["Service"]["spec"]["ports"]
+    assert service_port["targetPort"] == container_port["name"]
+    annotations = K8S["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(port)
+
+
+def test_drain_timeout_is_shorter_than_every_grace_period() -> None:
+    drain = DEFAULTS["drain_timeout_s"].default
+    assert float(IMAGE_ENV["RESNET_SERVE_DRAIN_TIMEOUT_S"]) == drain
+    for service in COMPOSE.values():
+        compose_drain = float(compose_environment(service)["RESNET_SERVE_DRAIN_TIMEOUT_S"])
+        assert compose_drain < seconds(interpolate(service["stop_grace_period"]))
+    k8s_drain = float(container_env(CONTAINER)["RESNET_SERVE_DRAIN_TIMEOUT_S"])
+    pre_stop = CONTAINER["lifecycle"]["preStop"]["sleep"]["seconds"]
+    # Kubernetes counts the grace period from the start of preStop; SIGTERM comes after it.
+    assert 0 < pre_stop < 15
+    assert pre_stop + k8s_drain < POD_SPEC["terminationGracePeriodSeconds"]
+
+
+def test_image_settings_are_valid_settings() -> None:
+    settings = {
+        key.removeprefix("RESNET_SERVE_").lower(): value
+        for key, value in IMAGE_ENV.items()
+        if key.startswith("RESNET_SERVE_")
+    }
+    assert set(settings) <= set(DEFAULTS), set(settings) - set(DEFAULTS)
+    Settings(**settings)  # raises on a value the app would refuse at start-up
