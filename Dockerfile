@@ -9,8 +9,8 @@
 # libraries (the nvidia-* packages: cuBLAS, cuDNN, ...), so "runtime" or "cudnn" would only add a
 # second, unused copy of them. "base" brings cudart and the NVIDIA_* variables that the container
 # toolkit reads: which GPUs and driver capabilities to mount, and NVIDIA_REQUIRE_CUDA=cuda>=13.0,
-# which refuses to start on a too-old driver with a clear message. 13.0 (not 13.2, the wheels'
-# version) because CUDA minor-version compatibility runs the 13.2 wheels on any 13.x driver (>= 580).
+# which has the toolkit check the host driver at start. 13.0 rather than 13.2 (the wheels' version)
+# because CUDA minor-version compatibility runs the 13.2 wheels on any 13.x driver (>= 580).
 #
 # Hosts stuck on an older driver: build another CUDA flavour of torch from its own lock file, e.g.
 #   --build-arg CUDA_IMAGE=nvidia/cuda:12.8.1-base-ubuntu24.04 \
@@ -43,7 +43,12 @@ COPY app /tmp/src/app
 RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
         --no-deps --no-build-isolation /tmp/src
 
-# ---- runtime: Python, the virtual environment and the demo bundle; no pip cache, no compilers ----
+# The demo bundle, readable by any uid whatever modes the build context gave it (a bundle written
+# by a tool that creates its files 0600 would otherwise be unreadable for the runtime user).
+COPY models/demo /opt/resnet-serve/models/demo
+RUN chmod -R a+rX,go-w /opt/resnet-serve
+
+# ---- runtime: Python, the venv and the demo bundle; no pip cache, no compilers, no sources ----
 FROM ${CUDA_IMAGE} AS runtime
 
 # hadolint ignore=DL3008
@@ -57,7 +62,7 @@ RUN apt-get update \
 COPY --from=build /opt/venv /opt/venv
 # The demo bundle, baked in. Serve another one without rebuilding: mount its folder read-only
 # under /models and point RESNET_SERVE_MODEL_DIR at it.
-COPY models/demo /opt/resnet-serve/models/demo
+COPY --from=build /opt/resnet-serve /opt/resnet-serve
 
 # Everything the server writes goes under /tmp (HOME too: matplotlib, CUDA and torch caches), so
 # the root filesystem can be read-only. Files are root-owned and world-readable, so any uid can

@@ -1,301 +1,99 @@
-"""``resnet-serve``: the only place argv is parsed.
+"""``resnet-serve``: the command line.
 
-Each command is one ``_add_<command>`` function that declares its arguments and sets a handler, plus
-one entry in ``COMMANDS``. Handlers turn arguments into one library call and print the result.
-Expected failures (a bad bundle, dataset or option) print one ``error: ...`` line to stderr and exit
-with status 2; progress and warnings from the library go to stderr, results to stdout.
+``serve`` and ``healthcheck`` live here; ``finetune``, ``evaluate`` and ``demo-data`` are handed to
+``app.training.cli``. Heavy modules are imported only by the command that needs them, so the
+container's every-few-seconds ``resnet-serve healthcheck`` never loads torch.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import MISSING, fields
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
-from app.model.bundle import BundleError
-from app.model.resnet import ARCHITECTURES
-from app.training.config import WEIGHTS_DTYPES, FinetuneConfig, default_workers
-from app.training.demo_data import generate_dataset
-from app.training.evaluate import evaluate_bundle
-from app.training.finetune import finetune
-from app.training.metrics import (
-    format_accuracy,
-    format_confusion,
-    format_per_class_accuracy,
-    format_precision_recall,
-)
-from app.training.optim import OPTIMIZER_DEFAULTS
+from pydantic import ValidationError
+
+from app.settings import Settings
 
 EXIT_ERROR = 2
-EXIT_INTERRUPTED = 130
-Subparsers = argparse._SubParsersAction  # what add_subparsers returns; add_parser is called on it
-EXPECTED_ERRORS = (
-    BundleError,
-    ValueError,
-    OSError,
-)  # CheckpointError, DatasetError are ValueErrors
+# Kept in step with app.training.cli.COMMAND_NAMES by a test; importing it here would load torch.
+TRAINING_COMMANDS = {
+    "finetune": "fine-tune a ResNet on an image folder and write a bundle",
+    "evaluate": "score a bundle on a labelled image folder",
+    "demo-data": "generate the labelled shapes dataset used for the demo model",
+}
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keep the line breaks of command descriptions."""
+def _add_setting_options(parser: argparse.ArgumentParser) -> None:
+    """One ``--option`` per setting, so options and ``RESNET_SERVE_*`` variables cannot drift."""
+    for name, field in Settings.model_fields.items():
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            metavar=name.upper(),
+            help=f"{field.description} (env RESNET_SERVE_{name.upper()}, default {field.default})",
+        )
 
 
-class _LogFormatter(logging.Formatter):
-    """Info lines as they are; warnings and errors prefixed like ``warning: ...``."""
+def _serve(args: argparse.Namespace) -> int:
+    overrides = {
+        name: getattr(args, name)
+        for name in Settings.model_fields
+        if getattr(args, name) is not None
+    }
+    settings = Settings(**overrides)
+    from app.server import serve  # torch and uvicorn load only when serving
 
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if record.levelno >= logging.WARNING:
-            return f"{record.levelname.lower()}: {message}"
-        return message
-
-
-@contextmanager
-def _log_to_stderr() -> Iterator[None]:
-    """Show the ``app`` loggers' info lines on stderr for the duration of one command."""
-    logger = logging.getLogger("app")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_LogFormatter())
-    previous = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)
+    return serve(settings)
 
 
-# ---- demo-data ---------------------------------------------------------------------------------
+def _healthcheck(args: argparse.Namespace) -> int:
+    from app.healthcheck import probe
 
-
-def _add_demo_data(commands: Subparsers) -> None:
-    parser = commands.add_parser(
-        "demo-data",
-        help="generate the labelled shapes dataset used for the demo model",
-        description="Write OUT/<class>/<class>_00000.jpg images of drawn shapes; "
-        "the same seed gives the same files.",
-    )
-    parser.add_argument("out", type=Path, help="folder to write the class folders into")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument(
-        "--per-class", type=int, default=150, help="images per class (default: %(default)s)"
-    )
-    parser.set_defaults(handler=_demo_data)
-
-
-def _demo_data(args: argparse.Namespace) -> int:
-    counts = generate_dataset(args.out, seed=args.seed, per_class=args.per_class)
-    print(f"wrote {sum(counts.values())} images of {len(counts)} classes to {args.out}")
-    return 0
-
-
-# ---- finetune ----------------------------------------------------------------------------------
-
-_FINETUNE_DESCRIPTION = """\
-Fine-tune a ResNet on DATA (one subfolder of images per class) and write a bundle to --out from the
-epoch with the best validation accuracy, with training_curves.png and confusion_matrix.png beside it.
-
-With pretrained weights the new head trains alone for --freeze-epochs epochs, then the backbone is
-unfrozen at --backbone-lr-scale times the learning rate (--no-unfreeze keeps it frozen). From
---pretrained none everything trains at the full rate from the first step. The schedule is per-step:
-linear warm-up, then cosine decay. Mixed precision is used on CUDA only. A checkpoint is written
-after every epoch; --resume continues a run (pass the same arguments)."""
-
-
-def _config_defaults() -> dict[str, Any]:
-    """FinetuneConfig's defaults, so the CLI and the library cannot drift apart."""
-    defaults = {}
-    for field in fields(FinetuneConfig):
-        if field.default is not MISSING:
-            defaults[field.name] = field.default
-        elif field.default_factory is not MISSING:
-            defaults[field.name] = field.default_factory()
-    return defaults
-
-
-def _add_finetune(commands: Subparsers) -> None:
-    parser = commands.add_parser(
-        "finetune",
-        help="fine-tune a ResNet on an image folder and write a bundle",
-        description=_FINETUNE_DESCRIPTION,
-        formatter_class=_HelpFormatter,
-    )
-    add = parser.add_argument
-    add("data", type=Path, help="training images: DATA/<class>/*.jpg|png|...")
-    add("--out", type=Path, required=True, help="bundle folder to write, e.g. models/my-model")
-    add("--name", help="bundle name (default: the --out folder's name)")
-    add("--val", type=Path, help="separate validation folder (default: split DATA)")
-    add(
-        "--val-fraction",
-        type=float,
-        help="share of each class held out when there is no --val (default: %(default)s)",
-    )
-    add("--arch", choices=list(ARCHITECTURES), help="architecture (default: %(default)s)")
-    add(
-        "--pretrained",
-        metavar="none|imagenet|PATH",
-        help="starting weights: 'none' (random; the default, no network needed), 'imagenet' "
-        "(torchvision's weights, downloaded or from the torch hub cache), a torchvision .pth "
-        "state dict, or one of our bundle folders of the same --arch",
-    )
-    add("--input-size", type=int, help="square crop the model sees (default: %(default)s)")
-    add(
-        "--resize-size",
-        type=int,
-        help="shorter side before the centre crop (default: input size / 0.875)",
-    )
-    add("--epochs", type=int, help="maximum epochs (default: %(default)s)")
-    add("--freeze-epochs", type=int, help="head-only epochs when pretrained (default: %(default)s)")
-    add(
-        "--no-unfreeze",
-        dest="unfreeze",
-        action="store_false",
-        help="keep a pretrained backbone frozen throughout",
-    )
-    add(
-        "--backbone-lr-scale",
-        type=float,
-        help="backbone lr / head lr after unfreezing (default: %(default)s)",
-    )
-    add(
-        "--optimizer",
-        choices=list(OPTIMIZER_DEFAULTS),
-        help="adamw, or sgd with Nesterov momentum 0.9 (default: %(default)s)",
-    )
-    add(
-        "--lr",
-        type=float,
-        help="peak learning rate of the head (default: 1e-3 for adamw, 0.05 for sgd)",
-    )
-    add(
-        "--weight-decay",
-        type=float,
-        help="(default: 0.05 for adamw, 1e-4 for sgd; none on biases and BatchNorm)",
-    )
-    add("--warmup-epochs", type=float, help="linear warm-up length (default: %(default)s)")
-    add("--label-smoothing", type=float, help="(default: %(default)s)")
-    add("--batch-size", type=int, help="(default: %(default)s)")
-    add(
-        "--workers",
-        type=int,
-        help="DataLoader worker processes (default: min(4, CPU count) = %(default)s)",
-    )
-    add("--device", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
-    add("--seed", type=int, help="seeds Python, NumPy, torch and the split (default: %(default)s)")
-    add(
-        "--patience",
-        type=int,
-        help="stop after this many epochs without a better val accuracy; 0: never (default: %(default)s)",
-    )
-    add("--checkpoint-dir", type=Path, help="where checkpoint.pt goes (default: runs/<name>)")
-    add("--resume", type=Path, metavar="CHECKPOINT", help="continue after the checkpoint's epoch")
-    add(
-        "--weights-dtype",
-        choices=list(WEIGHTS_DTYPES),
-        help="bundle storage precision (default: %(default)s)",
-    )
-    add("--no-progress", dest="progress", action="store_false", help="no per-batch progress bar")
-    parser.set_defaults(**_config_defaults(), handler=_finetune)
-
-
-def _finetune(args: argparse.Namespace) -> int:
-    config = FinetuneConfig(
-        **{field.name: getattr(args, field.name) for field in fields(FinetuneConfig)}
-    )
-    result = finetune(config)
-    report = result.report
-    print(
-        f"best validation accuracy: {100 * result.best_accuracy:.2f}% "
-        f"(epoch {result.best_epoch} of {result.epochs_run})"
-    )
-    print("per-class validation accuracy:")
-    print(format_per_class_accuracy(report))
-    print("confusion matrix (rows: true class, columns: predicted class):")
-    print(format_confusion(report))
-    print(f"bundle: {result.bundle_dir}")
-    print(f"checkpoint: {result.checkpoint}")
-    return 0
-
-
-# ---- evaluate ----------------------------------------------------------------------------------
-
-
-def _add_evaluate(commands: Subparsers) -> None:
-    parser = commands.add_parser(
-        "evaluate",
-        help="score a bundle on a labelled image folder",
-        description="Classify FOLDER/<class>/ images with BUNDLE, preprocessed as serving does, "
-        "and print accuracy, per-class precision and recall and the confusion matrix. "
-        "FOLDER's classes must be among the bundle's labels.",
-    )
-    parser.add_argument("bundle", type=Path, help="bundle folder (model.json + model.safetensors)")
-    parser.add_argument("folder", type=Path, help="labelled images: FOLDER/<class>/*.jpg|png|...")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
-    parser.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
-    parser.add_argument(
-        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=default_workers(),
-        help="DataLoader worker processes (default: %(default)s)",
-    )
-    parser.set_defaults(handler=_evaluate)
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    result = evaluate_bundle(
-        args.bundle,
-        args.folder,
-        batch_size=args.batch_size,
-        device=args.device,
-        workers=args.workers,
-    )
-    if args.json:
-        summary = {"bundle": result.name, "folder": str(result.folder), "skipped": result.skipped}
-        print(json.dumps(summary | result.report.to_dict(), indent=2))
-        return 0
-    print(f"bundle: {result.name}, folder: {result.folder}")
-    print(format_accuracy(result.report))
-    print("per-class precision and recall:")
-    print(format_precision_recall(result.report))
-    print("confusion matrix (rows: true class, columns: predicted class):")
-    print(format_confusion(result.report))
-    return 0
-
-
-# ---- entry point -------------------------------------------------------------------------------
-
-COMMANDS: tuple[Callable[[Subparsers], None], ...] = (_add_finetune, _add_evaluate, _add_demo_data)
+    url = args.url or f"http://127.0.0.1:{Settings().port}/health/ready"
+    return probe(url, args.timeout)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="resnet-serve", description="Serve, fine-tune and evaluate ResNet image classifiers."
+        prog="resnet-serve",
+        description="Serve, fine-tune and evaluate ResNet image classifiers.",
+        epilog="Run 'resnet-serve COMMAND --help' for a command's options.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add_command in COMMANDS:
-        add_command(commands)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve a model bundle over HTTP",
+        description="Serve the bundle in --model-dir (default: the demo model). Every option can "
+        "also be set by its RESNET_SERVE_* environment variable; options win.",
+    )
+    _add_setting_options(serve)
+    serve.set_defaults(handler=_serve)
+
+    health = commands.add_parser(
+        "healthcheck",
+        help="exit 0 if the local server is ready, 1 otherwise (for container HEALTHCHECKs)",
+    )
+    health.add_argument("--url", help="default: http://127.0.0.1:$RESNET_SERVE_PORT/health/ready")
+    health.add_argument("--timeout", type=float, default=2.0, help="seconds (default: 2)")
+    health.set_defaults(handler=_healthcheck)
+
+    for name, summary in TRAINING_COMMANDS.items():
+        commands.add_parser(name, help=summary, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the exit status (argparse itself exits 2 on usage errors)."""
+    """Run one command and return its exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TRAINING_COMMANDS:
+        from app.training.cli import main as training_main
+
+        return training_main(argv)
     args = build_parser().parse_args(argv)
-    with _log_to_stderr():
-        try:
-            return args.handler(args)
-        except EXPECTED_ERRORS as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_ERROR
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
+    try:
+        return args.handler(args)
+    except ValidationError as exc:
+        print(f"error: invalid settings: {exc}", file=sys.stderr)
+        return EXIT_ERROR

@@ -21,6 +21,7 @@ from app.preprocessing import ImageDecodeError, ImageTooLargeError
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
+DEFAULT_TOP_K = 5
 T = TypeVar("T")
 
 ERROR_RESPONSES: dict[int | str, dict] = {
@@ -61,7 +62,10 @@ async def _prepare_all(pipeline: InferencePipeline, parts: list[ImagePart]) -> l
 async def predict(
     request: Request,
     service: ServiceDep,
-    top_k: Annotated[int, Query(ge=1, description="How many classes to return per image.")] = 5,
+    top_k: Annotated[
+        int | None,
+        Query(ge=1, description="Classes per image, 1..number of classes (default 5, or fewer)."),
+    ] = None,
 ) -> PredictResponse:
     """Classify one or more images (multipart fields ``file``/``files``, or a raw image body)."""
     started = time.perf_counter()
@@ -69,7 +73,9 @@ async def predict(
     if not service.state.ready or pipeline is None:
         raise ApiError(503, "not_ready", service.state.reason, {"Retry-After": "1"})
     num_classes = len(pipeline.runner.labels)
-    if top_k > num_classes:
+    if top_k is None:
+        top_k = min(DEFAULT_TOP_K, num_classes)
+    elif top_k > num_classes:
         raise ApiError(422, "invalid_parameter", f"top_k must be <= {num_classes}, got {top_k}")
     settings = service.settings
     parts = await read_images(request, settings.max_body_bytes, settings.max_images_per_request)

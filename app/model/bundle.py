@@ -162,7 +162,9 @@ def save_bundle(
         for name, t in model.state_dict().items()
     }
     check_state_dict(build_resnet(manifest.arch, manifest.num_classes), state, str(directory))
-    save_file(state, directory / WEIGHTS_FILE, metadata={"format": "pt", "arch": manifest.arch})
+    weights_path = directory / WEIGHTS_FILE
+    save_file(state, weights_path, metadata={"format": "pt", "arch": manifest.arch})
+    weights_path.chmod(0o644)  # safetensors writes 0600; a container's non-root user must read it
     (directory / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n", "utf-8")
     return directory
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,10 @@ class CheckpointError(ValueError):
 
 @dataclass
 class TrainingCheckpoint:
-    """The state after ``epoch`` (1-based) finished; ``history`` holds one dict per epoch."""
+    """The state after ``epoch`` (1-based) finished; ``history`` holds one dict per epoch.
+
+    ``trainer`` is ``Trainer.state_dict()``: optimiser, learning-rate schedule and loss scaler.
+    """
 
     epoch: int
     arch: str
@@ -33,16 +36,14 @@ class TrainingCheckpoint:
     pretrained: str
     backbone_pretrained: bool
     preprocessing: dict[str, Any]
-    model: dict[str, torch.Tensor]
-    best_model: dict[str, torch.Tensor]
-    optimizer: dict[str, Any]
-    scheduler: dict[str, Any]
-    scaler: dict[str, Any]
-    best_epoch: int
-    best_accuracy: float
-    best_loss: float
-    stale_epochs: int
-    history: list[dict[str, float]]
+    model: dict[str, torch.Tensor] = field(default_factory=dict)
+    best_model: dict[str, torch.Tensor] = field(default_factory=dict)
+    trainer: dict[str, dict[str, Any]] = field(default_factory=dict)
+    best_epoch: int = 0
+    best_accuracy: float = -1.0
+    best_loss: float = float("inf")
+    stale_epochs: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
     version: int = CHECKPOINT_VERSION
 
     def save(self, path: Path) -> None:

@@ -92,8 +92,13 @@ class FinetuneConfig:
 
     @property
     def checkpoint_path(self) -> Path:
-        """Outside the bundle by default: ``runs/<name>/checkpoint.pt`` (``runs/`` is git-ignored)."""
-        return (self.checkpoint_dir or Path("runs") / self.bundle_name) / CHECKPOINT_FILE
+        """Outside the bundle: ``--checkpoint-dir``, else the folder of the checkpoint being resumed,
+        else ``runs/<name>/`` (``runs/`` is git-ignored)."""
+        if self.checkpoint_dir is not None:
+            return self.checkpoint_dir / CHECKPOINT_FILE
+        if self.resume is not None:
+            return self.resume.parent / CHECKPOINT_FILE
+        return Path("runs") / self.bundle_name / CHECKPOINT_FILE
 
     def preprocessing(self, mean: Any, std: Any, interpolation: str) -> PreprocessingSpec:
         """The spec for this run's sizes and the starting weights' normalisation.
@@ -109,10 +114,13 @@ class FinetuneConfig:
             std=std,
         )
 
-    def hyperparameters(self) -> dict[str, Any]:
-        """What the bundle's provenance records about how it was trained."""
+    def hyperparameters(self, backbone_pretrained: bool) -> dict[str, Any]:
+        """What the bundle's provenance records about how it was trained.
+
+        The freezing settings are left out when there was no pretrained backbone to freeze.
+        """
         lr, weight_decay = self.optimizer_settings()
-        return {
+        settings: dict[str, Any] = {
             "epochs": self.epochs,
             "patience": self.patience,
             "optimizer": self.optimizer,
@@ -121,11 +129,15 @@ class FinetuneConfig:
             "batch_size": self.batch_size,
             "label_smoothing": self.label_smoothing,
             "warmup_epochs": self.warmup_epochs,
-            "freeze_epochs": self.freeze_epochs,
-            "unfreeze": self.unfreeze,
-            "backbone_lr_scale": self.backbone_lr_scale,
             "seed": self.seed,
         }
+        if backbone_pretrained:
+            settings |= {
+                "freeze_epochs": self.freeze_epochs,
+                "unfreeze": self.unfreeze,
+                "backbone_lr_scale": self.backbone_lr_scale,
+            }
+        return settings
 
     def optimizer_settings(self) -> tuple[float, float]:
         default_lr, default_decay = OPTIMIZER_DEFAULTS[self.optimizer]

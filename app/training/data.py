@@ -37,17 +37,12 @@ Sample = tuple[Path, int]
 
 @dataclass(frozen=True)
 class ImageFolder:
-    """The readable images of a folder: ``samples`` are (path, index into ``classes``)."""
+    """The readable images of a folder: ``samples`` are (path, index into ``classes``);
+    ``skipped`` are (path, reason) for the files that did not decode."""
 
-    root: Path
     classes: tuple[str, ...]
     samples: tuple[Sample, ...]
     skipped: tuple[tuple[Path, str], ...]
-
-    def counts(self) -> dict[str, int]:
-        """Images per class, in class order."""
-        totals = np.bincount([label for _, label in self.samples], minlength=len(self.classes))
-        return dict(zip(self.classes, totals.tolist(), strict=True))
 
 
 def _readable(path: Path) -> str | None:
@@ -103,7 +98,7 @@ def scan_image_folder(root: Path | str, classes: Sequence[str] | None = None) ->
         unknown = sorted(set(names) - set(classes))
         if unknown:
             raise DatasetError(
-                f"{root}: classes {unknown} are not among the model's classes ({', '.join(classes)})"
+                f"{root}: classes {unknown} are not among the known classes ({', '.join(classes)})"
             )
     index = {name: i for i, name in enumerate(classes)}
     candidates = [(path, index[folder.name]) for folder in folders for path in _image_files(folder)]
@@ -119,7 +114,7 @@ def scan_image_folder(root: Path | str, classes: Sequence[str] | None = None) ->
     empty = [folder.name for folder in folders if index[folder.name] not in found]
     if empty:
         raise DatasetError(f"{root}: class folder(s) {empty} contain no readable images")
-    return ImageFolder(root, tuple(classes), samples, skipped)
+    return ImageFolder(tuple(classes), samples, skipped)
 
 
 def stratified_split(

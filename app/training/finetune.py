@@ -91,16 +91,6 @@ def _new_state(config: FinetuneConfig, model: ResNet, classes: list[str]) -> Tra
         pretrained=weights.description,
         backbone_pretrained=weights.pretrained,
         preprocessing=spec.model_dump(mode="json"),
-        model={},
-        best_model={},
-        optimizer={},
-        scheduler={},
-        scaler={},
-        best_epoch=0,
-        best_accuracy=-1.0,
-        best_loss=float("inf"),
-        stale_epochs=0,
-        history=[],
     )
 
 
@@ -162,9 +152,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         model, optimizer, scheduler, precision, config.label_smoothing, config.progress
     )
     if config.resume is not None:
-        trainer.load_state_dict(
-            {"optimizer": state.optimizer, "scheduler": state.scheduler, "scaler": state.scaler}
-        )
+        trainer.load_state_dict(state.trainer)
     logger.info("device: %s, mixed precision: %s", device, precision.describe())
 
     for epoch in range(state.epoch + 1, config.epochs + 1):
@@ -208,7 +196,8 @@ def _run_epoch(
     if train_loader.generator is not None:
         train_loader.generator.manual_seed(config.seed + epoch)
     frozen = state.backbone_pretrained and (epoch <= config.freeze_epochs or not config.unfreeze)
-    if state.backbone_pretrained and config.unfreeze and epoch == config.freeze_epochs + 1 > 1:
+    unfreezes_now = config.freeze_epochs > 0 and epoch == config.freeze_epochs + 1
+    if state.backbone_pretrained and config.unfreeze and unfreezes_now:
         logger.info(
             "unfreezing the backbone at %g x the head's learning rate", config.backbone_lr_scale
         )
@@ -254,12 +243,7 @@ def _run_epoch(
     )
     state.epoch = epoch
     state.model = trainer.model.state_dict()
-    pieces = trainer.state_dict()
-    state.optimizer, state.scheduler, state.scaler = (
-        pieces["optimizer"],
-        pieces["scheduler"],
-        pieces["scaler"],
-    )
+    state.trainer = trainer.state_dict()
     state.save(config.checkpoint_path)
 
 
@@ -292,7 +276,7 @@ def _write_bundle(
         validation=validation,
         train_images=len(splits.train),
         val_images=len(splits.val),
-        hyperparameters=config.hyperparameters(),
+        hyperparameters=config.hyperparameters(state.backbone_pretrained),
     )
     manifest = BundleManifest(
         name=config.bundle_name,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from app.training.metrics import ClassificationReport
 
@@ -36,6 +37,7 @@ def plot_training_curves(history: Sequence[dict[str, float]], best_epoch: int, p
             axes.plot(epochs, [h[f"{split}_{metric}"] for h in history], marker="o", label=split)
         axes.axvline(best_epoch, color="grey", linestyle="--", label=f"best (epoch {best_epoch})")
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_title(title)
         axes.grid(alpha=0.3)
         axes.legend()

@@ -40,11 +40,12 @@ def test_every_stage_starts_from_the_pinned_cuda_base_image() -> None:
     assert froms == ["${CUDA_IMAGE}", "${CUDA_IMAGE}"]
 
 
-def test_image_is_multi_stage_and_copies_only_the_venv_from_the_build_stage() -> None:
-    copies_from_build = [
-        i.args for i in RUNTIME if i.keyword == "COPY" and i.args.startswith("--from=")
+def test_runtime_stage_copies_only_the_venv_and_the_bundle_from_the_build_stage() -> None:
+    copies = [i.args for i in RUNTIME if i.keyword == "COPY"]
+    assert copies == [
+        "--from=build /opt/venv /opt/venv",
+        "--from=build /opt/resnet-serve /opt/resnet-serve",
     ]
-    assert copies_from_build == ["--from=build /opt/venv /opt/venv"]
 
 
 def test_runtime_stage_installs_no_compiler_pip_cache_or_build_tools() -> None:
@@ -108,10 +109,14 @@ def test_runtime_runs_as_a_fixed_non_root_uid_from_a_read_only_friendly_environm
     assert env["RESNET_SERVE_MODEL_DIR"] == "/opt/resnet-serve/models/demo"
 
 
-def test_demo_bundle_is_baked_in_where_the_environment_points() -> None:
-    env = image_env(INSTRUCTIONS, base_path="/usr/bin:/bin")
-    copies = [i.args.split() for i in RUNTIME if i.keyword == "COPY"]
-    assert ["models/demo", env["RESNET_SERVE_MODEL_DIR"]] in copies
+def test_demo_bundle_is_baked_in_where_the_environment_points_readable_by_any_uid() -> None:
+    model_dir = image_env(INSTRUCTIONS, base_path="/usr/bin:/bin")["RESNET_SERVE_MODEL_DIR"]
+    build = [i for i in INSTRUCTIONS if i.stage == 0]
+    copy = next(i for i in build if i.keyword == "COPY" and i.args.startswith("models/demo "))
+    assert copy.args.split() == ["models/demo", model_dir]
+    chmod = next(i for i in build if i.keyword == "RUN" and i.args.startswith("chmod "))
+    assert chmod.args == "chmod -R a+rX,go-w /opt/resnet-serve"
+    assert model_dir.startswith("/opt/resnet-serve/")
 
 
 def test_cmd_healthcheck_and_stop_signal_are_exec_form_and_sigterm() -> None:

@@ -1,0 +1,186 @@
+"""Bundles: lossless round trip, fp16 storage, torchvision import, and one clear error per defect."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from app.model.bundle import (
+    MANIFEST_FILE,
+    WEIGHTS_FILE,
+    BundleError,
+    BundleManifest,
+    load_bundle,
+    load_torchvision_checkpoint,
+    save_bundle,
+)
+from app.model.resnet import ResNet, build_resnet
+from app.preprocessing import PreprocessingSpec
+
+LABELS = ["cat", "dog", "fox"]
+
+
+def _trained_looking_model() -> ResNet:
+    """ResNet-18 with non-trivial BatchNorm statistics, so a lost buffer changes the logits."""
+    torch.manual_seed(0)
+    model = build_resnet("resnet18", num_classes=len(LABELS))
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(4, 3, 32, 32) * 3 + 1)
+    return model.eval()
+
+
+def _manifest(**changes: object) -> BundleManifest:
+    fields: dict[str, object] = {
+        "name": "pets",
+        "arch": "resnet18",
+        "num_classes": len(LABELS),
+        "labels": LABELS,
+        "preprocessing": PreprocessingSpec(input_size=32, resize_size=36),
+    }
+    return BundleManifest(**(fields | changes))
+
+
+@pytest.fixture
+def model() -> ResNet:
+    return _trained_looking_model()
+
+
+@pytest.fixture
+def bundle_dir(tmp_path: Path, model: ResNet) -> Path:
+    return save_bundle(tmp_path / "pets", model, _manifest())
+
+
+def _logits(model: torch.nn.Module) -> torch.Tensor:
+    torch.manual_seed(1)
+    with torch.inference_mode():
+        return model(torch.randn(2, 3, 32, 32))
+
+
+def test_round_trip_gives_identical_logits_and_manifest(bundle_dir: Path, model: ResNet) -> None:
+    bundle = load_bundle(bundle_dir)
+    torch.testing.assert_close(_logits(bundle.model), _logits(model), rtol=0, atol=0)
+    assert bundle.manifest.model_dump(exclude={"provenance"}) == _manifest().model_dump(
+        exclude={"provenance"}
+    )
+    assert not bundle.model.training
+
+
+def test_float16_storage_halves_the_file_and_loads_close(
+    tmp_path: Path, bundle_dir: Path, model: ResNet
+) -> None:
+    half = save_bundle(tmp_path / "half", model, _manifest(), weights_dtype=torch.float16)
+    size32 = (bundle_dir / WEIGHTS_FILE).stat().st_size
+    size16 = (half / WEIGHTS_FILE).stat().st_size
+    assert size16 < 0.51 * size32
+    loaded = load_bundle(half)
+    assert loaded.model.fc.weight.dtype == torch.float32
+    torch.testing.assert_close(_logits(loaded.model), _logits(model), rtol=1e-2, atol=1e-2)
+
+
+def _edit_manifest(change: Callable[[dict[str, object]], None]) -> Callable[[Path], None]:
+    def edit(directory: Path) -> None:
+        path = directory / MANIFEST_FILE
+        raw = json.loads(path.read_text())
+        change(raw)
+        path.write_text(json.dumps(raw))
+
+    return edit
+
+
+def _shape_mismatch(raw: dict[str, object]) -> None:
+    raw["num_classes"] = 4
+    raw["labels"] = [*LABELS, "owl"]
+
+
+DEFECTS: dict[str, tuple[Callable[[Path], None], str, str]] = {
+    "missing manifest": (lambda d: (d / MANIFEST_FILE).unlink(), MANIFEST_FILE, "missing file"),
+    "missing weights": (lambda d: (d / WEIGHTS_FILE).unlink(), WEIGHTS_FILE, "missing file"),
+    "invalid JSON": (
+        lambda d: (d / MANIFEST_FILE).write_text("{not json"),
+        MANIFEST_FILE,
+        "not valid JSON",
+    ),
+    "unknown format version": (
+        _edit_manifest(lambda raw: raw.update(format_version=2)),
+        MANIFEST_FILE,
+        "unknown format_version 2",
+    ),
+    "unknown arch": (
+        _edit_manifest(lambda raw: raw.update(arch="resnet9")),
+        MANIFEST_FILE,
+        "unknown arch 'resnet9'",
+    ),
+    "label count": (
+        _edit_manifest(lambda raw: raw.update(labels=["cat", "dog"])),
+        MANIFEST_FILE,
+        "2 labels for num_classes=3",
+    ),
+    "tensor shape": (
+        _edit_manifest(_shape_mismatch),
+        WEIGHTS_FILE,
+        "tensor fc.weight has shape (3, 512), the architecture needs (4, 512)",
+    ),
+    "corrupt weights": (
+        lambda d: (d / WEIGHTS_FILE).write_bytes(b"\x00" * 64),
+        WEIGHTS_FILE,
+        "not a readable safetensors file",
+    ),
+}
+
+
+@pytest.mark.parametrize("defect", list(DEFECTS))
+def test_each_defect_raises_bundle_error_naming_the_file(bundle_dir: Path, defect: str) -> None:
+    damage, file_name, message = DEFECTS[defect]
+    damage(bundle_dir)
+    with pytest.raises(BundleError) as caught:
+        load_bundle(bundle_dir)
+    assert str(caught.value).startswith(f"{bundle_dir / file_name}: ")
+    assert message in str(caught.value)
+
+
+def test_missing_bundle_folder_is_named(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match=re.escape(f"{tmp_path / 'none'}: bundle folder")):
+        load_bundle(tmp_path / "none")
+
+
+@pytest.mark.parametrize("wrapper", [None, "state_dict", "model"])
+def test_torchvision_pth_imports_with_identical_logits(tmp_path: Path, wrapper: str | None) -> None:
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet18(weights=None, num_classes=3).eval()
+    state = reference.state_dict()
+    path = tmp_path / "resnet18.pth"
+    torch.save(state if wrapper is None else {wrapper: state, "epoch": 7}, path)
+
+    ours = build_resnet("resnet18", num_classes=3)
+    ours.load_state_dict(load_torchvision_checkpoint(path), strict=True)
+    torch.testing.assert_close(_logits(ours.eval()), _logits(reference), rtol=0, atol=1e-5)
+
+
+class _NotATensor:
+    """Something only a full unpickler could rebuild."""
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"garbage bytes", "not a readable PyTorch checkpoint"),
+        ({"fc.weight": _NotATensor()}, "not a readable PyTorch checkpoint"),
+        ({"epoch": 3}, "does not hold a state dict of tensors"),
+    ],
+)
+def test_bad_pth_is_a_bundle_error_naming_it(tmp_path: Path, content: object, message: str) -> None:
+    path = tmp_path / "bad.pth"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    with pytest.raises(BundleError, match=re.escape(f"{path}: {message}")):
+        load_torchvision_checkpoint(path)
