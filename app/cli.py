@@ -95,5 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except ValidationError as exc:
-        print(f"error: invalid settings: {exc}", file=sys.stderr)
+        for problem in exc.errors():
+            name = ".".join(str(part) for part in problem["loc"]) or "settings"
+            print(f"error: invalid setting {name}: {problem['msg']}", file=sys.stderr)
         return EXIT_ERROR

@@ -44,9 +44,7 @@ async def _warm_up(service: Service, pipeline: InferencePipeline) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     service: Service = app.state.service
     settings = service.settings
-    runner = await asyncio.to_thread(
-        ModelRunner.load, str(settings.model_dir), settings.device, settings.precision
-    )
+    runner = app.state.preloaded_runner or await asyncio.to_thread(load_runner, settings)
     manifest = runner.bundle.manifest
     logger.info(
         "loaded %s (%s, %d classes) from %s on %s (%s)",
@@ -69,8 +67,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.info("stopped")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build an app for ``settings`` (read from the environment when omitted); loads nothing yet."""
+def load_runner(settings: Settings) -> ModelRunner:
+    """Load the configured bundle onto the configured device; raises ``BundleError``/``DeviceError``."""
+    return ModelRunner.load(str(settings.model_dir), settings.device, settings.precision)
+
+
+def create_app(settings: Settings | None = None, runner: ModelRunner | None = None) -> FastAPI:
+    """Build an app for ``settings`` (read from the environment when omitted).
+
+    Nothing is loaded here: the lifespan loads the model, unless the caller already did (``serve``
+    does, so that a bad bundle is reported before uvicorn starts, as one line).
+    """
     settings = settings or Settings()
     metrics = ServiceMetrics()
     service = Service(settings=settings, state=ServiceState(), metrics=metrics)
@@ -81,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.preloaded_runner = runner
     metrics.watch(
         in_flight=lambda: service.state.requests_in_flight,
         queue_depth=lambda: service.pipeline.batcher.queue_depth if service.pipeline else 0,

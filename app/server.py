@@ -8,6 +8,7 @@ timeout has passed) uvicorn shuts down as usual: listener closed, lifespan shut-
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import threading
 import time
@@ -16,11 +17,14 @@ from types import FrameType
 
 import uvicorn
 
+from app.api.dependencies import Service
 from app.logs import configure_logging
-from app.main import create_app
+from app.main import create_app, load_runner
+from app.model.bundle import BundleError
+from app.runner import DeviceError
 from app.settings import Settings
-from app.state import ServiceState
 
+logger = logging.getLogger("resnet_serve")
 STARTUP_FAILED = 3  # uvicorn's own exit code for a failed lifespan start-up
 SHUTDOWN_GRACE_S = 1.0  # what uvicorn still grants stragglers after the drain timeout
 
@@ -28,24 +32,28 @@ SHUTDOWN_GRACE_S = 1.0  # what uvicorn still grants stragglers after the drain t
 class DrainingServer(uvicorn.Server):
     """A uvicorn server that drains in-flight work before it stops listening, and exits 0."""
 
-    def __init__(self, config: uvicorn.Config, state: ServiceState, drain_timeout_s: float) -> None:
+    def __init__(self, config: uvicorn.Config, service: Service) -> None:
         super().__init__(config)
-        self.state = state
-        self.drain_timeout_s = drain_timeout_s
+        self.service = service
         self.drain_started: float | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.drain_started is None and self.started:
             # First signal: stop admitting work but keep answering until the drain is over.
             self.drain_started = time.monotonic()
-            self.state.mark_draining()
+            self.service.state.mark_draining()
             return
         super().handle_exit(sig, frame)  # a second signal, or one during start-up: stop now
 
     async def on_tick(self, counter: int) -> bool:
         if self.drain_started is not None and not self.should_exit:
             waited = time.monotonic() - self.drain_started
-            self.should_exit = self.state.idle or waited >= self.drain_timeout_s
+            if waited >= self.service.settings.drain_timeout_s and self.service.pipeline:
+                # Out of time: answer what is still queued or running with 503 now, rather than
+                # let uvicorn cancel those requests into bare 500s.
+                await self.service.pipeline.batcher.stop(drain_timeout_s=0)
+                self.should_exit = True
+            self.should_exit = self.should_exit or self.service.state.idle
         return await super().on_tick(counter)
 
     @contextlib.contextmanager
@@ -67,7 +75,12 @@ class DrainingServer(uvicorn.Server):
 def serve(settings: Settings) -> int:
     """Serve until a signal; returns the process exit code."""
     configure_logging(settings.log_format, settings.log_level)
-    app = create_app(settings)
+    try:
+        runner = load_runner(settings)
+    except (BundleError, DeviceError) as exc:
+        logger.error("start-up failed: %s", exc)
+        return STARTUP_FAILED
+    app = create_app(settings, runner)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -78,6 +91,6 @@ def serve(settings: Settings) -> int:
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
         server_header=False,
     )
-    server = DrainingServer(config, app.state.service.state, settings.drain_timeout_s)
+    server = DrainingServer(config, app.state.service)
     server.run()
     return 0 if server.started else STARTUP_FAILED

@@ -1,8 +1,8 @@
 """The image's start-up, HEALTHCHECK and drain, reproduced without a container engine.
 
 What the container does is done here from what the Dockerfile says: the build stage's sources
-installed non-editable into a virtual environment of their own, the runtime stage's model copy,
-both read-only; the final stage's ENV with its paths moved under a scratch root and a free port;
+installed non-editable into a virtual environment of their own, its model copy and chmod, all of it
+read-only; the final stage's ENV with its paths moved under a scratch root and a free port;
 the final stage's USER (a uid with no passwd entry on this host, as OpenShift assigns); the CMD
 and the HEALTHCHECK argv run verbatim through PATH. The third-party packages come from the test
 venv (the same runtime.lock pins, test_dockerfile checks) instead of a second multi-GB install.
@@ -37,21 +37,19 @@ from tests.deploy.manifests import (
     final_stage,
     healthcheck,
     image_env,
+    k8s_objects,
     only,
     read_dockerfile,
-)
-
-NEEDED = [REPO / "app" / "main.py", REPO / "models" / "demo" / "model.json"]
-pytestmark = pytest.mark.skipif(
-    not all(path.exists() for path in NEEDED),
-    reason="needs the app server (app/main.py) and the demo bundle (models/demo/model.json)",
 )
 
 INSTRUCTIONS = read_dockerfile()
 RUNTIME = final_stage(INSTRUCTIONS)
 BUILD_STAGE = next(i.stage for i in INSTRUCTIONS if re.search(r" AS build$", i.args, re.I))
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-HPA_METRIC = "resnet_serve_requests_in_flight"
+(HPA_METRIC,) = (
+    metric["pods"]["metric"]["name"]
+    for metric in k8s_objects()["HorizontalPodAutoscaler"]["spec"]["metrics"]
+)
 
 
 @dataclass
