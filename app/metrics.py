@@ -30,7 +30,7 @@ class ServiceMetrics:
         )
         self.in_flight = Gauge(
             "resnet_serve_requests_in_flight",
-            "Requests being handled now (the HPA scaling signal).",
+            "Requests being handled now, health probes and scrapes excluded (the HPA signal).",
             registry=self.registry,
         )
         self.images = Counter("resnet_serve_images", "Images classified.", registry=self.registry)

@@ -19,6 +19,7 @@ from app.state import ServiceState
 logger = logging.getLogger("resnet_serve.access")
 REQUEST_ID_HEADER = "x-request-id"
 MAX_REQUEST_ID_LENGTH = 128
+OPERATIONS_PREFIXES = ("/health", "/metrics")
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
@@ -57,11 +58,14 @@ class RequestObserver:
                 MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
             await send(message)
 
-        self.state.requests_in_flight += 1
+        # Probes and scrapes are not work: leaving them out keeps the in-flight gauge an exact
+        # scaling signal and lets a drain end while health checks keep arriving.
+        is_work = not scope["path"].startswith(OPERATIONS_PREFIXES)
+        self.state.requests_in_flight += is_work
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            self.state.requests_in_flight -= 1
+            self.state.requests_in_flight -= is_work
             elapsed = (first_byte or time.perf_counter()) - started
             route = scope.get("route")
             route_name = getattr(route, "path", "unmatched")
