@@ -57,6 +57,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     pipeline = InferencePipeline(runner, settings)
     service.pipeline = pipeline
+    service.state.mark_warming_up()
     warm_up = asyncio.create_task(_warm_up(service, pipeline))
     try:
         yield

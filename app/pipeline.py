@@ -48,12 +48,14 @@ class InferencePipeline:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.decode_pool, self._prepare_sync, data)
 
-    async def classify(self, images: list[torch.Tensor]) -> list[BatchedResult[torch.Tensor]]:
-        """Class probabilities per image, batched with concurrent requests."""
-        return await self.batcher.submit(images, timeout_s=self.settings.request_timeout_s)
+    async def classify(
+        self, images: list[torch.Tensor], timeout_s: float
+    ) -> list[BatchedResult[torch.Tensor]]:
+        """Class probabilities per image, batched with concurrent requests, within ``timeout_s``."""
+        return await self.batcher.submit(images, timeout_s=timeout_s)
 
     async def stop(self) -> None:
         """Finish queued work within the drain timeout, then release the threads."""
         await self.batcher.stop(self.settings.drain_timeout_s)
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
-        self.runner.close()
+        await asyncio.to_thread(self.runner.close)

@@ -1,6 +1,6 @@
 """Bytes -> checked RGB image -> normalised tensor, shared by training and serving.
 
-Decoding (``decode_image``) is kept apart from tensor preparation (``Preprocessor``) so either can move
+Decoding (``decode_image``) is kept apart from tensor preparation (``eval_transform``) so either can move
 (a GPU JPEG decoder, a process pool) without touching the other. The numbers come from the bundle's
 ``PreprocessingSpec``: the exact values a model was trained with are the ones it is served with.
 """
@@ -8,7 +8,6 @@ Decoding (``decode_image``) is kept apart from tensor preparation (``Preprocesso
 from __future__ import annotations
 
 import io
-import warnings
 from typing import Literal
 
 import numpy as np
@@ -19,7 +18,7 @@ from torchvision.transforms import InterpolationMode, v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO"})
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")  # JPEG also opens MPO
 Interpolation = Literal["nearest", "bilinear", "bicubic"]
 
 
@@ -82,39 +81,55 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise ImageDecodeError("empty image")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            if image.format not in SUPPORTED_FORMATS:
-                raise ImageDecodeError(f"unsupported image format {image.format}")
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageTooLargeError(
-                    f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
-                )
-            image.seek(0)
-            image.load()
-            return to_rgb(image)
+        # Only the allowed decoders ever parse untrusted headers.
+        image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageTooLargeError(
+                f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+            )
+        image.seek(0)
+        image.load()
+        return to_rgb(image)
     except (ImageDecodeError, ImageTooLargeError):
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's own ceiling, above any sane setting
         raise ImageTooLargeError(str(exc)) from exc
     except UnidentifiedImageError as exc:
-        raise ImageDecodeError("not a recognised image") from exc
+        raise ImageDecodeError(
+            "not a recognised image, or not one of the supported formats"
+        ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"corrupt or truncated image: {exc}") from exc
 
 
-def load_image_file(path: str, max_pixels: int = 178_956_970) -> Image.Image:
+DATASET_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS  # training data is trusted more than uploads
+
+
+def load_image_file(path: str, max_pixels: int = DATASET_MAX_PIXELS) -> Image.Image:
     """Read an image file from disk the way the service decodes uploads (used for datasets)."""
     with open(path, "rb") as handle:
         return decode_image(handle.read(), max_pixels)
+
+
+def center_square(image: Image.Image) -> Image.Image:
+    """The centred square of side min(width, height).
+
+    Resizing the shorter side and centre-cropping never looks outside this square, so cutting it out
+    first gives the same pixels while keeping a 1x30000 image from being scaled up to millions of
+    pixels on the way.
+    """
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return image.crop((left, top, left + side, top + side))
 
 
 def eval_transform(spec: PreprocessingSpec) -> v2.Compose:
     """Deterministic RGB PIL image -> float tensor (3, input_size, input_size)."""
     return v2.Compose(
         [
+            v2.Lambda(center_square),
             v2.Resize(spec.resize_size, interpolation=InterpolationMode(spec.interpolation)),
             v2.CenterCrop(spec.input_size),
             v2.PILToTensor(),
@@ -133,8 +148,8 @@ def train_transform(spec: PreprocessingSpec) -> v2.Compose:
     interpolation = InterpolationMode(spec.interpolation)
     return v2.Compose(
         [
+            v2.Lambda(center_square),
             v2.Resize(spec.resize_size, interpolation=interpolation),
-            v2.CenterCrop(spec.resize_size),
             v2.RandomResizedCrop(
                 spec.input_size,
                 scale=(0.6, 1.0),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -69,6 +70,7 @@ class ModelRunner:
         )
         self.model = bundle.model.to(memory_format=self.memory_format)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._closing = threading.Event()  # lets a shut-down cut a long warm-up short
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
@@ -123,6 +125,8 @@ class ModelRunner:
         started = time.perf_counter()
         sample = torch.randn(3, self.input_size, self.input_size)
         for size in range(1, max_batch_size + 1):
+            if self._closing.is_set():
+                break
             self.predict([sample] * size)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -137,4 +141,6 @@ class ModelRunner:
         ]
 
     def close(self) -> None:
+        """Stop after the batch in progress; blocks until the inference thread has finished."""
+        self._closing.set()
         self._executor.shutdown(wait=True)

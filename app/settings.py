@@ -33,7 +33,9 @@ class Settings(BaseSettings):
         0.0, ge=0, le=1000, description="Extra wait for a fuller batch; 0 runs at once when idle."
     )
     max_queue_size: int = Field(512, ge=1, description="Most images waiting; beyond it 503.")
-    request_timeout_s: float = Field(30.0, gt=0, description="Per-request deadline; then 504.")
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="Per-request deadline from arrival; then 504."
+    )
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest request body.")
     max_image_pixels: int = Field(
         40_000_000, ge=1024, description="Largest decoded image (width x height)."

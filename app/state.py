@@ -23,8 +23,13 @@ class ServiceState:
     started_at: float = field(default_factory=time.monotonic)
     requests_in_flight: int = 0
 
+    def mark_warming_up(self) -> None:
+        if self.phase is Phase.STARTING:
+            self.reason = "warming up"
+
     def mark_ready(self) -> None:
-        self.phase, self.reason = Phase.READY, ""
+        if self.phase is Phase.STARTING:  # never back from draining or failed
+            self.phase, self.reason = Phase.READY, ""
 
     def mark_draining(self) -> None:
         if self.phase is not Phase.FAILED:

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, Request
 from app.api.dependencies import ServiceDep
 from app.api.errors import ApiError
 from app.api.schemas import ErrorResponse, ImagePrediction, PredictResponse, ScoredLabel
-from app.api.uploads import ImagePart, read_images
+from app.api.uploads import ImagePart, client_closed, read_images
 from app.batcher import BatcherClosedError, DeadlineExceededError, QueueFullError
 from app.pipeline import InferencePipeline
 from app.preprocessing import ImageDecodeError, ImageTooLargeError
@@ -42,6 +42,10 @@ async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
     watcher = asyncio.ensure_future(watch())
     try:
         return await task
+    except asyncio.CancelledError:
+        if not watcher.done():
+            raise  # the server is cancelling this request, not the client
+        raise client_closed() from None
     finally:
         watcher.cancel()
 
@@ -82,8 +86,11 @@ async def predict(
     images = await _prepare_all(pipeline, parts)
     prepared = time.perf_counter()
     request.state.images = len(images)
+    remaining_s = settings.request_timeout_s - (time.perf_counter() - started)
     try:
-        outputs = await _until_disconnect(request, pipeline.classify(images))
+        if remaining_s <= 0:
+            raise DeadlineExceededError("deadline passed while the images were read and decoded")
+        outputs = await _until_disconnect(request, pipeline.classify(images, remaining_s))
     except QueueFullError as exc:
         raise ApiError(
             503, "queue_full", "server is at capacity; retry shortly", {"Retry-After": "1"}
@@ -92,6 +99,8 @@ async def predict(
         raise ApiError(
             504, "deadline_exceeded", f"not answered within {settings.request_timeout_s}s"
         ) from exc
+    except ApiError:
+        raise
     except BatcherClosedError as exc:
         raise ApiError(
             503, "shutting_down", "server is shutting down", {"Retry-After": "1"}

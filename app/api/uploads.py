@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from app.api.errors import ApiError
 
 FILE_FIELDS = ("file", "files")
 RAW_CONTENT_TYPES = ("application/octet-stream",)
+MAX_TEXT_FIELDS = 100
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,17 @@ class ImagePart:
 
     name: str
     data: bytes
+
+
+def client_closed() -> ApiError:
+    """Nobody reads this answer (nginx's 499); it exists for the log line and the metrics."""
+    return ApiError(499, "client_closed_request", "client disconnected before the answer")
+
+
+def _too_many(max_images: int, count: str) -> ApiError:
+    return ApiError(
+        413, "too_many_images", f"{count} images in one request; the limit is {max_images}"
+    )
 
 
 def _too_large(limit: int) -> ApiError:
@@ -36,11 +49,14 @@ async def _limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
     if declared and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise _too_large(limit)
-        yield chunk
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise _too_large(limit)
+            yield chunk
+    except ClientDisconnect:
+        raise client_closed() from None
 
 
 async def _read_raw(request: Request, limit: int) -> list[ImagePart]:
@@ -55,30 +71,31 @@ async def _read_multipart(request: Request, limit: int, max_images: int) -> list
     parser = MultiPartParser(
         request.headers,
         _limited_stream(request, limit),
-        max_files=float("inf"),  # the body limit bounds the parts; too many images get 413 below
-        max_fields=1000,
+        max_files=max_images,
+        max_fields=MAX_TEXT_FIELDS,
         max_part_size=limit,
     )
+    parser.spool_max_size = limit  # parts are read straight back: keep them in memory, not in /tmp
     try:
         form = await parser.parse()
     except MultiPartException as exc:
+        if exc.message.startswith("Too many files"):
+            raise _too_many(max_images, f"more than {max_images}") from exc
         raise ApiError(400, "malformed_multipart", f"malformed multipart body: {exc}") from exc
     try:
-        uploads = [
-            (field, value)
-            for field, value in form.multi_items()
-            if field in FILE_FIELDS and isinstance(value, UploadFile)
-        ]
+        uploads = [(field, value) for field, value in form.multi_items() if field in FILE_FIELDS]
         if not uploads:
             raise ApiError(
                 400, "no_file", "no image found: send multipart fields 'file' or 'files'"
             )
-        if len(uploads) > max_images:
-            raise ApiError(
-                413,
-                "too_many_images",
-                f"{len(uploads)} images in one request; the limit is {max_images}",
-            )
+        for field, value in uploads:
+            if not isinstance(value, UploadFile):
+                raise ApiError(
+                    400,
+                    "no_file",
+                    f"field '{field}' holds text, not a file: send it with a filename "
+                    f"(curl -F {field}=@photo.jpg)",
+                )
         parts = []
         for position, (field, upload) in enumerate(uploads):
             label = f"{field}[{position}]" + (f" ({upload.filename})" if upload.filename else "")

@@ -125,3 +125,15 @@ def test_server_survives_a_burst_of_garbage(demo_server: ServerProcess) -> None:
     assert demo_server.get("/health/ready").status_code == 200
     response = _post(demo_server, content=JPEG, headers={"Content-Type": "image/jpeg"})
     assert response.status_code == 200
+
+
+def test_text_field_named_file_is_400_with_a_hint(demo_server: ServerProcess) -> None:
+    response = _post(demo_server, data={"file": "not a file"}, files={"other": ("a", b"x")})
+    message = _assert_error(response, 400, "no_file")
+    assert "curl -F file=@photo.jpg" in message
+
+
+def test_extreme_aspect_ratio_is_classified_without_blowing_up(demo_server: ServerProcess) -> None:
+    sliver = encode(Image.new("L", (1, 30000)), "PNG")  # 138 bytes; naive resizing makes 3 GB
+    response = _post(demo_server, content=sliver, headers={"Content-Type": "image/png"})
+    assert response.status_code == 200, response.text

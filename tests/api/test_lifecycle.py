@@ -37,12 +37,17 @@ async def _concurrent_posts(url: str, count: int) -> list[httpx.Response]:
         )
 
 
+def _in_flight(metrics_text: str) -> float:
+    return float(re.search(r"^resnet_serve_requests_in_flight (\S+)$", metrics_text, re.M)[1])
+
+
 def test_live_before_ready_during_warm_up(start_server, slow_bundle: Path) -> None:
     server = start_server(model_dir=slow_bundle, max_batch_size=6)
     server.wait_until("/health/live", 200)
     response = server.get("/health/ready")
     assert response.status_code == 503
     assert response.json()["status"] == "starting"
+    assert response.json()["reason"] == "warming up"
     assert response.headers["retry-after"] == "1"
     error = _post(server)
     assert error.status_code == 503
@@ -75,10 +80,6 @@ def test_deadline_passed_while_queued_returns_504(start_server, slow_bundle: Pat
     assert [r.status_code for r in responses] == [504, 504, 504]
     assert responses[0].json()["error"]["code"] == "deadline_exceeded"
     assert server.get("/health/live").status_code == 200
-
-
-def _in_flight(metrics_text: str) -> float:
-    return float(re.search(r"^resnet_serve_requests_in_flight (\S+)$", metrics_text, re.M)[1])
 
 
 def test_sigterm_under_load_answers_every_admitted_request(start_server, slow_bundle: Path) -> None:
@@ -127,7 +128,8 @@ def test_drain_timeout_bounds_the_shutdown(start_server, slow_bundle: Path) -> N
                 )
                 for _ in range(20)
             ]
-            await asyncio.sleep(0.3)
+            while _in_flight((await client.get("/metrics")).text) < 10:
+                await asyncio.sleep(0.01)
             server.process.terminate()
             return await asyncio.gather(*posts, return_exceptions=True)
 
@@ -162,3 +164,46 @@ def test_invalid_setting_fails_start_up(start_server) -> None:
     server = start_server(max_batch_size=0)
     assert server.process.wait(60) != 0
     assert "max_batch_size" in server.logs()
+
+
+def test_sigterm_during_warm_up_exits_without_finishing_it(start_server, slow_bundle: Path) -> None:
+    server = start_server(model_dir=slow_bundle, max_batch_size=32)  # minutes of warm-up on CPU
+    server.wait_until("/health/live", 200)
+    started = time.monotonic()
+    assert server.terminate() == 0
+    assert time.monotonic() - started < 15
+    assert "ready:" not in server.logs()
+
+
+def test_client_that_goes_away_is_dropped_before_compute(start_server, slow_bundle: Path) -> None:
+    server = start_server(model_dir=slow_bundle, max_batch_size=1).wait_ready()
+    request = (
+        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+        f"Content-Length: {len(JPEG)}\r\n\r\n"
+    ).encode() + JPEG
+
+    async def scenario() -> httpx.Response:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            kept = asyncio.create_task(
+                client.post("/predict", content=JPEG, headers={"Content-Type": "image/jpeg"})
+            )
+            while _in_flight((await client.get("/metrics")).text) < 1:
+                await asyncio.sleep(0.01)
+            for _ in range(3):  # queued behind the first, then hung up on
+                _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                writer.write(request)
+                await writer.drain()
+                while _in_flight((await client.get("/metrics")).text) < 2:
+                    await asyncio.sleep(0.01)
+                writer.close()
+                await writer.wait_closed()
+            return await kept
+
+    assert asyncio.run(scenario()).status_code == 200
+    server.wait_until("/health/ready", 200)
+    deadline = time.monotonic() + 10
+    while 'status="499"} 3.0' not in (metrics := server.get("/metrics").text):
+        assert time.monotonic() < deadline, metrics
+        time.sleep(0.05)
+    assert "resnet_serve_images_total 1.0" in metrics  # the three were never computed
+    assert "Exception in ASGI application" not in server.logs()
