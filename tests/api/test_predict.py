@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import httpx
@@ -170,3 +171,20 @@ def test_image_is_preprocessed_like_training(demo_server: ServerProcess) -> None
             demo_server.url + "/predict", content=data, headers={"Content-Type": "image/jpeg"}
         )
         assert _top_label(response.json()["results"][0]) == "star"
+
+
+def test_json_logs_have_one_line_per_request_with_its_id(start_server) -> None:
+    server = start_server(log_format="json", max_batch_size=2).wait_ready()
+    httpx.post(
+        server.url + "/predict",
+        content=encode(known_image("ring", 9)),
+        headers={"Content-Type": "image/jpeg", "X-Request-ID": "json-log-1"},
+    )
+    server.terminate()
+    records = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
+    access = [r for r in records if r.get("request_id") == "json-log-1"]
+    assert len(access) == 1
+    assert access[0]["route"] == "/predict"
+    assert access[0]["status"] == 200
+    assert access[0]["batch_size"] == 1
+    assert access[0]["latency_ms"] > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -45,3 +46,9 @@ def test_environment_variables_override(monkeypatch: pytest.MonkeyPatch) -> None
 def test_unsafe_values_are_refused(overrides: dict) -> None:
     with pytest.raises(ValidationError):
         Settings(**overrides)
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert f"`RESNET_SERVE_{name.upper()}`" in readme

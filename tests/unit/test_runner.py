@@ -1,0 +1,81 @@
+"""The model runner: batching never changes answers, and CUDA out-of-memory splits a batch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from app.model.bundle import BundleManifest, load_bundle, save_bundle
+from app.model.resnet import build_resnet
+from app.preprocessing import PreprocessingSpec
+from app.runner import DeviceError, ModelRunner, resolve_device
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory: pytest.TempPathFactory) -> ModelRunner:
+    torch.manual_seed(0)
+    manifest = BundleManifest(
+        name="tiny",
+        arch="resnet18",
+        num_classes=3,
+        labels=["a", "b", "c"],
+        preprocessing=PreprocessingSpec(input_size=32, resize_size=32),
+    )
+    directory = save_bundle(tmp_path_factory.mktemp("tiny"), build_resnet("resnet18", 3), manifest)
+    return ModelRunner(load_bundle(directory), torch.device("cpu"), "fp32")
+
+
+def test_a_batch_of_64_gives_the_same_answers_as_one_at_a_time(runner: ModelRunner) -> None:
+    images = [torch.randn(3, 32, 32) for _ in range(64)]
+    batched = runner.predict(images)
+    alone = [runner.predict([image])[0] for image in images]
+    torch.testing.assert_close(torch.stack(batched), torch.stack(alone), atol=1e-5, rtol=1e-4)
+    assert all(abs(p.sum().item() - 1) < 1e-5 for p in batched)
+
+
+def test_out_of_memory_splits_the_batch_and_keeps_the_order(
+    runner: ModelRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = [torch.randn(3, 32, 32) for _ in range(10)]
+    expected = runner.predict(images)
+    forward = runner._forward
+    sizes: list[int] = []
+
+    def small_batches_only(batch: list[torch.Tensor]) -> list[torch.Tensor]:
+        sizes.append(len(batch))
+        if len(batch) > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return forward(batch)
+
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(runner, "_forward", small_batches_only)
+    torch.testing.assert_close(torch.stack(runner.predict(images)), torch.stack(expected))
+    assert sizes == [10, 5, 2, 3, 5, 2, 3]
+
+
+def test_out_of_memory_on_a_single_image_is_raised(
+    runner: ModelRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def always_oom(batch: list[torch.Tensor]) -> list[torch.Tensor]:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(runner, "_forward", always_oom)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        runner.predict([torch.randn(3, 32, 32)] * 2)
+
+
+def test_top_k_is_sorted_and_labelled(runner: ModelRunner) -> None:
+    top = runner.top_k(torch.tensor([0.2, 0.5, 0.3]), 2)
+    assert [(c.label, c.index) for c in top] == [("b", 1), ("c", 2)]
+    assert top[0].score == pytest.approx(0.5)
+
+
+def test_cpu_only_machines_refuse_cuda_and_half_precision() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert resolve_device("auto", "fp32") == torch.device("cpu")
+    with pytest.raises(DeviceError, match="CUDA is not available"):
+        resolve_device("cuda:0", "fp32")
+    with pytest.raises(DeviceError, match="needs a CUDA device"):
+        resolve_device("cpu", "fp16")
