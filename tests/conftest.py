@@ -16,10 +16,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from app.model.bundle import BundleManifest, save_bundle
-from app.model.resnet import build_resnet
+from app.model.resnet import ResNet, build_resnet
 from app.preprocessing import PreprocessingSpec
 from app.training.demo_data import CLASSES, render_image
 
@@ -124,18 +125,32 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
         server.stop()
 
 
+def write_bundle(
+    directory: Path,
+    labels: list[str],
+    *,
+    arch: str = "resnet18",
+    input_size: int = 32,
+    model: ResNet | None = None,
+    weights_dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Save ``model`` (random weights by default) as a bundle named after ``directory``."""
+    manifest = BundleManifest(
+        name=directory.name,
+        arch=arch,
+        num_classes=len(labels),
+        labels=labels,
+        preprocessing=PreprocessingSpec(input_size=input_size, resize_size=input_size),
+    )
+    model = model or build_resnet(arch, len(labels))
+    return save_bundle(directory, model, manifest, weights_dtype=weights_dtype)
+
+
 @pytest.fixture(scope="session")
 def slow_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight ResNet-50 at 320 px: slow enough on CPU to hold a queue open for a while."""
-    directory = tmp_path_factory.mktemp("slow-bundle")
-    manifest = BundleManifest(
-        name="slow",
-        arch="resnet50",
-        num_classes=2,
-        labels=["a", "b"],
-        preprocessing=PreprocessingSpec(input_size=320, resize_size=320),
-    )
-    return save_bundle(directory, build_resnet("resnet50", 2), manifest)
+    directory = tmp_path_factory.mktemp("slow-bundle") / "slow"
+    return write_bundle(directory, ["a", "b"], arch="resnet50", input_size=320)
 
 
 def encode(image: Image.Image, fmt: str = "JPEG", **options: object) -> bytes:

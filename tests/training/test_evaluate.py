@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from app.cli import main
-from app.model.bundle import BundleManifest, save_bundle
 from app.model.resnet import build_resnet
-from app.preprocessing import PreprocessingSpec
 from app.training.metrics import ClassificationReport, confusion_matrix
+from tests.conftest import write_bundle
 
 ImageFolderWriter = Callable[..., Path]
 
@@ -25,14 +24,10 @@ def always_square(tmp_path: Path) -> Path:
     with torch.no_grad():
         model.fc.weight.zero_()
         model.fc.bias.copy_(torch.tensor([0.0, 5.0, 0.0]))
-    manifest = BundleManifest(
-        name="always-square",
-        arch="resnet18",
-        num_classes=3,
-        labels=["circle", "square", "ring"],
-        preprocessing=PreprocessingSpec(input_size=32, resize_size=32),
+    labels = ["circle", "square", "ring"]
+    return write_bundle(
+        tmp_path / "always-square", labels, model=model, weights_dtype=torch.float16
     )
-    return save_bundle(tmp_path / "always-square", model, manifest, weights_dtype=torch.float16)
 
 
 def test_text_output_has_accuracy_precision_recall_and_matrix(

@@ -5,23 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.model.bundle import BundleManifest, load_bundle, save_bundle
-from app.model.resnet import build_resnet
-from app.preprocessing import PreprocessingSpec
+from app.model.bundle import load_bundle
 from app.runner import DeviceError, ModelRunner, resolve_device
+from tests.conftest import write_bundle
 
 
 @pytest.fixture(scope="module")
 def runner(tmp_path_factory: pytest.TempPathFactory) -> ModelRunner:
     torch.manual_seed(0)
-    manifest = BundleManifest(
-        name="tiny",
-        arch="resnet18",
-        num_classes=3,
-        labels=["a", "b", "c"],
-        preprocessing=PreprocessingSpec(input_size=32, resize_size=32),
-    )
-    directory = save_bundle(tmp_path_factory.mktemp("tiny"), build_resnet("resnet18", 3), manifest)
+    directory = write_bundle(tmp_path_factory.mktemp("runner") / "tiny", ["a", "b", "c"])
     return ModelRunner(load_bundle(directory), torch.device("cpu"), "fp32")
 
 
