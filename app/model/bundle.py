@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from app.model.resnet import ARCHITECTURES, ResNet, build_resnet
+from app.model.resnet import ResNet, build_resnet, check_arch
 from app.preprocessing import PreprocessingSpec
 
 FORMAT_VERSION = 1
@@ -58,10 +58,7 @@ class BundleManifest(BaseModel):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> BundleManifest:
-        if self.arch not in ARCHITECTURES:
-            raise ValueError(
-                f"unknown arch {self.arch!r}; expected one of {', '.join(ARCHITECTURES)}"
-            )
+        check_arch(self.arch)
         if len(self.labels) != self.num_classes:
             raise ValueError(
                 f"{len(self.labels)} labels for num_classes={self.num_classes}; they must match"

@@ -171,11 +171,16 @@ ARCHITECTURES: dict[str, tuple[Block, list[int]]] = {
 }
 
 
-def build_resnet(arch: str, num_classes: int = 1000, zero_init_residual: bool = False) -> ResNet:
-    """Build one of ``ARCHITECTURES`` by name; unknown names raise ``ValueError``."""
+def check_arch(arch: str) -> str:
+    """Return ``arch`` if it names one of ``ARCHITECTURES``; otherwise raise ``ValueError``."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
-    block, layers = ARCHITECTURES[arch]
+    return arch
+
+
+def build_resnet(arch: str, num_classes: int = 1000, zero_init_residual: bool = False) -> ResNet:
+    """Build one of ``ARCHITECTURES`` by name; unknown names raise ``ValueError``."""
+    block, layers = ARCHITECTURES[check_arch(arch)]
     return ResNet(block, layers, num_classes, zero_init_residual)
 
 
