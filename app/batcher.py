@@ -55,11 +55,12 @@ class _Pending(Generic[In, Out]):
 
 
 class DynamicBatcher(Generic[In, Out]):
-    """Merge items from concurrent requests into batches, one batch in flight at a time.
+    """Merge items from concurrent requests into batches, at most `max_batches_in_flight` at a time.
 
     A batch starts when `max_batch_size` items wait or when the oldest waiting item has waited
     `max_batch_delay_s`; with a delay of 0 whatever is waiting runs at once. Items that arrive while
-    a batch runs form the next one, so batches grow with load without adding latency when idle.
+    the in-flight slots are taken form the next batch, so batches grow with load without adding
+    latency when idle. A second slot lets a GPU handler prepare one batch while another computes.
 
     If the handler raises, the futures of that batch get that same exception, unwrapped, so callers
     see the real cause; the consumer keeps serving the next batch.
@@ -72,6 +73,7 @@ class DynamicBatcher(Generic[In, Out]):
         max_batch_size: int,
         max_queue_size: int,
         max_batch_delay_s: float = 0.0,
+        max_batches_in_flight: int = 1,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
@@ -79,12 +81,17 @@ class DynamicBatcher(Generic[In, Out]):
             raise ValueError(f"max_queue_size must be at least 1, got {max_queue_size}")
         if not (math.isfinite(max_batch_delay_s) and max_batch_delay_s >= 0):
             raise ValueError(f"max_batch_delay_s must be finite and >= 0, got {max_batch_delay_s}")
+        if max_batches_in_flight < 1:
+            raise ValueError(
+                f"max_batches_in_flight must be at least 1, got {max_batches_in_flight}"
+            )
         self._handler = handler
         self._max_batch_size = max_batch_size
         self._max_queue_size = max_queue_size
         self._max_batch_delay_s = max_batch_delay_s
         self._queue: deque[_Pending[In, Out]] = deque()
-        self._in_flight: list[_Pending[In, Out]] = []
+        self._in_flight: dict[asyncio.Task[None], list[_Pending[In, Out]]] = {}
+        self._free_slots = asyncio.Semaphore(max_batches_in_flight)
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -96,8 +103,8 @@ class DynamicBatcher(Generic[In, Out]):
 
     @property
     def in_flight(self) -> int:
-        """Items in the batch the handler is running now."""
-        return len(self._in_flight)
+        """Items in the batches the handler is running now."""
+        return sum(len(batch) for batch in self._in_flight.values())
 
     @property
     def accepting(self) -> bool:
@@ -166,8 +173,8 @@ class DynamicBatcher(Generic[In, Out]):
         _, still_running = await asyncio.wait({self._task}, timeout=drain_timeout_s)
         if not still_running:
             return
-        # Taken before the cancel: cancelling the consumer empties `_in_flight` on its way out.
-        leftovers = [*self._in_flight, *self._queue]
+        # Taken before the cancel: cancelling the batches empties `_in_flight` on their way out.
+        leftovers = [p for batch in self._in_flight.values() for p in batch] + [*self._queue]
         self._queue.clear()
         self._task.cancel()
         await asyncio.wait({self._task})
@@ -178,16 +185,31 @@ class DynamicBatcher(Generic[In, Out]):
                 )
 
     async def _consume(self) -> None:
-        while True:
-            while not self._queue:
-                if self._closed:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            await self._wait_for_window()
-            batch = self._take_batch()
-            if batch:
-                await self._run_batch(batch)
+        try:
+            while True:
+                while not self._queue:
+                    if self._closed:
+                        await asyncio.gather(*self._in_flight)
+                        return
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                # The batch is taken only once a slot is free, so it keeps growing until then.
+                await self._free_slots.acquire()
+                await self._wait_for_window()
+                batch = self._take_batch()
+                if not batch:
+                    self._free_slots.release()
+                    continue
+                task = asyncio.create_task(self._run_batch(batch))
+                self._in_flight[task] = batch
+                task.add_done_callback(self._batch_done)
+        finally:
+            for task in self._in_flight:
+                task.cancel()
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        del self._in_flight[task]
+        self._free_slots.release()
 
     async def _wait_for_window(self) -> None:
         """Wait until the batch is full or the oldest waiting item has waited the full delay."""
@@ -211,7 +233,6 @@ class DynamicBatcher(Generic[In, Out]):
         return batch
 
     async def _run_batch(self, batch: list[_Pending[In, Out]]) -> None:
-        self._in_flight = batch
         started = time.monotonic()
         try:
             outputs = await self._handler([p.item for p in batch])
@@ -224,8 +245,6 @@ class DynamicBatcher(Generic[In, Out]):
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
-        finally:
-            self._in_flight = []
         compute_s = time.monotonic() - started
         for p, value in zip(batch, outputs, strict=True):
             # A caller that timed out or went away has already cancelled its future.

@@ -20,7 +20,7 @@ from app.api.errors import install_error_handlers
 from app.api.observer import RequestObserver
 from app.metrics import ServiceMetrics
 from app.pipeline import InferencePipeline
-from app.runner import ModelRunner
+from app.runner import ModelRunner, RunnerOptions
 from app.settings import Settings
 from app.state import ServiceState
 
@@ -36,7 +36,7 @@ async def _warm_up(service: Service, pipeline: InferencePipeline) -> None:
         return
     service.state.mark_ready()
     logger.info(
-        "ready: warmed up batch sizes 1..%d in %.1fs", service.settings.max_batch_size, seconds
+        "ready: warmed up to batch size %d in %.1fs", service.settings.max_batch_size, seconds
     )
 
 
@@ -53,7 +53,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         manifest.num_classes,
         settings.model_dir,
         runner.device,
-        settings.precision,
+        runner.precision,
     )
     pipeline = InferencePipeline(runner, settings)
     service.pipeline = pipeline
@@ -70,7 +70,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def load_runner(settings: Settings) -> ModelRunner:
     """Load the configured bundle onto the configured device; raises ``BundleError``/``DeviceError``."""
-    return ModelRunner.load(str(settings.model_dir), settings.device, settings.precision)
+    options = RunnerOptions(
+        max_batch_size=settings.max_batch_size,
+        cuda_graphs=settings.cuda_graphs,
+        batches_in_flight=settings.batches_in_flight,
+        torch_threads=settings.torch_threads,
+    )
+    return ModelRunner.load(str(settings.model_dir), settings.device, settings.precision, options)
 
 
 def create_app(settings: Settings | None = None, runner: ModelRunner | None = None) -> FastAPI:

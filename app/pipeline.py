@@ -11,34 +11,37 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from app.batcher import BatchedResult, DynamicBatcher
-from app.preprocessing import decode_image, eval_transform
+from app.preprocessing import decode_image, pixel_transform
 from app.runner import ModelRunner
 from app.settings import Settings
 
 
 class InferencePipeline:
-    """Decode and preprocess on a thread pool, then batch into the runner's inference thread."""
+    """Decode and crop to uint8 on a thread pool, then batch into the runner's inference threads."""
 
     def __init__(self, runner: ModelRunner, settings: Settings) -> None:
         self.runner = runner
         self.settings = settings
-        self.transform = eval_transform(runner.bundle.manifest.preprocessing)
+        spec = runner.bundle.manifest.preprocessing
+        self.transform = pixel_transform(spec)
+        self.draft_size = spec.resize_size if settings.jpeg_draft else None
         self.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
         self.batcher: DynamicBatcher[torch.Tensor, torch.Tensor] = DynamicBatcher(
             runner.run_batch,
             max_batch_size=settings.max_batch_size,
             max_queue_size=settings.max_queue_size,
             max_batch_delay_s=settings.max_batch_delay_ms / 1000,
+            max_batches_in_flight=runner.batches_in_flight,
         )
 
     async def start(self) -> float:
         """Warm the model up at every batch size, then start batching; returns warm-up seconds."""
-        seconds = await self.runner.warm_up(self.settings.max_batch_size)
+        seconds = await self.runner.warm_up()
         self.batcher.start()
         return seconds
 
     def _prepare_sync(self, data: bytes) -> torch.Tensor:
-        return self.transform(decode_image(data, self.settings.max_image_pixels))
+        return self.transform(decode_image(data, self.settings.max_image_pixels, self.draft_size))
 
     async def prepare(self, data: bytes) -> torch.Tensor:
         """Decode untrusted bytes and build the model input off the event loop.

@@ -1,8 +1,10 @@
-"""The model on its device: one inference thread, stack -> forward -> softmax.
+"""The model on its device: uint8 batch -> normalise -> forward -> softmax, on inference threads.
 
-``ModelRunner.run_batch`` is the batcher's handler. The forward pass runs in a dedicated single
-thread so the event loop stays free (``/health`` answers under full load) and CUDA sees one stream
-of work from one thread.
+``ModelRunner.run_batch`` is the batcher's handler. Forward passes run on dedicated threads so the
+event loop stays free (``/health`` answers under full load). On CUDA the host side of a batch (stack
+into pinned memory, copy, launch) is serialised by a lock, so the GPU sees one ordered stream of
+work, while the wait for the results happens outside it: with two batches in flight, batch k+1 is
+stacked and queued on the GPU while batch k computes.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
+from app.cuda_graphs import CapturedForward, batch_buckets
 from app.model.bundle import Bundle, load_bundle
+from app.preprocessing import Normalizer
 
 logger = logging.getLogger(__name__)
 
@@ -51,42 +55,84 @@ def resolve_device(requested: str, precision: str) -> torch.device:
                 f"device {requested!r} requested but only {torch.cuda.device_count()} GPU(s) exist"
             )
         device = torch.device("cuda", index)
-    elif precision != "fp32":
+    elif precision not in ("auto", "fp32"):
         raise DeviceError(f"precision {precision} needs a CUDA device; use fp32 on CPU")
     return device
 
 
-class ModelRunner:
-    """Owns the model on one device and runs batches of preprocessed image tensors."""
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """``auto`` -> bf16 on a CUDA device that has it, fp16 on an older one, fp32 on CPU."""
+    if requested != "auto":
+        return requested
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
-    def __init__(self, bundle: Bundle, device: torch.device, precision: str) -> None:
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """How batches run; the defaults are the CPU behaviour."""
+
+    max_batch_size: int = 32
+    cuda_graphs: bool = False
+    batches_in_flight: int = 1
+    torch_threads: int = 0
+
+
+class ModelRunner:
+    """Owns the model on one device and runs batches of uint8 image tensors (3, H, W)."""
+
+    def __init__(
+        self, bundle: Bundle, device: torch.device, precision: str, options: RunnerOptions
+    ) -> None:
         self.bundle = bundle
         self.device = device
         self.precision = precision
+        self.options = options
         self.dtype = DTYPES[precision]
         self.labels = bundle.manifest.labels
-        self.memory_format = (
-            torch.channels_last if device.type == "cuda" else torch.contiguous_format
-        )
+        self.on_cuda = device.type == "cuda"
+        self.memory_format = torch.channels_last if self.on_cuda else torch.contiguous_format
         self.model = bundle.model.to(memory_format=self.memory_format)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self.normalize = Normalizer(bundle.manifest.preprocessing, device)
+        # A CPU forward pass already uses every core: a second one in flight would only compete.
+        self.batches_in_flight = options.batches_in_flight if self.on_cuda else 1
+        self._executor = ThreadPoolExecutor(
+            self.batches_in_flight, "inference", initializer=self._init_thread
+        )
+        self._launch = threading.Lock()  # one host thread at a time enqueues GPU work
+        self._captured: CapturedForward | None = None
         self._closing = threading.Event()  # lets a shut-down cut a long warm-up short
-        if device.type == "cuda":
+        if self.on_cuda:
             torch.backends.cudnn.benchmark = True
 
     @classmethod
-    def load(cls, model_dir: str, device: str, precision: str) -> ModelRunner:
+    def load(
+        cls, model_dir: str, device: str, precision: str, options: RunnerOptions
+    ) -> ModelRunner:
         """Resolve the device and load a bundle onto it; raises ``BundleError``/``DeviceError``."""
         resolved = resolve_device(device, precision)
+        precision = resolve_precision(precision, resolved)
         bundle = load_bundle(model_dir, device=resolved, dtype=DTYPES[precision])
-        return cls(bundle, resolved, precision)
+        return cls(bundle, resolved, precision, options)
+
+    def _init_thread(self) -> None:
+        # Thread counts are per thread in OpenMP: set them where the forward passes run.
+        if self.options.torch_threads:
+            torch.set_num_threads(self.options.torch_threads)
 
     @property
-    def input_size(self) -> int:
-        return self.bundle.manifest.preprocessing.input_size
+    def image_shape(self) -> tuple[int, int, int]:
+        size = self.bundle.manifest.preprocessing.input_size
+        return (3, size, size)
+
+    def _compute(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, H, W) on the device -> float32 probabilities (N, classes) on the device."""
+        inputs = self.normalize(batch).to(self.dtype, memory_format=self.memory_format)
+        return torch.softmax(self.model(inputs).float(), dim=1)
 
     def predict(self, images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Class probabilities (float32, on CPU) for each (3, H, W) tensor, in order.
+        """Class probabilities (float32, on CPU) for each uint8 (3, H, W) tensor, in order.
 
         On CUDA out-of-memory the batch is split in halves and retried, so one oversized batch
         degrades throughput instead of failing its requests.
@@ -102,34 +148,54 @@ class ModelRunner:
             return self.predict(images[:half]) + self.predict(images[half:])
 
     def _forward(self, images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        batch = torch.stack(list(images)).to(
-            self.device, self.dtype, non_blocking=True, memory_format=self.memory_format
-        )
-        with torch.inference_mode():
-            logits = self.model(batch)
-            probabilities = torch.softmax(logits.float(), dim=1).cpu()
-        return list(probabilities.unbind(0))
+        if not self.on_cuda:
+            with torch.inference_mode():
+                return list(self._compute(torch.stack(list(images))).unbind(0))
+        with self._launch, torch.inference_mode():
+            # Pinned staging makes the host-to-device copy asynchronous; the caching host allocator
+            # reuses the block only once that copy has completed.
+            staged = torch.empty(
+                (len(images), *self.image_shape), dtype=torch.uint8, pin_memory=True
+            )
+            torch.stack(list(images), out=staged)
+            if self._captured is not None:
+                probabilities = self._captured(staged)
+            else:
+                probabilities = self._compute(staged.to(self.device, non_blocking=True))
+            host = torch.empty(probabilities.shape, dtype=torch.float32, pin_memory=True)
+            host.copy_(probabilities, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+        done.synchronize()  # outside the lock: the next batch is enqueued while this one runs
+        return list(host.unbind(0))
 
     async def run_batch(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
-        """The batcher's handler: ``predict`` on the inference thread."""
+        """The batcher's handler: ``predict`` on an inference thread."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.predict, images)
 
-    async def warm_up(self, max_batch_size: int) -> float:
-        """Run every batch size once, on the inference thread, so first requests pay no
-        allocation or autotuning cost; returns the seconds it took."""
+    async def warm_up(self) -> float:
+        """Run every batch size once (and capture CUDA graphs) before the first request, so no
+        request pays allocation, autotuning or capture costs; returns the seconds it took."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._warm_up, max_batch_size)
+        return await loop.run_in_executor(self._executor, self._warm_up)
 
-    def _warm_up(self, max_batch_size: int) -> float:
+    def _warm_up(self) -> float:
         started = time.perf_counter()
-        sample = torch.randn(3, self.input_size, self.input_size)
-        for size in range(1, max_batch_size + 1):
+        max_batch_size = self.options.max_batch_size
+        if self.on_cuda and self.options.cuda_graphs:
+            with self._launch:
+                self._captured = CapturedForward(
+                    self._compute, batch_buckets(max_batch_size), self.image_shape, self.device
+                )
+            sizes = self._captured.buckets
+        else:
+            sizes = list(range(1, max_batch_size + 1))
+        sample = torch.randint(0, 256, self.image_shape, dtype=torch.uint8)
+        for size in sizes:
             if self._closing.is_set():
                 break
             self.predict([sample] * size)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
         return time.perf_counter() - started
 
     def top_k(self, probabilities: torch.Tensor, k: int) -> list[ScoredClass]:
@@ -141,6 +207,6 @@ class ModelRunner:
         ]
 
     def close(self) -> None:
-        """Stop after the batch in progress; blocks until the inference thread has finished."""
+        """Stop after the batches in progress; blocks until the inference threads have finished."""
         self._closing.set()
         self._executor.shutdown(wait=True)

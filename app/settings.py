@@ -25,8 +25,25 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, description="TCP port.")
     model_dir: Path = Field(DEFAULT_MODEL_DIR, description="Bundle folder to serve.")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
-    precision: Literal["fp32", "fp16", "bf16"] = Field(
-        "fp32", description="Inference dtype; fp16/bf16 only on CUDA."
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto",
+        description="Inference dtype; auto is bf16 on CUDA (fp16 where unsupported), fp32 on CPU.",
+    )
+    cuda_graphs: bool = Field(
+        True,
+        description="On CUDA, pad batches to power-of-two sizes and replay captured CUDA graphs.",
+    )
+    batches_in_flight: int = Field(
+        2, ge=1, le=4, description="On CUDA, batches prepared while one runs; always 1 on CPU."
+    )
+    torch_threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Intra-op threads for the forward pass; 0 keeps torch's default.",
+    )
+    jpeg_draft: bool = Field(
+        True, description="Decode JPEGs at the smallest DCT scale that still covers the resize."
     )
     max_batch_size: int = Field(32, ge=1, le=1024, description="Most images in one forward pass.")
     max_batch_delay_ms: float = Field(

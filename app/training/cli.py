@@ -246,6 +246,12 @@ def _add_evaluate(commands: Subparsers) -> None:
         default=default_workers(),
         help="DataLoader worker processes (default: %(default)s)",
     )
+    parser.add_argument(
+        "--no-jpeg-draft",
+        dest="jpeg_draft",
+        action="store_false",
+        help="decode JPEGs at full size (the service's RESNET_SERVE_JPEG_DRAFT=false)",
+    )
     parser.set_defaults(handler=_evaluate)
 
 
@@ -256,6 +262,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         workers=args.workers,
+        jpeg_draft=args.jpeg_draft,
     )
     if args.json:
         summary = {"bundle": result.name, "folder": str(result.folder), "skipped": result.skipped}

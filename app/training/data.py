@@ -141,18 +141,27 @@ def stratified_split(
 
 
 class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
-    """Decodes each image on access and applies ``transform`` (PIL RGB -> tensor)."""
+    """Decodes each image on access and applies ``transform`` (PIL RGB -> tensor).
 
-    def __init__(self, samples: Sequence[Sample], transform: Callable[..., torch.Tensor]) -> None:
+    ``draft_size`` decodes JPEGs at a reduced DCT scale, as the service does (``decode_image``).
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        transform: Callable[..., torch.Tensor],
+        draft_size: int | None = None,
+    ) -> None:
         self.samples = list(samples)
         self.transform = transform
+        self.draft_size = draft_size
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        return self.transform(load_image_file(str(path))), label
+        return self.transform(load_image_file(str(path), draft_size=self.draft_size)), label
 
 
 def make_loader(

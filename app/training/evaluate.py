@@ -68,13 +68,19 @@ def evaluate_bundle(
     batch_size: int = 64,
     device: str = "auto",
     workers: int = 0,
+    jpeg_draft: bool = True,
 ) -> BundleEvaluation:
-    """Evaluate a bundle on ``folder/<class>/`` images; the folder's classes must be bundle labels."""
+    """Evaluate a bundle on ``folder/<class>/`` images; the folder's classes must be bundle labels.
+
+    ``jpeg_draft`` decodes JPEGs as the service does by default (``RESNET_SERVE_JPEG_DRAFT``).
+    """
     target = resolve_device(device)
     bundle = load_bundle(bundle_dir, target)
     labels = bundle.manifest.labels
     data = scan_image_folder(folder, classes=labels)
-    dataset = ImageDataset(data.samples, eval_transform(bundle.manifest.preprocessing))
+    spec = bundle.manifest.preprocessing
+    draft_size = spec.resize_size if jpeg_draft else None
+    dataset = ImageDataset(data.samples, eval_transform(spec), draft_size)
     loader = make_loader(dataset, batch_size=batch_size, workers=workers, device=target)
     result = evaluate_model(bundle.model, loader, labels, Precision.for_device(target))
     return BundleEvaluation(

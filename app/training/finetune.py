@@ -137,7 +137,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         generator=torch.Generator(),
     )
     val_loader = make_loader(
-        ImageDataset(splits.val, eval_transform(spec)),
+        ImageDataset(splits.val, eval_transform(spec), draft_size=spec.resize_size),
         batch_size=config.batch_size,
         workers=config.workers,
         device=device,

@@ -17,12 +17,15 @@ REQUESTS_PER_CLIENT = 3
 
 
 def _unbatched_probabilities(images: list[bytes]) -> list[torch.Tensor]:
-    """What the model says about each image alone, in this process."""
+    """What the model says about each image alone, in this process (JPEGs drafted as served)."""
     bundle = load_bundle(DEMO_BUNDLE)
-    transform = eval_transform(bundle.manifest.preprocessing)
+    spec = bundle.manifest.preprocessing
+    transform = eval_transform(spec)
     with torch.inference_mode():
         return [
-            torch.softmax(bundle.model(transform(decode_image(data, 10**8))[None]), dim=1)[0]
+            torch.softmax(
+                bundle.model(transform(decode_image(data, 10**8, spec.resize_size))[None]), dim=1
+            )[0]
             for data in images
         ]
 

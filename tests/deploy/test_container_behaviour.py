@@ -5,7 +5,9 @@ installed non-editable into a virtual environment of their own, its model copy a
 read-only; the final stage's ENV with its paths moved under a scratch root and a free port;
 the final stage's USER (a uid with no passwd entry on this host, as OpenShift assigns); the CMD
 and the HEALTHCHECK argv run verbatim through PATH. The third-party packages come from the test
-venv (the same runtime.lock pins, test_dockerfile checks) instead of a second multi-GB install.
+venv (the same runtime.lock pins, test_dockerfile checks) instead of a second multi-GB install,
+hard-linked into the scratch root: the image has them in a venv that everyone can read, while the
+checkout may sit where that uid cannot go (a 0700 ``mktemp -d``, root's home).
 """
 
 from __future__ import annotations
@@ -146,6 +148,38 @@ def _interpreter(user: tuple[int, int]) -> str:
     pytest.fail(f"no {version} that uid {user[0]} can run; tried {candidates}")
 
 
+def _link_or_copy(source: str, target: str) -> None:
+    """Hard-link ``source`` at ``target`` (no bytes copied); copy a file that only its owner may
+    read and make the copy readable, since a chmod on a link would change the test venv's file."""
+    if os.stat(source).st_mode & stat.S_IROTH:
+        os.link(source, target)
+    else:
+        shutil.copy2(source, target)
+        os.chmod(target, os.stat(target).st_mode | 0o444)
+
+
+def _locked_packages(root: Path, user: tuple[int, int], python: str) -> Path:
+    """The test venv's packages where ``user`` can read them. Run as root, they are re-created
+    under ``root`` with new directories and hard-linked files (about a second for 50,000 files),
+    so the modes of the directories above the test venv no longer matter. Hard links cannot
+    cross filesystems; then the test venv is used in place if ``user`` can read it."""
+    site = Path(sysconfig.get_paths()["purelib"])
+    if os.geteuid() == 0 and site.stat().st_dev == root.stat().st_dev:
+        target = root / "locked-packages"  # outside /opt: _read_only must not chmod the links
+        shutil.copytree(site, target, copy_function=_link_or_copy)
+        for current, _, _ in os.walk(target):  # copytree gave them the test venv's modes
+            Path(current).chmod(0o755)
+        return target
+    listing = ["-c", "import os, sys; os.listdir(sys.argv[1])", str(site)]
+    if subprocess.run(_as_user(user, [python, *listing]), capture_output=True).returncode != 0:
+        pytest.skip(
+            f"uid {user[0]} cannot read the test venv's packages in {site}, and they cannot be "
+            f"hard-linked into {root.parent} (another filesystem); set TMPDIR to a directory "
+            "on the venv's filesystem that every user can enter"
+        )
+    return site
+
+
 @pytest.fixture(scope="module")
 def image() -> Iterator[Image]:
     uid, _, gid = only(RUNTIME, "USER").args.partition(":")
@@ -154,10 +188,12 @@ def image() -> Iterator[Image]:
     root.chmod(0o755)  # mkdtemp makes it private to root
     try:
         # Build stage: the venv (system-like Python + the locked packages), then the app into it.
+        python = _interpreter(user)
         venv = _in_image(root, "/opt/venv")
-        subprocess.run([_interpreter(user), "-m", "venv", "--without-pip", venv], check=True)
+        subprocess.run([python, "-m", "venv", "--without-pip", venv], check=True)
         (site,) = venv.glob("lib/python*/site-packages")
-        (site / "_locked_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+        locked = _locked_packages(root, user, python)
+        (site / "_locked_packages.pth").write_text(f"{locked}\n")
         _replay([i for i in INSTRUCTIONS if i.stage == BUILD_STAGE], root)
         install = [venv / "bin" / "python", "-m", "pip", "install", "--quiet", "--no-index"]
         install += ["--no-deps", "--no-build-isolation", "--ignore-installed"]

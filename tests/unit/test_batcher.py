@@ -384,6 +384,7 @@ def test_submit_rejects_empty_items_and_non_positive_timeout() -> None:
         ({"max_batch_size": 4, "max_queue_size": 8, "max_batch_delay_s": -0.1}, "delay"),
         ({"max_batch_size": 4, "max_queue_size": 8, "max_batch_delay_s": float("nan")}, "delay"),
         ({"max_batch_size": 4, "max_queue_size": 8, "max_batch_delay_s": float("inf")}, "delay"),
+        ({"max_batch_size": 4, "max_queue_size": 8, "max_batches_in_flight": 0}, "in_flight"),
     ],
 )
 def test_constructor_rejects_invalid_limits(kwargs: dict[str, Any], message: str) -> None:
@@ -399,3 +400,59 @@ def test_every_batcher_error_shares_one_base_class() -> None:
         BatchSizeMismatchError,
     ):
         assert issubclass(error, BatcherError)
+
+
+def test_a_second_slot_starts_the_next_batch_while_the_first_still_runs() -> None:
+    async def main() -> None:
+        handler = FakeHandler(blocked=True)
+        batcher = make(handler, max_batches_in_flight=2)
+        first = asyncio.create_task(batcher.submit([1]))
+        assert await handler.entered.get() == [1]
+        second = asyncio.create_task(batcher.submit([2, 3]))
+        assert await handler.entered.get() == [2, 3]
+        third = asyncio.create_task(batcher.submit([4]))
+        await until(lambda: batcher.queue_depth == 1)
+        assert batcher.in_flight == 3
+        assert not (first.done() or second.done() or third.done())
+
+        handler.release.set()
+        assert values(await first) == [10]
+        assert values(await second) == [20, 30]
+        assert values(await third) == [40]
+        assert handler.batches == [[1], [2, 3], [4]]
+
+    run(main)
+
+
+def test_stop_waits_for_every_batch_in_flight() -> None:
+    async def main() -> None:
+        handler = FakeHandler(blocked=True)
+        batcher = make(handler, max_batches_in_flight=2)
+        first = asyncio.create_task(batcher.submit([1]))
+        second = asyncio.create_task(batcher.submit([2]))
+        await until(lambda: batcher.in_flight == 2)
+        stopping = asyncio.create_task(batcher.stop(drain_timeout_s=1))
+        await asyncio.sleep(0)
+        assert not stopping.done()
+        handler.release.set()
+        await stopping
+        assert values(await first) == [10]
+        assert values(await second) == [20]
+
+    run(main)
+
+
+def test_drain_timeout_fails_every_batch_in_flight_with_closed() -> None:
+    async def main() -> None:
+        handler = FakeHandler(blocked=True)
+        batcher = make(handler, max_batches_in_flight=2)
+        first = asyncio.create_task(batcher.submit([1]))
+        second = asyncio.create_task(batcher.submit([2]))
+        await until(lambda: batcher.in_flight == 2)
+        await batcher.stop(drain_timeout_s=0)
+        for task in (first, second):
+            with pytest.raises(BatcherClosedError):
+                await task
+        assert batcher.in_flight == 0
+
+    run(main)

@@ -15,6 +15,7 @@ from app.preprocessing import (
     PreprocessingSpec,
     decode_image,
     eval_transform,
+    pixel_transform,
     to_rgb,
     train_transform,
 )
@@ -101,3 +102,41 @@ def test_train_transform_has_the_eval_layout() -> None:
 def test_spec_refuses_resize_smaller_than_crop() -> None:
     with pytest.raises(ValueError, match="resize_size"):
         PreprocessingSpec(input_size=64, resize_size=32)
+
+
+def _photo(width: int, height: int) -> Image.Image:
+    """Smooth colour gradients with some texture: what DCT scaling is meant for."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    noise = np.random.default_rng(0).normal(0, 8, (height, width, 3))
+    channels = np.stack([x / width * 255, y / height * 255, (x + y) / (width + height) * 255], -1)
+    return Image.fromarray(np.clip(channels + noise, 0, 255).astype(np.uint8))
+
+
+def test_jpeg_draft_decodes_at_the_smallest_scale_that_covers_the_resize() -> None:
+    data = _encode(_photo(800, 600), "JPEG", quality=90)
+    assert decode_image(data, 10**8).size == (800, 600)
+    assert decode_image(data, 10**8, draft_size=112).size == (200, 150)  # 1/4: 1/8 is too small
+    assert decode_image(data, 10**8, draft_size=300).size == (400, 300)
+    assert decode_image(data, 10**8, draft_size=301).size == (800, 600)
+
+
+def test_jpeg_draft_changes_the_model_input_only_slightly() -> None:
+    data = _encode(_photo(800, 600), "JPEG", quality=90)
+    spec = PreprocessingSpec(input_size=96, resize_size=112)
+    full = pixel_transform(spec)(decode_image(data, 10**8)).float()
+    draft = pixel_transform(spec)(decode_image(data, 10**8, draft_size=112)).float()
+    assert draft.shape == full.shape == (3, 96, 96)
+    assert (draft - full).abs().mean() < 2.0  # of 255 levels
+
+
+def test_draft_leaves_other_formats_alone() -> None:
+    data = _encode(_photo(400, 300), "PNG")
+    assert decode_image(data, 10**8, draft_size=100).size == (400, 300)
+
+
+def test_pixel_transform_is_eval_transform_before_normalisation() -> None:
+    image = _photo(70, 50)
+    pixels = pixel_transform(SPEC)(image)
+    assert pixels.dtype == torch.uint8
+    normalised = (pixels.float() / 255 - 0.5) / 0.5
+    torch.testing.assert_close(normalised, eval_transform(SPEC)(image))

@@ -1,24 +1,34 @@
-"""The model runner: batching never changes answers, and CUDA out-of-memory splits a batch."""
+"""The model runner: batching never changes answers, uint8 input is normalised as in training,
+and CUDA out-of-memory splits a batch."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from app.model.bundle import load_bundle
-from app.runner import DeviceError, ModelRunner, resolve_device
+from app.preprocessing import eval_transform, pixel_transform
+from app.runner import DeviceError, ModelRunner, RunnerOptions, resolve_device, resolve_precision
 from tests.conftest import write_bundle
+
+
+def pixels() -> torch.Tensor:
+    return torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
 
 
 @pytest.fixture(scope="module")
 def runner(tmp_path_factory: pytest.TempPathFactory) -> ModelRunner:
     torch.manual_seed(0)
     directory = write_bundle(tmp_path_factory.mktemp("runner") / "tiny", ["a", "b", "c"])
-    return ModelRunner(load_bundle(directory), torch.device("cpu"), "fp32")
+    return ModelRunner(load_bundle(directory), torch.device("cpu"), "fp32", RunnerOptions())
 
 
 def test_a_batch_of_64_gives_the_same_answers_as_one_at_a_time(runner: ModelRunner) -> None:
-    images = [torch.randn(3, 32, 32) for _ in range(64)]
+    images = [pixels() for _ in range(64)]
     batched = runner.predict(images)
     alone = [runner.predict([image])[0] for image in images]
     torch.testing.assert_close(torch.stack(batched), torch.stack(alone), atol=1e-5, rtol=1e-4)
@@ -28,7 +38,7 @@ def test_a_batch_of_64_gives_the_same_answers_as_one_at_a_time(runner: ModelRunn
 def test_out_of_memory_splits_the_batch_and_keeps_the_order(
     runner: ModelRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    images = [torch.randn(3, 32, 32) for _ in range(10)]
+    images = [pixels() for _ in range(10)]
     expected = runner.predict(images)
     forward = runner._forward
     sizes: list[int] = []
@@ -54,7 +64,7 @@ def test_out_of_memory_on_a_single_image_is_raised(
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     monkeypatch.setattr(runner, "_forward", always_oom)
     with pytest.raises(torch.cuda.OutOfMemoryError):
-        runner.predict([torch.randn(3, 32, 32)] * 2)
+        runner.predict([pixels()] * 2)
 
 
 def test_top_k_is_sorted_and_labelled(runner: ModelRunner) -> None:
@@ -71,3 +81,29 @@ def test_cpu_only_machines_refuse_cuda_and_half_precision() -> None:
         resolve_device("cuda:0", "fp32")
     with pytest.raises(DeviceError, match="needs a CUDA device"):
         resolve_device("cpu", "fp16")
+
+
+def test_uint8_batches_give_the_probabilities_of_the_training_transform(
+    runner: ModelRunner,
+) -> None:
+    photo = Image.fromarray(np.random.default_rng(3).integers(0, 256, (50, 70, 3), dtype=np.uint8))
+    spec = runner.bundle.manifest.preprocessing
+    with torch.inference_mode():
+        expected = torch.softmax(runner.model(eval_transform(spec)(photo)[None]), dim=1)[0]
+    (got,) = runner.predict([pixel_transform(spec)(photo)])
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_auto_precision_is_fp32_on_cpu_and_an_explicit_choice_is_kept() -> None:
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert resolve_precision("fp16", torch.device("cpu")) == "fp16"
+
+
+def test_torch_threads_apply_on_the_inference_thread(tmp_path: Path) -> None:
+    directory = write_bundle(tmp_path / "tiny", ["a", "b"])
+    runner = ModelRunner.load(str(directory), "cpu", "auto", RunnerOptions(torch_threads=1))
+    try:
+        assert runner.precision == "fp32"
+        assert runner._executor.submit(torch.get_num_threads).result() == 1
+    finally:
+        runner.close()
