@@ -2,39 +2,79 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 import pytest
 import torch
 
 from app.model.bundle import load_bundle
-from app.preprocessing import decode_image, eval_transform
-from app.runner import ModelRunner
+from app.preprocessing import decode_image, eval_transform, pixel_transform
+from app.runner import ModelRunner, RunnerOptions
+from app.training.demo_data import CLASSES
 from tests.conftest import DEMO_BUNDLE, encode, known_image
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 3e-2}
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
-def test_cuda_runner_matches_the_cpu_model(precision: str) -> None:
-    images = [encode(known_image(name, 300)) for name in ("circle", "star", "stripes")]
+def _images(count: int) -> list[bytes]:
+    return [encode(known_image(CLASSES[i % len(CLASSES)], 300 + i)) for i in range(count)]
+
+
+def _cpu_reference(images: list[bytes]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """uint8 inputs and the fp32 CPU model's probabilities for them."""
     bundle = load_bundle(DEMO_BUNDLE)
-    transform = eval_transform(bundle.manifest.preprocessing)
-    tensors = [transform(decode_image(data, 10**8)) for data in images]
+    spec = bundle.manifest.preprocessing
+    decoded = [decode_image(data, 10**8, spec.resize_size) for data in images]
     with torch.inference_mode():
-        expected = torch.softmax(bundle.model(torch.stack(tensors)), dim=1)
-    runner = ModelRunner.load(str(DEMO_BUNDLE), "cuda", precision)
+        expected = torch.softmax(
+            bundle.model(torch.stack([eval_transform(spec)(image) for image in decoded])), dim=1
+        )
+    return [pixel_transform(spec)(image) for image in decoded], expected
+
+
+def _runner(precision: str, **options: object) -> ModelRunner:
+    runner = ModelRunner.load(str(DEMO_BUNDLE), "cuda", precision, RunnerOptions(**options))
+    runner._warm_up()
+    return runner
+
+
+@pytest.mark.parametrize("cuda_graphs", [False, True])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_cuda_runner_matches_the_cpu_model(precision: str, cuda_graphs: bool) -> None:
+    pixels, expected = _cpu_reference(_images(5))
+    runner = _runner(precision, max_batch_size=8, cuda_graphs=cuda_graphs)
     assert runner.memory_format is torch.channels_last
-    got = torch.stack(runner.predict(tensors))
-    tolerance = 1e-4 if precision == "fp32" else 2e-2
-    torch.testing.assert_close(got, expected, atol=tolerance, rtol=0)
-    assert got.argmax(1).tolist() == expected.argmax(1).tolist()
+    for size in (1, 3, 5):  # 3 and 5 are padded to the buckets 4 and 8 with graphs
+        got = torch.stack(runner.predict(pixels[:size]))
+        torch.testing.assert_close(got, expected[:size], atol=TOLERANCE[precision], rtol=0)
+        assert got.argmax(1).tolist() == expected[:size].argmax(1).tolist()
+    runner.close()
 
 
-def test_server_on_cuda_reports_its_device_and_answers(start_server) -> None:
-    server = start_server(device="cuda", precision="fp16").wait_ready()
+def test_auto_precision_is_bf16_where_the_gpu_has_it() -> None:
+    runner = ModelRunner.load(str(DEMO_BUNDLE), "cuda", "auto", RunnerOptions())
+    assert runner.precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    runner.close()
+
+
+def test_two_batches_in_flight_keep_every_answer_with_its_batch() -> None:
+    pixels, expected = _cpu_reference(_images(16))
+    runner = _runner("fp32", max_batch_size=16, batches_in_flight=2)
+    batches = [list(range(start, start + size)) for start, size in ((0, 16), (3, 7), (9, 1))] * 20
+    with ThreadPoolExecutor(2) as threads:
+        results = list(threads.map(lambda rows: runner.predict([pixels[i] for i in rows]), batches))
+    for rows, got in zip(batches, results, strict=True):
+        torch.testing.assert_close(torch.stack(got), expected[rows], atol=1e-4, rtol=0)
+    runner.close()
+
+
+def test_server_on_cuda_defaults_to_the_fast_path_and_answers(start_server) -> None:
+    server = start_server(device="cuda").wait_ready()
     health = server.get("/health").json()
     assert health["device"] == "cuda:0"
-    assert health["precision"] == "fp16"
+    assert health["precision"] == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
     response = httpx.post(
         server.url + "/predict",
         content=encode(known_image("ring", 301)),
