@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from app.batcher import BatchedResult, DynamicBatcher
+from app.gpu_decode import GpuJpegDecoder, gpu_decodable
 from app.preprocessing import decode_image, pixel_transform
 from app.runner import ModelRunner
 from app.settings import Settings
@@ -26,6 +27,11 @@ class InferencePipeline:
         self.transform = pixel_transform(spec)
         self.draft_size = spec.resize_size if settings.jpeg_draft else None
         self.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
+        self.gpu_decoder = (
+            GpuJpegDecoder(spec, runner.device, settings.max_batch_size, settings.max_queue_size)
+            if settings.gpu_decode
+            else None
+        )
         self.batcher: DynamicBatcher[torch.Tensor, torch.Tensor] = DynamicBatcher(
             runner.run_batch,
             max_batch_size=settings.max_batch_size,
@@ -38,6 +44,8 @@ class InferencePipeline:
         """Warm the model up at every batch size, then start batching; returns warm-up seconds."""
         seconds = await self.runner.warm_up()
         self.batcher.start()
+        if self.gpu_decoder is not None:
+            await self.gpu_decoder.start()
         return seconds
 
     def _prepare_sync(self, data: bytes) -> torch.Tensor:
@@ -48,6 +56,10 @@ class InferencePipeline:
 
         Raises ``ImageDecodeError`` or ``ImageTooLargeError`` from ``app.preprocessing``.
         """
+        if self.gpu_decoder is not None and gpu_decodable(data, self.settings.max_image_pixels):
+            on_gpu = await self.gpu_decoder.decode(data)
+            if on_gpu is not None:
+                return on_gpu
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.decode_pool, self._prepare_sync, data)
 
@@ -60,5 +72,7 @@ class InferencePipeline:
     async def stop(self) -> None:
         """Finish queued work within the drain timeout, then release the threads."""
         await self.batcher.stop(self.settings.drain_timeout_s)
+        if self.gpu_decoder is not None:
+            await self.gpu_decoder.stop(drain_timeout_s=0)
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self.runner.close)

@@ -152,12 +152,7 @@ class ModelRunner:
             with torch.inference_mode():
                 return list(self._compute(torch.stack(list(images))).unbind(0))
         with self._launch, torch.inference_mode():
-            # Pinned staging makes the host-to-device copy asynchronous; the caching host allocator
-            # reuses the block only once that copy has completed.
-            staged = torch.empty(
-                (len(images), *self.image_shape), dtype=torch.uint8, pin_memory=True
-            )
-            torch.stack(list(images), out=staged)
+            staged = self._stage(images)
             if self._captured is not None:
                 probabilities = self._captured(staged)
             else:
@@ -168,6 +163,15 @@ class ModelRunner:
             done.record()
         done.synchronize()  # outside the lock: the next batch is enqueued while this one runs
         return list(host.unbind(0))
+
+    def _stage(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        """One uint8 batch: in pinned host memory, or on the device if any image was decoded there."""
+        if any(image.device.type == "cuda" for image in images):
+            return torch.stack([image.to(self.device, non_blocking=True) for image in images])
+        # Pinned staging makes the host-to-device copy asynchronous; the caching host allocator
+        # reuses the block only once that copy has completed.
+        staged = torch.empty((len(images), *self.image_shape), dtype=torch.uint8, pin_memory=True)
+        return torch.stack(list(images), out=staged)
 
     async def run_batch(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
         """The batcher's handler: ``predict`` on an inference thread."""

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
         le=256,
         description="Intra-op threads for the forward pass; 0 keeps torch's default.",
     )
+    gpu_decode: bool = Field(
+        False, description="On CUDA, decode JPEGs with nvJPEG in batches; Pillow for the rest."
+    )
     jpeg_draft: bool = Field(
         True, description="Decode JPEGs at the smallest DCT scale that still covers the resize."
     )

@@ -8,6 +8,7 @@ import httpx
 import pytest
 import torch
 
+from app.gpu_decode import GpuJpegDecoder
 from app.model.bundle import load_bundle
 from app.preprocessing import decode_image, eval_transform, pixel_transform
 from app.runner import ModelRunner, RunnerOptions
@@ -81,3 +82,32 @@ def test_server_on_cuda_defaults_to_the_fast_path_and_answers(start_server) -> N
         headers={"Content-Type": "image/jpeg"},
     )
     assert response.json()["results"][0]["predictions"][0]["label"] == "ring"
+
+
+def test_gpu_decoding_gives_the_predictions_of_the_cpu_path() -> None:
+    images = _images(16)
+    pixels, expected = _cpu_reference(images)
+    spec = load_bundle(DEMO_BUNDLE).manifest.preprocessing
+    decoder = GpuJpegDecoder(spec, torch.device("cuda"), max_batch_size=16, max_queue_size=16)
+    on_gpu = decoder.decode_batch(images)
+    assert all(image is not None and image.is_cuda for image in on_gpu)
+    pixel_error = [
+        (g.cpu().float() - p.float()).abs().mean().item()
+        for g, p in zip(on_gpu, pixels, strict=True)
+    ]
+    assert max(pixel_error) < 4  # nvJPEG and GPU resizing against libjpeg's DCT scaling and Pillow
+    runner = _runner("fp32", max_batch_size=16)
+    got = torch.stack(runner.predict(on_gpu))
+    assert got.argmax(1).tolist() == expected.argmax(1).tolist()
+    torch.testing.assert_close(got, expected, atol=5e-2, rtol=0)
+    runner.close()
+
+
+def test_server_with_gpu_decoding_answers_jpegs_and_pngs(start_server) -> None:
+    server = start_server(device="cuda", gpu_decode="true").wait_ready()
+    for name, fmt in (("ring", "JPEG"), ("star", "PNG")):
+        response = httpx.post(
+            server.url + "/predict",
+            files={"file": (f"x.{fmt.lower()}", encode(known_image(name, 302), fmt))},
+        )
+        assert response.json()["results"][0]["predictions"][0]["label"] == name
