@@ -42,6 +42,12 @@ def _serve(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None
     }
     settings = Settings(**overrides)
+    if settings.workers > 1:
+        from app.logs import configure_logging
+        from app.replicas import serve_replicas
+
+        configure_logging(settings.log_format, settings.log_level)
+        return serve_replicas(settings)
     from app.server import serve  # torch and uvicorn load only when serving
 
     return serve(settings)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -72,8 +73,12 @@ class DrainingServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def serve(settings: Settings) -> int:
-    """Serve until a signal; returns the process exit code."""
+def serve(settings: Settings, sock: socket.socket | None = None) -> int:
+    """Serve until a signal; returns the process exit code.
+
+    ``sock`` is a listening socket shared with other replicas (``app.replicas``); without it uvicorn
+    binds ``settings.host:port`` itself.
+    """
     configure_logging(settings.log_format, settings.log_level)
     try:
         runner = load_runner(settings)
@@ -92,5 +97,5 @@ def serve(settings: Settings) -> int:
         server_header=False,
     )
     server = DrainingServer(config, app.state.service)
-    server.run()
+    server.run(sockets=None if sock is None else [sock])
     return 0 if server.started else STARTUP_FAILED

@@ -61,6 +61,12 @@ class Settings(BaseSettings):
         40_000_000, ge=1024, description="Largest decoded image (width x height)."
     )
     max_images_per_request: int = Field(64, ge=1, description="Most images in one request.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Replicas of the whole service sharing the port (one model each).",
+    )
     decode_workers: int = Field(2, ge=1, le=64, description="Threads that decode and preprocess.")
     drain_timeout_s: float = Field(
         20.0, ge=0, description="On SIGTERM, how long queued work may take to finish."
