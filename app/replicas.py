@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -42,9 +43,18 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _drain_when_orphaned() -> None:
+    """A replica outliving its parent (killed with SIGKILL) would hold the port: drain and exit."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        wait([parent.sentinel])
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _replica(settings: Settings, sock: socket.socket) -> None:
     from app.server import serve  # the child imports torch; the parent never does
 
+    threading.Thread(target=_drain_when_orphaned, name="orphan-watch", daemon=True).start()
     sys.exit(serve(settings, sock))
 
 

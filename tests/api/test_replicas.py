@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import httpx
@@ -47,3 +48,14 @@ def test_a_replica_that_cannot_start_stops_the_server_with_its_status(
     server = start_server(workers=2, model_dir=tmp_path / "missing")
     assert server.process.wait(120) == 3
     assert "bundle folder does not exist" in server.logs()
+
+
+def test_replicas_do_not_outlive_a_killed_server(start_server) -> None:
+    server = start_server(workers=2, max_batch_size=2).wait_ready()
+    replicas = _replica_pids(server.process.pid)
+    server.process.kill()
+    server.process.wait()
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in replicas) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in replicas)
