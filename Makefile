@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 LOCK := requirements/dev.lock
+BENCH_LOCK := requirements/bench.lock
 
-.PHONY: venv serve test lint format lock demo-model clean
+.PHONY: venv serve test lint format lock demo-model clean bench
 
 $(BIN)/.installed: $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +36,7 @@ format: venv
 lock:
 	uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes --no-header -o requirements/runtime.lock
 	uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 --generate-hashes --no-header -o requirements/dev.lock
+	uv pip compile pyproject.toml --extra dev --extra bench -c requirements/dev.lock --universal --python-version 3.11 --generate-hashes --no-header -o $(BENCH_LOCK)
 
 # Rebuild the committed demo bundle from freshly generated data.
 demo-model: venv
@@ -42,6 +44,16 @@ demo-model: venv
 	$(BIN)/resnet-serve finetune runs/demo-data --arch resnet18 --out models/demo --name demo \
 		--input-size 112 --resize-size 112 --epochs 30 --batch-size 32 --patience 10 \
 		--weights-dtype float16
+
+# The benchmark's own dependencies (aiohttp, LitServe), on top of the dev environment.
+$(BIN)/.bench-installed: $(BIN)/.installed $(BENCH_LOCK)
+	$(BIN)/pip --isolated install --quiet --require-hashes -r $(BENCH_LOCK)
+	touch $@
+
+# The full comparison of docs/benchmarks.md (about 5 minutes); results in runs/bench/<UTC time>/.
+# More options with BENCH_ARGS, e.g. make bench BENCH_ARGS="--body both --client-processes 4".
+bench: $(BIN)/.bench-installed
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -12,7 +12,7 @@ import torch
 
 from app.batcher import BatchedResult, DynamicBatcher
 from app.gpu_decode import GpuJpegDecoder, gpu_decodable
-from app.preprocessing import decode_image, pixel_transform
+from app.preprocessing import UploadDecoder
 from app.runner import ModelRunner
 from app.settings import Settings
 
@@ -24,8 +24,7 @@ class InferencePipeline:
         self.runner = runner
         self.settings = settings
         spec = runner.bundle.manifest.preprocessing
-        self.transform = pixel_transform(spec)
-        self.draft_size = spec.resize_size if settings.jpeg_draft else None
+        self.decode = UploadDecoder(spec, settings.max_image_pixels, settings.jpeg_draft)
         self.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
         self.gpu_decoder = (
             GpuJpegDecoder(spec, runner.device, settings.max_batch_size, settings.max_queue_size)
@@ -48,9 +47,6 @@ class InferencePipeline:
             await self.gpu_decoder.start()
         return seconds
 
-    def _prepare_sync(self, data: bytes) -> torch.Tensor:
-        return self.transform(decode_image(data, self.settings.max_image_pixels, self.draft_size))
-
     async def prepare(self, data: bytes) -> torch.Tensor:
         """Decode untrusted bytes and build the model input off the event loop.
 
@@ -61,7 +57,7 @@ class InferencePipeline:
             if on_gpu is not None:
                 return on_gpu
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.decode_pool, self._prepare_sync, data)
+        return await loop.run_in_executor(self.decode_pool, self.decode, data)
 
     async def classify(
         self, images: list[torch.Tensor], timeout_s: float

@@ -153,6 +153,19 @@ def pixel_transform(spec: PreprocessingSpec) -> v2.Compose:
     )
 
 
+class UploadDecoder:
+    """Untrusted bytes -> uint8 model input (3, S, S): what the service does with every upload."""
+
+    def __init__(self, spec: PreprocessingSpec, max_pixels: int, jpeg_draft: bool = True) -> None:
+        self.transform = pixel_transform(spec)
+        self.max_pixels = max_pixels
+        self.draft_size = spec.resize_size if jpeg_draft else None
+
+    def __call__(self, data: bytes) -> torch.Tensor:
+        """Raises ``ImageDecodeError`` or ``ImageTooLargeError``."""
+        return self.transform(decode_image(data, self.max_pixels, self.draft_size))
+
+
 def eval_transform(spec: PreprocessingSpec) -> v2.Compose:
     """Deterministic RGB PIL image -> normalised float tensor (3, input_size, input_size)."""
     return v2.Compose([pixel_transform(spec), *_normalize(spec)])

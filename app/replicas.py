@@ -25,8 +25,12 @@ import threading
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from app.settings import Settings
+
+if TYPE_CHECKING:  # the parent process never imports torch
+    from app.server import RunnerLoader
 
 logger = logging.getLogger("resnet_serve")
 POLL_S = 0.5
@@ -51,11 +55,11 @@ def _drain_when_orphaned() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _replica(settings: Settings, sock: socket.socket) -> None:
+def _replica(settings: Settings, sock: socket.socket, load: RunnerLoader | None) -> None:
     from app.server import serve  # the child imports torch; the parent never does
 
     threading.Thread(target=_drain_when_orphaned, name="orphan-watch", daemon=True).start()
-    sys.exit(serve(settings, sock))
+    sys.exit(serve(settings, sock) if load is None else serve(settings, sock, load))
 
 
 def _exit_code(process: BaseProcess) -> int:
@@ -63,12 +67,15 @@ def _exit_code(process: BaseProcess) -> int:
     return 1 if code is None else (code if code >= 0 else 128 - code)
 
 
-def serve_replicas(settings: Settings) -> int:
-    """Start ``settings.workers`` replicas, forward SIGTERM/SIGINT, return the exit status."""
+def serve_replicas(settings: Settings, load: RunnerLoader | None = None) -> int:
+    """Start ``settings.workers`` replicas, forward SIGTERM/SIGINT, return the exit status.
+
+    ``load`` replaces ``app.main.load_runner`` in every replica; it must be importable by name.
+    """
     sock = bind(settings.host, settings.port)
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
     replicas = [
-        context.Process(target=_replica, args=(settings, sock), name=f"replica-{i}")
+        context.Process(target=_replica, args=(settings, sock, load), name=f"replica-{i}")
         for i in range(settings.workers)
     ]
     stopping = False

@@ -13,7 +13,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 import uvicorn
@@ -22,7 +22,7 @@ from app.api.dependencies import Service
 from app.logs import configure_logging
 from app.main import create_app, load_runner
 from app.model.bundle import BundleError
-from app.runner import DeviceError
+from app.runner import DeviceError, ModelRunner
 from app.settings import Settings
 
 logger = logging.getLogger("resnet_serve")
@@ -73,15 +73,20 @@ class DrainingServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def serve(settings: Settings, sock: socket.socket | None = None) -> int:
+RunnerLoader = Callable[[Settings], ModelRunner]
+
+
+def serve(
+    settings: Settings, sock: socket.socket | None = None, load: RunnerLoader = load_runner
+) -> int:
     """Serve until a signal; returns the process exit code.
 
     ``sock`` is a listening socket shared with other replicas (``app.replicas``); without it uvicorn
-    binds ``settings.host:port`` itself.
+    binds ``settings.host:port`` itself. ``load`` builds the runner (benchmarks swap the model).
     """
     configure_logging(settings.log_format, settings.log_level)
     try:
-        runner = load_runner(settings)
+        runner = load(settings)
     except (BundleError, DeviceError) as exc:
         logger.error("start-up failed: %s", exc)
         return STARTUP_FAILED

@@ -23,7 +23,7 @@ class Service:
     pipeline: InferencePipeline | None = None
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
     return request.app.state.service
 
 

@@ -1,0 +1,74 @@
+"""What the harness reads from a running server at the edges of a measured window.
+
+Two numbers, both as counters whose difference over the window is reported: the CPU time of the
+server's whole process group (every system, LitServe's worker processes included) and, for
+resnet-serve, the sum and count of its batch-size histogram from ``GET /metrics``.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+BATCH_HISTOGRAM = "resnet_serve_batch_size"  # app/metrics.py: the batch size each image ran in
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class ServerSample:
+    """Counters read at one moment; subtract two to get the window's share."""
+
+    cpu_s: float | None
+    batch_sum: float | None = None
+    batch_count: float | None = None
+
+    def mean_batch_since(self, earlier: ServerSample) -> float | None:
+        """Mean batch size an image ran in between ``earlier`` and this sample."""
+        if self.batch_count is None or earlier.batch_count is None:
+            return None
+        images = self.batch_count - earlier.batch_count
+        return (self.batch_sum - earlier.batch_sum) / images if images else None
+
+    def cpu_since(self, earlier: ServerSample) -> float | None:
+        if self.cpu_s is None or earlier.cpu_s is None:
+            return None
+        return self.cpu_s - earlier.cpu_s
+
+
+def group_cpu_seconds(group: int) -> float | None:
+    """User + system CPU seconds of the live processes in process group ``group`` (Linux only)."""
+    total, seen = 0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        # After the command name: state, ppid, pgrp, ... utime is field 14 and stime 15 of stat(5).
+        if int(fields[2]) == group:
+            total += int(fields[11]) + int(fields[12])
+            seen = True
+    return total / CLOCK_TICKS if seen else None
+
+
+def batch_histogram(base_url: str) -> tuple[float, float]:
+    """The ``_sum`` and ``_count`` of resnet-serve's batch-size histogram."""
+    with urllib.request.urlopen(base_url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    values = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == BATCH_HISTOGRAM:
+            values = {sample.name: sample.value for sample in family.samples}
+    return values[BATCH_HISTOGRAM + "_sum"], values[BATCH_HISTOGRAM + "_count"]
+
+
+def sample(base_url: str, group: int, scrape_batches: bool) -> ServerSample:
+    """Read the server's counters now."""
+    cpu = group_cpu_seconds(group)
+    if not scrape_batches:
+        return ServerSample(cpu)
+    total, count = batch_histogram(base_url)
+    return ServerSample(cpu, total, count)

@@ -1,0 +1,57 @@
+"""resnet-serve with a model that answers at once: the ingress ceiling.
+
+Everything a request costs outside the forward pass stays real (HTTP, multipart parsing, JPEG
+decoding, preprocessing, batching, the JSON answer); only the network is replaced by one that
+returns zeros of the right shape. Its images/s is therefore the most this host's CPU can feed to any
+accelerator, which decides how many cores a GPU host needs.
+
+It is ``resnet-serve serve`` itself, settings from the ``RESNET_SERVE_*`` environment, replicas
+(``WORKERS``) included; only the function that loads the runner is swapped, through the ``load``
+hook of ``serve`` and ``serve_replicas``:
+
+    RESNET_SERVE_PORT=8003 python -m benchmarks.servers.null_service
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from torch import nn
+
+from app.logs import configure_logging
+from app.main import load_runner
+from app.replicas import serve_replicas
+from app.runner import ModelRunner
+from app.server import serve
+from app.settings import Settings
+
+
+class NullModel(nn.Module):
+    """Logits of zeros for every image, without looking at the pixels."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(x.shape[0], self.num_classes, device=x.device, dtype=x.dtype)
+
+
+def load_null_runner(settings: Settings) -> ModelRunner:
+    """The real runner for the configured bundle (so device and labels are real), model swapped."""
+    runner = load_runner(settings)
+    runner.model = NullModel(runner.bundle.manifest.num_classes)
+    return runner
+
+
+def main() -> int:
+    settings = Settings()
+    if settings.workers > 1:
+        configure_logging(settings.log_format, settings.log_level)
+        return serve_replicas(settings, load_null_runner)
+    return serve(settings, load=load_null_runner)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
