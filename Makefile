@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 LOCK := requirements/dev.lock
 BENCH_LOCK := requirements/bench.lock
 
-.PHONY: venv serve test lint format lock demo-model clean bench
+.PHONY: venv serve test lint format lock demo-model clean bench gpu-wheels gpu-check
 
 $(BIN)/.installed: $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,16 @@ $(BIN)/.bench-installed: $(BIN)/.installed $(BENCH_LOCK)
 # More options with BENCH_ARGS, e.g. make bench BENCH_ARGS="--body both --client-processes 4".
 bench: $(BIN)/.bench-installed
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# Wheels for a bare GPU machine (python3.12 with torch, no network) at the lock files' pins, in .whl/.
+gpu-wheels:
+	bash benchmarks/gpu/wheels.sh
+
+# The one-shot GPU check (at most 8 minutes): make gpu-check [GPU_OUT=runs/gpu-check] [GPU_ARGS=--quick]
+# No venv dependency: the GPU machine cannot build .venv; check.sh installs from .whl/ itself.
+GPU_OUT ?= runs/gpu-check
+gpu-check:
+	bash benchmarks/gpu/check.sh $(GPU_OUT) $(GPU_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
