@@ -24,11 +24,11 @@ TOP_K = 5
 class Classifier:
     """Bytes -> tensor (``prepare``) and tensors -> probabilities (``predict``), as the service does.
 
-    Build it on the thread that will call ``predict``: torch's thread count is set per thread.
+    The forward passes run on the runner's own inference thread, where the model was loaded and its
+    thread count set, exactly as in the service.
     """
 
     def __init__(self, model_dir: Path, device: str, threads: int) -> None:
-        torch.set_num_threads(threads)
         self.settings = Settings(model_dir=model_dir, device=device, torch_threads=threads)
         self.runner = load_runner(self.settings)
         # Decodes and preprocesses one upload exactly as the service does (raises on bad bytes).
@@ -44,7 +44,7 @@ class Classifier:
 
     def predict(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
         """One forward pass over ``images``, as the service's runner runs a batch."""
-        return self.runner.predict(images)
+        return self.runner.predict_blocking(images)
 
     def top_k(self, probabilities: torch.Tensor) -> list[dict[str, str | int | float]]:
         """The answer both peers send: the five most probable classes as JSON-ready dicts."""
