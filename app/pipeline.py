@@ -6,6 +6,7 @@ Built and torn down by the app's lifespan; the routes only call ``prepare`` and 
 from __future__ import annotations
 
 import asyncio
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -16,6 +17,20 @@ from app.preprocessing import UploadDecoder
 from app.runner import ModelRunner
 from app.settings import Settings
 
+MAX_AUTO_DECODE_THREADS = 8
+
+
+def decode_threads(setting: int, on_cuda: bool) -> int:
+    """The decode pool's size: the setting, or else what measured best.
+
+    On a 2-core CPU host one decode thread served 122 images/s at 32 clients and two served 92: a CPU
+    forward pass already occupies every core, and a second decoder only preempts its threads. With
+    the model on a GPU the cores are free for decoding.
+    """
+    if setting:
+        return setting
+    return min(os.cpu_count() or 1, MAX_AUTO_DECODE_THREADS) if on_cuda else 1
+
 
 class InferencePipeline:
     """Decode and crop to uint8 on a thread pool, then batch into the runner's inference threads."""
@@ -25,7 +40,9 @@ class InferencePipeline:
         self.settings = settings
         spec = runner.bundle.manifest.preprocessing
         self.decode = UploadDecoder(spec, settings.max_image_pixels, settings.jpeg_draft)
-        self.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
+        self.decode_pool = ThreadPoolExecutor(
+            decode_threads(settings.decode_workers, runner.on_cuda), thread_name_prefix="decode"
+        )
         self.gpu_decoder = (
             GpuJpegDecoder(spec, runner.device, settings.max_batch_size, settings.max_queue_size)
             if settings.gpu_decode

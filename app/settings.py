@@ -67,7 +67,12 @@ class Settings(BaseSettings):
         le=64,
         description="Replicas of the whole service sharing the port (one model each).",
     )
-    decode_workers: int = Field(2, ge=1, le=64, description="Threads that decode and preprocess.")
+    decode_workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Threads that decode and preprocess; 0: 1 on CPU, one per core (up to 8) on CUDA.",
+    )
     drain_timeout_s: float = Field(
         20.0, ge=0, description="On SIGTERM, how long queued work may take to finish."
     )
