@@ -20,16 +20,21 @@ from app.settings import Settings
 MAX_AUTO_DECODE_THREADS = 8
 
 
-def decode_threads(setting: int, on_cuda: bool) -> int:
-    """The decode pool's size: the setting, or else what measured best.
+def decode_pool(setting: int, runner: ModelRunner) -> tuple[ThreadPoolExecutor, bool]:
+    """Where uploads are decoded, and whether the pipeline owns (and so shuts down) that pool.
 
-    On a 2-core CPU host one decode thread served 122 images/s at 32 clients and two served 92: a CPU
-    forward pass already occupies every core, and a second decoder only preempts its threads. With
-    the model on a GPU the cores are free for decoding.
+    ``setting`` threads of its own when set. Otherwise, with the model on the CPU, the runner's own
+    inference thread, between forward passes, as an in-process loop (or LitServe's worker) does: a
+    CPU forward pass keeps every core busy, and a decoder running beside it preempts its threads
+    (on a 2-core host, two decode threads served 92 images/s at 32 clients where one served 122).
+    With the model on a GPU the cores are free: one decode thread per core, up to 8.
     """
     if setting:
-        return setting
-    return min(os.cpu_count() or 1, MAX_AUTO_DECODE_THREADS) if on_cuda else 1
+        return ThreadPoolExecutor(setting, thread_name_prefix="decode"), True
+    if not runner.on_cuda:
+        return runner.threads, False
+    threads = min(os.cpu_count() or 1, MAX_AUTO_DECODE_THREADS)
+    return ThreadPoolExecutor(threads, thread_name_prefix="decode"), True
 
 
 class InferencePipeline:
@@ -40,9 +45,7 @@ class InferencePipeline:
         self.settings = settings
         spec = runner.bundle.manifest.preprocessing
         self.decode = UploadDecoder(spec, settings.max_image_pixels, settings.jpeg_draft)
-        self.decode_pool = ThreadPoolExecutor(
-            decode_threads(settings.decode_workers, runner.on_cuda), thread_name_prefix="decode"
-        )
+        self.decode_pool, self._owns_decode_pool = decode_pool(settings.decode_workers, runner)
         self.gpu_decoder = (
             GpuJpegDecoder(spec, runner.device, settings.max_batch_size, settings.max_queue_size)
             if settings.gpu_decode
@@ -87,5 +90,6 @@ class InferencePipeline:
         await self.batcher.stop(self.settings.drain_timeout_s)
         if self.gpu_decoder is not None:
             await self.gpu_decoder.stop(drain_timeout_s=0)
-        self.decode_pool.shutdown(wait=False, cancel_futures=True)
+        if self._owns_decode_pool:
+            self.decode_pool.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self.runner.close)

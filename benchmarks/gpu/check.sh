@@ -12,7 +12,8 @@
 #   sweep      model-only images/s: ResNet-18/50 224 px, fp32/bf16, eager/graphs, batch 1..256
 #              (model_sweep.py)
 #   bundle     a random-weight ResNet-50 224 px bundle for the HTTP step (bundles.py)
-#   http       python -m benchmarks: the service, with nvJPEG decoding as a variant, and the
+#   http       python -m benchmarks: the service, one variant per GPU setting (no graphs, one batch
+#              in flight, nvJPEG, nvJPEG with 4 replicas), and the
 #              null-model ingress ceiling, at a few concurrencies (http_step.py)
 #   precision  fp32/fp16/bf16 on the GPU against fp32 on the CPU (precision_check.py)
 #
@@ -40,12 +41,12 @@ if [[ $PROFILE == quick ]]; then
         --service-env MAX_BATCH_SIZE=4)
 else
     BUDGET_S=450
-    LIMITS=([tests]=120 [sweep]=150 [bundle]=20 [http]=200 [precision]=75)
+    LIMITS=([tests]=110 [sweep]=120 [bundle]=20 [http]=220 [precision]=60)
     SWEEP_ARGS=()
     PRECISION_ARGS=()
     HTTP_BUNDLE=(--arch resnet50 --input-size 224)
     # Batches up to 128 so 256 clients can fill two in flight; decoding threads for the CPU path.
-    HTTP_ARGS=(--concurrency 1,64,256 --warmup 2 --duration 6 --client-processes 8
+    HTTP_ARGS=(--concurrency 1,256 --warmup 2 --duration 5 --client-processes 8
         --service-env MAX_BATCH_SIZE=128,DECODE_WORKERS=8)
 fi
 DEADLINE=$((SECONDS + BUDGET_S))
@@ -81,7 +82,10 @@ cuda = {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()}
 print(json.dumps(describe() | cuda))' | tee "$OUT/versions.json"
 HAS_CUDA=$(python3 -c 'import torch; print(int(torch.cuda.is_available()))')
 if ((HAS_CUDA)); then
-    HTTP_ARGS+=(--systems service,gpu-decode,null --variant gpu-decode:GPU_DECODE=true)
+    # Each GPU setting's effect on its own, then nvJPEG with four replicas on the one GPU.
+    HTTP_ARGS+=(--systems service,no-graphs,one-in-flight,gpu-decode,gpu-decode-x4,null
+        --variant no-graphs:CUDA_GRAPHS=false --variant one-in-flight:BATCHES_IN_FLIGHT=1
+        --variant gpu-decode:GPU_DECODE=true --variant gpu-decode-x4:GPU_DECODE=true,WORKERS=4)
 else
     HTTP_ARGS+=(--systems service,null)
 fi
