@@ -59,6 +59,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     service.pipeline = pipeline
     service.state.mark_warming_up()
     warm_up = asyncio.create_task(_warm_up(service, pipeline))
+    if app.state.warm_before_accepting:
+        # A replica sharing the port (app.replicas) must not take connections it would answer
+        # with 503 while the ready replicas could serve them: uvicorn accepts only after this.
+        await warm_up
     try:
         yield
     finally:
@@ -82,11 +86,16 @@ def load_runner(settings: Settings) -> ModelRunner:
     return runner
 
 
-def create_app(settings: Settings | None = None, runner: ModelRunner | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    runner: ModelRunner | None = None,
+    warm_before_accepting: bool = False,
+) -> FastAPI:
     """Build an app for ``settings`` (read from the environment when omitted).
 
     Nothing is loaded here: the lifespan loads the model, unless the caller already did (``serve``
-    does, so that a bad bundle is reported before uvicorn starts, as one line).
+    does, so that a bad bundle is reported before uvicorn starts, as one line). By default the port
+    opens during warm-up (live, not ready); ``warm_before_accepting`` opens it only once warm.
     """
     settings = settings or Settings()
     metrics = ServiceMetrics()
@@ -99,6 +108,7 @@ def create_app(settings: Settings | None = None, runner: ModelRunner | None = No
     )
     app.state.service = service
     app.state.preloaded_runner = runner
+    app.state.warm_before_accepting = warm_before_accepting
     metrics.watch(
         in_flight=lambda: service.state.requests_in_flight,
         queue_depth=lambda: service.pipeline.batcher.queue_depth if service.pipeline else 0,

@@ -6,7 +6,8 @@ complete server (its own model copy, batcher, decode threads and drain) in its o
 kernel spreads connections over them because they all accept on the socket bound here. This was
 chosen over several HTTP processes feeding one batcher through shared memory: it needs no
 cross-process queue, a crash takes one replica's requests instead of all of them, and a ResNet's
-weights (tens of MB) cost little GPU memory per copy.
+weights (tens of MB) cost little GPU memory per copy. A replica accepts connections only once it is
+warmed up, so a slow starter never answers 503 while its siblings are ready.
 
 The parent only forwards signals and watches: SIGTERM drains every replica as one server would; if
 a replica dies on its own, the others are stopped and the parent exits with its status, so the

@@ -90,7 +90,7 @@ def serve(
     except (BundleError, DeviceError) as exc:
         logger.error("start-up failed: %s", exc)
         return STARTUP_FAILED
-    app = create_app(settings, runner)
+    app = create_app(settings, runner, warm_before_accepting=sock is not None)
     config = uvicorn.Config(
         app,
         host=settings.host,
