@@ -20,21 +20,17 @@ from app.settings import Settings
 MAX_AUTO_DECODE_THREADS = 8
 
 
-def decode_pool(setting: int, runner: ModelRunner) -> tuple[ThreadPoolExecutor, bool]:
-    """Where uploads are decoded, and whether the pipeline owns (and so shuts down) that pool.
+def decode_threads(setting: int, on_cuda: bool) -> int:
+    """The decode pool's size: the setting, or else what measured best.
 
-    ``setting`` threads of its own when set. Otherwise, with the model on the CPU, the runner's own
-    inference thread, between forward passes, as an in-process loop (or LitServe's worker) does: a
-    CPU forward pass keeps every core busy, and a decoder running beside it preempts its threads
-    (on a 2-core host, two decode threads served 92 images/s at 32 clients where one served 122).
-    With the model on a GPU the cores are free: one decode thread per core, up to 8.
+    With the model on the CPU, one thread: a CPU forward pass keeps every core busy, and each more
+    decoder only preempts its threads (on a 2-core host, two decode threads served 92 images/s at 32
+    clients where one served 122; decoding on the inference thread itself, between batches, measured
+    no better). With the model on a GPU the cores are free: one thread per core, up to 8.
     """
     if setting:
-        return ThreadPoolExecutor(setting, thread_name_prefix="decode"), True
-    if not runner.on_cuda:
-        return runner.threads, False
-    threads = min(os.cpu_count() or 1, MAX_AUTO_DECODE_THREADS)
-    return ThreadPoolExecutor(threads, thread_name_prefix="decode"), True
+        return setting
+    return min(os.cpu_count() or 1, MAX_AUTO_DECODE_THREADS) if on_cuda else 1
 
 
 class InferencePipeline:
@@ -45,7 +41,9 @@ class InferencePipeline:
         self.settings = settings
         spec = runner.bundle.manifest.preprocessing
         self.decode = UploadDecoder(spec, settings.max_image_pixels, settings.jpeg_draft)
-        self.decode_pool, self._owns_decode_pool = decode_pool(settings.decode_workers, runner)
+        self.decode_pool = ThreadPoolExecutor(
+            decode_threads(settings.decode_workers, runner.on_cuda), thread_name_prefix="decode"
+        )
         self.gpu_decoder = (
             GpuJpegDecoder(spec, runner.device, settings.max_batch_size, settings.max_queue_size)
             if settings.gpu_decode
@@ -90,6 +88,5 @@ class InferencePipeline:
         await self.batcher.stop(self.settings.drain_timeout_s)
         if self.gpu_decoder is not None:
             await self.gpu_decoder.stop(drain_timeout_s=0)
-        if self._owns_decode_pool:
-            self.decode_pool.shutdown(wait=False, cancel_futures=True)
+        self.decode_pool.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self.runner.close)

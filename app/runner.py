@@ -139,11 +139,6 @@ class ModelRunner:
             raise
 
     @property
-    def threads(self) -> ThreadPoolExecutor:
-        """The inference threads; on the CPU the pipeline decodes there too, between batches."""
-        return self._executor
-
-    @property
     def image_shape(self) -> tuple[int, int, int]:
         size = self.bundle.manifest.preprocessing.input_size
         return (3, size, size)

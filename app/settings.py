@@ -71,7 +71,7 @@ class Settings(BaseSettings):
         0,
         ge=0,
         le=64,
-        description="Threads that decode; 0: the inference thread on CPU, one per core (to 8) on CUDA.",
+        description="Threads that decode and preprocess; 0: 1 on CPU, one per core (up to 8) on CUDA.",
     )
     drain_timeout_s: float = Field(
         20.0, ge=0, description="On SIGTERM, how long queued work may take to finish."
