@@ -60,9 +60,10 @@ def test_auto_precision_is_bf16_where_the_gpu_has_it() -> None:
     runner.close()
 
 
-def test_two_batches_in_flight_keep_every_answer_with_its_batch() -> None:
+@pytest.mark.parametrize("cuda_graphs", [False, True])
+def test_two_batches_in_flight_keep_every_answer_with_its_batch(cuda_graphs: bool) -> None:
     pixels, expected = _cpu_reference(_images(16))
-    runner = _runner("fp32", max_batch_size=16, batches_in_flight=2)
+    runner = _runner("fp32", max_batch_size=16, batches_in_flight=2, cuda_graphs=cuda_graphs)
     batches = [list(range(start, start + size)) for start, size in ((0, 16), (3, 7), (9, 1))] * 20
     with ThreadPoolExecutor(2) as threads:
         results = list(threads.map(lambda rows: runner.predict([pixels[i] for i in rows]), batches))
