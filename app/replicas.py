@@ -68,6 +68,12 @@ def _exit_code(process: BaseProcess) -> int:
     return 1 if code is None else (code if code >= 0 else 128 - code)
 
 
+def _stopped_status(process: BaseProcess) -> int:
+    """Exit status of a replica we asked to stop. One still loading its model when our SIGTERM
+    came (uvicorn installs the draining handler only later) had taken no request: a clean stop."""
+    return 0 if process.exitcode == -signal.SIGTERM else _exit_code(process)
+
+
 def serve_replicas(settings: Settings, load: RunnerLoader | None = None) -> int:
     """Start ``settings.workers`` replicas, forward SIGTERM/SIGINT, return the exit status.
 
@@ -104,7 +110,7 @@ def serve_replicas(settings: Settings, load: RunnerLoader | None = None) -> int:
                     failure = _exit_code(finished) or 1
                     logger.error("%s exited with %d; stopping the others", finished.name, failure)
                     forward(signal.SIGTERM, None)
-        return failure or max(_exit_code(replica) for replica in replicas)
+        return failure or max(_stopped_status(replica) for replica in replicas)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

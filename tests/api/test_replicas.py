@@ -59,3 +59,9 @@ def test_replicas_do_not_outlive_a_killed_server(start_server) -> None:
     while any(Path(f"/proc/{pid}").exists() for pid in replicas) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(Path(f"/proc/{pid}").exists() for pid in replicas)
+
+
+def test_sigterm_while_replicas_are_still_loading_is_a_clean_stop(start_server) -> None:
+    server = start_server(workers=2, max_batch_size=2)
+    server.wait_until("/health/live", 200)  # one replica is up; the other may still be loading
+    assert server.terminate() == 0
