@@ -21,7 +21,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional
 
 from app.batcher import BatcherError, DynamicBatcher
-from app.preprocessing import ImageTooLargeError, PreprocessingSpec
+from app.preprocessing import PreprocessingSpec, check_pixel_count
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 EXIF_ORIENTATION = 0x0112
@@ -41,10 +41,7 @@ def gpu_decodable(data: bytes, max_pixels: int) -> bool:
             plain = image.mode in GPU_MODES and image.getexif().get(EXIF_ORIENTATION, 1) == 1
     except Exception:  # Pillow will name the problem when it decodes it on the CPU path
         return False
-    if width * height > max_pixels:
-        raise ImageTooLargeError(
-            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
-        )
+    check_pixel_count(width, height, max_pixels)
     return plain
 
 

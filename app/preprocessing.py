@@ -71,6 +71,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def check_pixel_count(width: int, height: int, max_pixels: int) -> None:
+    """Raise ``ImageTooLargeError`` for more than ``max_pixels`` (read from a header, before decoding)."""
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+        )
+
+
 def decode_image(data: bytes, max_pixels: int, draft_size: int | None = None) -> Image.Image:
     """Decode untrusted bytes into an RGB image, refusing bombs before the pixels are decoded.
 
@@ -87,11 +95,7 @@ def decode_image(data: bytes, max_pixels: int, draft_size: int | None = None) ->
     try:
         # Only the allowed decoders ever parse untrusted headers.
         image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
-        width, height = image.size
-        if width * height > max_pixels:
-            raise ImageTooLargeError(
-                f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
-            )
+        check_pixel_count(*image.size, max_pixels)
         image.seek(0)
         if draft_size is not None:
             image.draft(None, (draft_size, draft_size))

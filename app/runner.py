@@ -79,15 +79,20 @@ class RunnerOptions:
     torch_threads: int = 0
 
 
+def batches_in_flight(device: torch.device, options: RunnerOptions) -> int:
+    """``options.batches_in_flight`` on CUDA, one on CPU (a CPU forward pass already uses every
+    core, so a second one in flight would only compete)."""
+    return options.batches_in_flight if device.type == "cuda" else 1
+
+
 def inference_threads(device: torch.device, options: RunnerOptions) -> ThreadPoolExecutor:
-    """The threads that run forward passes: ``batches_in_flight`` on CUDA, one on CPU (a CPU
-    forward pass already uses every core, so a second one in flight would only compete)."""
+    """The threads that run forward passes, one per batch in flight."""
 
     def set_thread_count() -> None:  # per thread in OpenMP: set where the forward passes run
         if options.torch_threads:
             torch.set_num_threads(options.torch_threads)
 
-    count = options.batches_in_flight if device.type == "cuda" else 1
+    count = batches_in_flight(device, options)
     return ThreadPoolExecutor(count, "inference", initializer=set_thread_count)
 
 
@@ -112,8 +117,8 @@ class ModelRunner:
         self.memory_format = torch.channels_last if self.on_cuda else torch.contiguous_format
         self.model = bundle.model.to(memory_format=self.memory_format)
         self.normalize = Normalizer(bundle.manifest.preprocessing, device)
+        self.batches_in_flight = batches_in_flight(device, options)
         self._executor = threads or inference_threads(device, options)
-        self.batches_in_flight = self._executor._max_workers
         self._launch = threading.Lock()  # one host thread at a time enqueues GPU work
         self._captured: CapturedForward | None = None
         self._closing = threading.Event()  # lets a shut-down cut a long warm-up short
