@@ -14,10 +14,12 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 
 from benchmarks import harness, machine, plot, report
 from benchmarks.bodies import BODY_KINDS
@@ -139,7 +141,15 @@ def _systems(args: argparse.Namespace, settings: RunSettings) -> tuple[bool, tup
     return INPROCESS in chosen, systems
 
 
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Each server runs in a session of its own (so all of its processes can be stopped together),
+    # out of reach of a signal sent to this process group: turning SIGTERM into SystemExit lets the
+    # harness's `with` blocks stop them, instead of leaving one holding the port or the GPU.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     parser = build_parser()
     args = parser.parse_args(argv)
     started = datetime.now(UTC)

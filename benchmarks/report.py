@@ -21,7 +21,8 @@ def _errors(errors: dict[str, int]) -> str:
     return ", ".join(f"{status}: {n}" for status, n in errors.items()) or "0"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table, then a blank line (shared with the GPU check's report)."""
     return [
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -62,7 +63,7 @@ def _summary_table(results: dict, body: str, levels: list[int]) -> list[str]:
             errors.update(p.get("errors", {}))
         row.append(_errors(dict(sorted(errors.items()))))
         rows.append(row)
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def _details_table(results: dict, body: str) -> list[str]:
@@ -82,7 +83,7 @@ def _details_table(results: dict, body: str) -> list[str]:
         for p in results["points"]
         if p["body"] == body
     ]
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def _inprocess(ceiling: dict) -> list[str]:
@@ -96,7 +97,7 @@ def _inprocess(ceiling: dict) -> list[str]:
         f"serially): **{batch_1['images_per_s']:.1f} images/s**, p50 {batch_1['p50_ms']:.2f} ms, "
         f"p99 {batch_1['p99_ms']:.2f} ms. Batch sweep (decode the batch serially, one forward):",
         "",
-        *_table(["batch", *sweep], [["img/s", *(_number(v) for v in sweep.values())]]),
+        *markdown_table(["batch", *sweep], [["img/s", *(_number(v) for v in sweep.values())]]),
         f"Best: batch {ceiling['best_batch']}, **{ceiling['best_images_per_s']:.1f} images/s**.",
         "",
     ]
@@ -129,7 +130,7 @@ def _ingress(results: dict, cores: int) -> list[str]:
         f"that all {cores} cores of this machine were busy serving (an upper bound: the load "
         "generator shares them).",
         "",
-        *_table([*header, f"{cores} cores x ms / img"], rows),
+        *markdown_table([*header, f"{cores} cores x ms / img"], rows),
         "HTTP + decode cost per image per core = server CPU ms/img at the highest concurrency: a "
         "GPU host that must serve N images/s needs about N x that / 1000 cores for ingress alone.",
         "",
@@ -197,7 +198,7 @@ def _targets(results: dict, bodies: list[str]) -> list[str]:
         for body in bodies
         for t in targets(results, body)
     ]
-    return ["## Targets", "", *_table(["target", "value", "goal", "met"], rows)]
+    return ["## Targets", "", *markdown_table(["target", "value", "goal", "met"], rows)]
 
 
 def render(results: dict) -> str:

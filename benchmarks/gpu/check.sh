@@ -14,7 +14,7 @@
 #   bundle     a random-weight ResNet-50 224 px bundle for the HTTP step (bundles.py)
 #   http       python -m benchmarks: the service, one variant per GPU setting (no graphs, one batch
 #              in flight, nvJPEG, nvJPEG with 4 replicas), and the
-#              null-model ingress ceiling, at a few concurrencies (http_step.py)
+#              null-model ingress ceiling, at a few concurrencies
 #   precision  fp32/fp16/bf16 on the GPU against fp32 on the CPU (precision_check.py)
 #
 # A failing or timed-out step is recorded and the next one runs; the steps that carry the targets
@@ -100,7 +100,7 @@ run_step tests env PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 python3 -m pytest tests/gpu 
 run_step sweep python3 -m benchmarks.gpu.model_sweep "${SWEEP_ARGS[@]}" \
     --out "$OUT/model_sweep.json"
 run_step bundle python3 -m benchmarks.gpu.bundles "$SCRATCH/bundle" "${HTTP_BUNDLE[@]}"
-run_step http python3 -m benchmarks.gpu.http_step --model-dir "$SCRATCH/bundle" "${HTTP_ARGS[@]}" \
+run_step http python3 -m benchmarks --model-dir "$SCRATCH/bundle" "${HTTP_ARGS[@]}" \
     --out "$OUT/http"
 run_step precision python3 -m benchmarks.gpu.precision_check "${PRECISION_ARGS[@]}" \
     --out "$OUT/precision.json"

@@ -8,6 +8,8 @@ ingress ceiling at the same concurrency.
 
 from __future__ import annotations
 
+from benchmarks.report import markdown_table
+
 MISSING = "not measured: see the step's log"
 H100_CONTEXT = (
     "H100 context for ResNet-50 224 px from the issue: compute bound ~120k img/s, HBM bound ~73k, "
@@ -17,15 +19,6 @@ H100_CONTEXT = (
 
 def _number(value: float | None, digits: int = 0) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return [
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *("| " + " | ".join(row) + " |" for row in rows),
-        "",
-    ]
 
 
 def _machine(machine: dict | None) -> str:
@@ -42,7 +35,7 @@ def _machine(machine: dict | None) -> str:
 def _steps(summary: dict) -> list[str]:
     rows = [[s["name"], s["result"], f"{s['seconds']} / {s['limit_s']}"] for s in summary["steps"]]
     tests = summary["tests"]
-    lines = ["## Steps", "", *_table(["step", "result", "seconds / limit"], rows)]
+    lines = ["## Steps", "", *markdown_table(["step", "result", "seconds / limit"], rows)]
     if tests:
         passed = tests["tests"] - tests["failures"] - tests["errors"] - tests["skipped"]
         counts = (
@@ -61,7 +54,7 @@ def _targets(targets: list[dict]) -> list[str]:
         for t in targets
     ]
     header = ["target", "img/s", "goal", "met", "where"]
-    return ["## Targets", "", *_table(header, rows), H100_CONTEXT, ""]
+    return ["## Targets", "", *markdown_table(header, rows), H100_CONTEXT, ""]
 
 
 def _sweep(sweep: dict | None) -> list[str]:
@@ -75,7 +68,7 @@ def _sweep(sweep: dict | None) -> list[str]:
         rows.append([*_key(best), *(_number(rate.get(b)) for b in batches), str(best["batch"])])
     header = ["model", "precision", "mode", *(str(b) for b in batches), "best batch"]
     setup = " ".join([f"{sweep['size']} px on {sweep['device']}.", *sweep["notes"]])
-    return [title, "", setup, "", *_table(header, rows), *_predict(sweep)]
+    return [title, "", setup, "", *markdown_table(header, rows), *_predict(sweep)]
 
 
 def _key(point: dict) -> tuple[str, str, str]:
@@ -106,7 +99,7 @@ def _predict(sweep: dict) -> list[str]:
         "The whole `ModelRunner.predict` (host uint8 -> pinned stack -> copy -> forward -> copy "
         "back), called from as many threads as batches in flight, at each best point:",
         "",
-        *_table(header, rows),
+        *markdown_table(header, rows),
     ]
 
 
@@ -132,7 +125,7 @@ def _precision(precision: dict | None) -> list[str]:
     header += ["mean abs diff", "distinct top-1", "accuracy % (fp32 CPU)"]
     graphs = "CUDA graphs on" if precision["graphs"] else "No CUDA graphs"
     setup = " ".join([f"{graphs}; the reference is {precision['reference']}.", *precision["notes"]])
-    return [title, "", setup, "", *_table(header, rows)]
+    return [title, "", setup, "", *markdown_table(header, rows)]
 
 
 def _http(http: dict | None) -> list[str]:
@@ -163,7 +156,7 @@ def _http(http: dict | None) -> list[str]:
         + "; ".join(f"{name}: {text}" for name, text in config["systems"].items())
         + ".",
         "",
-        *_table([*header, "errors"], rows),
+        *markdown_table([*header, "errors"], rows),
     ]
 
 

@@ -424,13 +424,21 @@ def test_a_second_slot_starts_the_next_batch_while_the_first_still_runs() -> Non
     run(main)
 
 
+async def two_batches_running(
+    handler: FakeHandler,
+) -> tuple[DynamicBatcher[int, int], asyncio.Task[Any], asyncio.Task[Any]]:
+    """A batcher with two slots, each running a one-item batch that `handler` holds."""
+    batcher = make(handler, max_batches_in_flight=2)
+    first = asyncio.create_task(batcher.submit([1]))
+    second = asyncio.create_task(batcher.submit([2]))
+    await until(lambda: batcher.in_flight == 2)
+    return batcher, first, second
+
+
 def test_stop_waits_for_every_batch_in_flight() -> None:
     async def main() -> None:
         handler = FakeHandler(blocked=True)
-        batcher = make(handler, max_batches_in_flight=2)
-        first = asyncio.create_task(batcher.submit([1]))
-        second = asyncio.create_task(batcher.submit([2]))
-        await until(lambda: batcher.in_flight == 2)
+        batcher, first, second = await two_batches_running(handler)
         stopping = asyncio.create_task(batcher.stop(drain_timeout_s=1))
         await asyncio.sleep(0)
         assert not stopping.done()
@@ -444,11 +452,7 @@ def test_stop_waits_for_every_batch_in_flight() -> None:
 
 def test_drain_timeout_fails_every_batch_in_flight_with_closed() -> None:
     async def main() -> None:
-        handler = FakeHandler(blocked=True)
-        batcher = make(handler, max_batches_in_flight=2)
-        first = asyncio.create_task(batcher.submit([1]))
-        second = asyncio.create_task(batcher.submit([2]))
-        await until(lambda: batcher.in_flight == 2)
+        batcher, first, second = await two_batches_running(FakeHandler(blocked=True))
         await batcher.stop(drain_timeout_s=0)
         for task in (first, second):
             with pytest.raises(BatcherClosedError):
