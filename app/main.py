@@ -20,7 +20,7 @@ from app.api.errors import install_error_handlers
 from app.api.observer import RequestObserver
 from app.metrics import ServiceMetrics
 from app.pipeline import InferencePipeline
-from app.runner import DeviceError, ModelRunner, RunnerOptions
+from app.runner import DeviceError, ModelRunner, RunnerOptions, resolve_device
 from app.settings import Settings
 from app.state import ServiceState
 
@@ -80,10 +80,10 @@ def load_runner(settings: Settings) -> ModelRunner:
         batches_in_flight=settings.batches_in_flight,
         torch_threads=settings.torch_threads,
     )
-    runner = ModelRunner.load(str(settings.model_dir), settings.device, settings.precision, options)
-    if settings.gpu_decode and not runner.on_cuda:
-        raise DeviceError(f"gpu_decode needs a CUDA device; the model runs on {runner.device}")
-    return runner
+    device = resolve_device(settings.device, settings.precision)
+    if settings.gpu_decode and device.type != "cuda":  # refused before the weights are loaded
+        raise DeviceError(f"gpu_decode needs a CUDA device; the model would run on {device}")
+    return ModelRunner.load(str(settings.model_dir), settings.device, settings.precision, options)
 
 
 def create_app(

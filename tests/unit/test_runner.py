@@ -10,9 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
+from app.main import load_runner
 from app.model.bundle import load_bundle
 from app.preprocessing import eval_transform, pixel_transform
 from app.runner import DeviceError, ModelRunner, RunnerOptions, resolve_device, resolve_precision
+from app.settings import Settings
 from tests.conftest import write_bundle
 
 
@@ -107,3 +109,9 @@ def test_torch_threads_apply_on_the_inference_thread(tmp_path: Path) -> None:
         assert runner._executor.submit(torch.get_num_threads).result() == 1
     finally:
         runner.close()
+
+
+def test_gpu_decoding_on_a_cpu_device_is_refused_before_loading(tmp_path: Path) -> None:
+    settings = Settings(model_dir=tmp_path / "never-read", device="cpu", gpu_decode=True)
+    with pytest.raises(DeviceError, match="gpu_decode needs a CUDA device"):
+        load_runner(settings)
