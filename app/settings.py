@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "demo"
@@ -52,15 +52,46 @@ class Settings(BaseSettings):
     max_batch_delay_ms: float = Field(
         0.0, ge=0, le=1000, description="Extra wait for a fuller batch; 0 runs at once when idle."
     )
-    max_queue_size: int = Field(512, ge=1, description="Most images waiting; beyond it 503.")
-    request_timeout_s: float = Field(
-        30.0, gt=0, description="Per-request deadline from arrival; then 504."
+    max_queue_size: int = Field(
+        512,
+        ge=1,
+        description="Most images admitted and unanswered (uploading, decoding, queued, running); "
+        "beyond it 503 at once.",
     )
+    max_requests_in_flight: int = Field(
+        256, ge=1, description="Most inference requests admitted at once; beyond it 503 at once."
+    )
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="Per-request deadline from arrival, upload included; then 504."
+    )
+    upload_timeout_s: float = Field(
+        10.0, gt=0, description="Time a client has to send the whole request body; then 408."
+    )
+    header_timeout_s: float = Field(
+        5.0, gt=0, description="Time a client has to send the request line and headers; then 408."
+    )
+    keep_alive_timeout_s: float = Field(
+        5.0, gt=0, description="How long an idle keep-alive connection stays open."
+    )
+    max_header_bytes: int = Field(
+        32768, ge=1024, description="Largest request line plus headers; beyond it 431."
+    )
+    max_header_count: int = Field(100, ge=8, description="Most request headers; beyond it 431.")
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest request body.")
     max_image_pixels: int = Field(
         40_000_000, ge=1024, description="Largest decoded image (width x height)."
     )
     max_images_per_request: int = Field(64, ge=1, description="Most images in one request.")
+    max_request_pixels: int = Field(
+        120_000_000,
+        ge=1024,
+        description="Decode budget of one request: its images' pixels to decode; beyond it 413.",
+    )
+    max_decode_pixels: int = Field(
+        400_000_000,
+        ge=1024,
+        description="Decode budget of the whole server: pixels admitted for decoding; beyond it 503.",
+    )
     workers: int = Field(
         1,
         ge=1,
@@ -75,6 +106,16 @@ class Settings(BaseSettings):
     )
     drain_timeout_s: float = Field(
         20.0, ge=0, description="On SIGTERM, how long queued work may take to finish."
+    )
+    api_keys: SecretStr = Field(
+        SecretStr(""),
+        description="Comma-separated bearer keys for inference routes; empty: no key needed.",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="File with one bearer key per line (a mounted secret), added to api_keys."
+    )
+    cors_origins: str = Field(
+        "", description="Comma-separated origins allowed by CORS; empty: CORS off."
     )
     log_format: Literal["text", "json"] = Field("text", description="Access/log line format.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
