@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 LOCK := requirements/dev.lock
 BENCH_LOCK := requirements/bench.lock
 
-.PHONY: venv serve test lint format lock demo-model clean bench gpu-wheels gpu-check
+.PHONY: venv serve test lint format lock demo-model clean bench overload soak gpu-wheels gpu-check
 
 $(BIN)/.installed: $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,17 @@ $(BIN)/.bench-installed: $(BIN)/.installed $(BENCH_LOCK)
 # More options with BENCH_ARGS, e.g. make bench BENCH_ARGS="--body both --client-processes 4".
 bench: $(BIN)/.bench-installed
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# Abuse runs, not part of `make test`; each exits 1 when a target is missed. The overload run floods
+# a small admission bound with 10x its clients (about 1 minute; results in runs/overload/<UTC time>/),
+# e.g. make overload OVERLOAD_ARGS="--clients 640 --duration 30".
+overload: $(BIN)/.bench-installed
+	$(BIN)/python -m benchmarks.overload $(OVERLOAD_ARGS)
+
+# Mixed valid and hostile traffic against one server (2 minutes by default; runs/soak/<UTC time>/),
+# e.g. make soak SOAK_ARGS="--duration 600 --clients 32".
+soak: $(BIN)/.bench-installed
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
 # Wheels for a bare GPU machine (python3.12 with torch, no network) at the lock files' pins, in .whl/.
 gpu-wheels:

@@ -91,6 +91,7 @@ class DynamicBatcher(Generic[In, Out]):
         self._max_batch_delay_s = max_batch_delay_s
         self._queue: deque[_Pending[In, Out]] = deque()
         self._in_flight: dict[asyncio.Task[None], list[_Pending[In, Out]]] = {}
+        self._batch_started: dict[asyncio.Task[None], float] = {}
         self._free_slots = asyncio.Semaphore(max_batches_in_flight)
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -105,6 +106,14 @@ class DynamicBatcher(Generic[In, Out]):
     def in_flight(self) -> int:
         """Items in the batches the handler is running now."""
         return sum(len(batch) for batch in self._in_flight.values())
+
+    @property
+    def longest_batch_s(self) -> float:
+        """How long the oldest batch in flight has been running (0 when none is): a batch that
+        outlives every request's deadline means the handler is stuck."""
+        if not self._batch_started:
+            return 0.0
+        return time.monotonic() - min(self._batch_started.values())
 
     @property
     def accepting(self) -> bool:
@@ -162,7 +171,8 @@ class DynamicBatcher(Generic[In, Out]):
         """Stop admitting, let queued and running items finish, then fail whatever is left.
 
         Queued and in-flight items get `drain_timeout_s` to complete; after that the consumer is
-        cancelled and their callers get `BatcherClosedError`.
+        cancelled and their callers get `BatcherClosedError`. A batch whose callers have all timed
+        out or left is cancelled at once: a hung handler must not hold up the shutdown.
         """
         if not drain_timeout_s >= 0:
             raise ValueError(f"drain_timeout_s must be >= 0, got {drain_timeout_s}")
@@ -170,6 +180,9 @@ class DynamicBatcher(Generic[In, Out]):
         self._wakeup.set()
         if self._task is None:
             return
+        for task, batch in self._in_flight.items():
+            if all(p.future.done() for p in batch):
+                task.cancel()  # every caller has timed out or left: nobody waits for this batch
         _, still_running = await asyncio.wait({self._task}, timeout=drain_timeout_s)
         if not still_running:
             return
@@ -202,6 +215,7 @@ class DynamicBatcher(Generic[In, Out]):
                     continue
                 task = asyncio.create_task(self._run_batch(batch))
                 self._in_flight[task] = batch
+                self._batch_started[task] = time.monotonic()
                 task.add_done_callback(self._batch_done)
         finally:
             for task in self._in_flight:
@@ -209,6 +223,7 @@ class DynamicBatcher(Generic[In, Out]):
 
     def _batch_done(self, task: asyncio.Task[None]) -> None:
         del self._in_flight[task]
+        del self._batch_started[task]
         self._free_slots.release()
 
     async def _wait_for_window(self) -> None:

@@ -21,28 +21,16 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional
 
 from app.batcher import BatcherError, DynamicBatcher
-from app.preprocessing import PreprocessingSpec, check_pixel_count
+from app.image_header import ImageHeader
+from app.preprocessing import PreprocessingSpec
 
-JPEG_MAGIC = b"\xff\xd8\xff"
-EXIF_ORIENTATION = 0x0112
 GPU_MODES = ("RGB", "L")  # nvJPEG's RGB output matches Pillow's conversion for these
 
 
-def gpu_decodable(data: bytes, max_pixels: int) -> bool:
-    """Whether nvJPEG can take ``data`` in place of Pillow, from its header alone.
-
-    Raises ``ImageTooLargeError`` as ``decode_image`` would, before any pixel is decoded.
-    """
-    if not data.startswith(JPEG_MAGIC):
-        return False
-    try:
-        with Image.open(io.BytesIO(data), formats=("JPEG",)) as image:
-            width, height = image.size
-            plain = image.mode in GPU_MODES and image.getexif().get(EXIF_ORIENTATION, 1) == 1
-    except Exception:  # Pillow will name the problem when it decodes it on the CPU path
-        return False
-    check_pixel_count(width, height, max_pixels)
-    return plain
+def gpu_decodable(header: ImageHeader) -> bool:
+    """Whether nvJPEG can take an image in place of Pillow: a plain JPEG, RGB or greyscale, with no
+    EXIF rotation to apply (nvJPEG ignores it)."""
+    return header.format == "JPEG" and header.mode in GPU_MODES and header.orientation == 1
 
 
 class GpuJpegDecoder:

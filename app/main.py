@@ -13,8 +13,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from app.api import operations, predict
+from app.api.auth import inference_dependencies
 from app.api.dependencies import Service
 from app.api.errors import install_error_handlers
 from app.api.observer import RequestObserver
@@ -112,10 +114,20 @@ def create_app(
     metrics.watch(
         in_flight=lambda: service.state.requests_in_flight,
         queue_depth=lambda: service.pipeline.batcher.queue_depth if service.pipeline else 0,
+        saturation=lambda: service.pipeline.gate.saturation if service.pipeline else 0.0,
     )
     install_error_handlers(app)
-    app.include_router(predict.router)
+    app.include_router(predict.router, dependencies=inference_dependencies(settings))
     app.include_router(operations.router)
+    if origins := [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]:
+        # Inside the observer, so preflights are logged and counted like any request.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID"],
+        )
     app.add_middleware(RequestObserver, metrics=metrics, state=service.state)
     return app
 

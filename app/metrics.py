@@ -56,7 +56,24 @@ class ServiceMetrics:
             "resnet_serve_queue_depth", "Images waiting for a batch.", registry=self.registry
         )
 
-    def watch(self, in_flight: Callable[[], int], queue_depth: Callable[[], int]) -> None:
+        self.saturation = Gauge(
+            "resnet_serve_admission_saturation_ratio",
+            "Fill of the fullest admission bound (requests, images, decode pixels), 0..1.",
+            registry=self.registry,
+        )
+        self.refused = Counter(
+            "resnet_serve_admission_refused",
+            "Requests refused at the door with 503 because a bound was reached.",
+            registry=self.registry,
+        )
+
+    def watch(
+        self,
+        in_flight: Callable[[], int],
+        queue_depth: Callable[[], int],
+        saturation: Callable[[], float],
+    ) -> None:
         """Read the gauges at scrape time rather than updating them on every change."""
         self.in_flight.set_function(in_flight)
         self.queue_depth.set_function(queue_depth)
+        self.saturation.set_function(saturation)

@@ -1,23 +1,35 @@
 """Image bytes -> tensors (decode pool) -> batcher -> runner: everything /predict needs, no HTTP.
 
-Built and torn down by the app's lifespan; the routes only call ``prepare`` and ``classify``.
+Built and torn down by the app's lifespan; the routes call ``admit``, ``prepare_all`` and
+``classify``. Decoding is bounded and fair: a request's images are costed from their headers and
+held to the per-request and server budgets before any is decoded; each request has at most one
+image per decode thread in the pool at a time, so a request of 64 large images interleaves with
+the small ones behind it instead of going first; and when a request fails, times out or its
+client leaves, its images not yet decoding are dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from app.admission import AdmissionGate, AdmissionLimits, Ticket
 from app.batcher import BatchedResult, DynamicBatcher
 from app.gpu_decode import GpuJpegDecoder, gpu_decodable
-from app.preprocessing import UploadDecoder
+from app.image_header import ImageHeader, read_header
+from app.memory import MemoryTrimmer
+from app.preprocessing import ImageDecodeError, ImageTooLargeError, UploadDecoder
 from app.runner import ModelRunner
 from app.settings import Settings
 
 MAX_AUTO_DECODE_THREADS = 8
+RUNNER_STOP_TIMEOUT_S = 5.0  # longer than any sane batch; a stuck one is left behind
+logger = logging.getLogger(__name__)
 
 
 def decode_threads(setting: int, on_cuda: bool) -> int:
@@ -33,6 +45,19 @@ def decode_threads(setting: int, on_cuda: bool) -> int:
     return min(os.cpu_count() or 1, MAX_AUTO_DECODE_THREADS) if on_cuda else 1
 
 
+class RejectedImageError(Exception):
+    """Image ``index`` of a request cannot be used; ``cause`` says why (decode error or too large)."""
+
+    def __init__(self, index: int, cause: ImageDecodeError | ImageTooLargeError) -> None:
+        super().__init__(str(cause))
+        self.index = index
+        self.cause = cause
+
+
+class DecodeBudgetError(Exception):
+    """A request's images together need more decoding than one request may ask for."""
+
+
 class InferencePipeline:
     """Decode and crop to uint8 on a thread pool, then batch into the runner's inference threads."""
 
@@ -41,9 +66,8 @@ class InferencePipeline:
         self.settings = settings
         spec = runner.bundle.manifest.preprocessing
         self.decode = UploadDecoder(spec, settings.max_image_pixels, settings.jpeg_draft)
-        self.decode_pool = ThreadPoolExecutor(
-            decode_threads(settings.decode_workers, runner.on_cuda), thread_name_prefix="decode"
-        )
+        self.decode_threads = decode_threads(settings.decode_workers, runner.on_cuda)
+        self.decode_pool = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="decode")
         self.gpu_decoder = (
             GpuJpegDecoder(spec, runner.device, settings.max_batch_size, settings.max_queue_size)
             if settings.gpu_decode
@@ -56,32 +80,103 @@ class InferencePipeline:
             max_batch_delay_s=settings.max_batch_delay_ms / 1000,
             max_batches_in_flight=runner.batches_in_flight,
         )
+        self.threads_stuck = False
+        self.trimmer = MemoryTrimmer()  # floods of large images leave freed heap behind
+        self.gate = AdmissionGate(
+            AdmissionLimits(
+                max_requests=settings.max_requests_in_flight,
+                max_images=settings.max_queue_size,
+                max_decode_pixels=settings.max_decode_pixels,
+            ),
+            runner.batches_in_flight,
+        )
 
     async def start(self) -> float:
         """Warm the model up at every batch size, then start batching; returns warm-up seconds."""
         seconds = await self.runner.warm_up()
         self.batcher.start()
+        self.trimmer.start()
         if self.gpu_decoder is not None:
             await self.gpu_decoder.start()
         return seconds
 
-    async def prepare(self, data: bytes) -> torch.Tensor:
-        """Decode untrusted bytes and build the model input off the event loop.
+    def admit(self) -> Ticket:
+        """Admit one request before its body is read, or raise ``OverloadedError``."""
+        return self.gate.admit()
 
-        Raises ``ImageDecodeError`` or ``ImageTooLargeError`` from ``app.preprocessing``.
+    async def prepare_all(self, uploads: list[bytes], ticket: Ticket) -> list[torch.Tensor]:
+        """Decode a request's untrusted images into model inputs, in order, within its budgets.
+
+        Raises ``RejectedImageError`` for the first unusable image, ``DecodeBudgetError`` when the
+        images together are over the per-request budget and ``OverloadedError`` when the server's
+        decode budget is spent. Cancelling the call drops the images not yet being decoded.
         """
-        if self.gpu_decoder is not None and gpu_decodable(data, self.settings.max_image_pixels):
-            on_gpu = await self.gpu_decoder.decode(data)
-            if on_gpu is not None:
-                return on_gpu
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.decode_pool, self.decode, data)
+        ticket.hold_images(len(uploads))
+        headers = await asyncio.to_thread(self._read_headers, uploads)
+        draft_size = self.decode.draft_size
+        costs = [header.decode_cost(draft_size) for header in headers]
+        if sum(costs) > self.settings.max_request_pixels:
+            raise DecodeBudgetError(
+                f"the images need {sum(costs)} pixels decoded; one request may ask for "
+                f"{self.settings.max_request_pixels}"
+            )
+        ticket.hold_decode_pixels(sum(costs))
+        slots = asyncio.Semaphore(self.decode_threads)  # this request's share of the pool
+        tasks = [
+            asyncio.create_task(self._decode_one(index, data, header, cost, ticket, slots))
+            for index, (data, header, cost) in enumerate(zip(uploads, headers, costs, strict=True))
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks:
+                task.cancel()
+        failed = [task for task in done if not task.cancelled() and task.exception()]
+        if failed:
+            raise min(failed, key=tasks.index).exception()  # type: ignore[misc]
+        return [task.result() for task in tasks]
+
+    def _read_headers(self, uploads: list[bytes]) -> list[ImageHeader]:
+        headers = []
+        for index, data in enumerate(uploads):
+            try:
+                headers.append(read_header(data, self.settings.max_image_pixels))
+            except (ImageDecodeError, ImageTooLargeError) as exc:
+                raise RejectedImageError(index, exc) from exc
+        return headers
+
+    async def _decode_one(
+        self,
+        index: int,
+        data: bytes,
+        header: ImageHeader,
+        cost: int,
+        ticket: Ticket,
+        slots: asyncio.Semaphore,
+    ) -> torch.Tensor:
+        try:
+            async with slots:
+                if self.gpu_decoder is not None and gpu_decodable(header):
+                    on_gpu = await self.gpu_decoder.decode(data)
+                    if on_gpu is not None:
+                        return on_gpu
+                loop = asyncio.get_running_loop()
+                decoded = await loop.run_in_executor(self.decode_pool, self.decode, data)
+                self.trimmer.note(cost)
+                return decoded
+        except (ImageDecodeError, ImageTooLargeError) as exc:
+            raise RejectedImageError(index, exc) from exc
+        finally:
+            ticket.release_decode_pixels(cost)
 
     async def classify(
         self, images: list[torch.Tensor], timeout_s: float
     ) -> list[BatchedResult[torch.Tensor]]:
         """Class probabilities per image, batched with concurrent requests, within ``timeout_s``."""
-        return await self.batcher.submit(images, timeout_s=timeout_s)
+        results = await self.batcher.submit(images, timeout_s=timeout_s)
+        for result in results:
+            self.gate.record_batch(result.batch_size, result.compute_s)
+        return results
 
     async def stop(self) -> None:
         """Finish queued work within the drain timeout, then release the threads."""
@@ -89,4 +184,16 @@ class InferencePipeline:
         if self.gpu_decoder is not None:
             await self.gpu_decoder.stop(drain_timeout_s=0)
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
-        await asyncio.to_thread(self.runner.close)
+        self.trimmer.close()
+        # A daemon thread, not the loop's executor: asyncio.run joins that executor on exit, and
+        # a close blocked behind a hung forward pass would hold the process forever.
+        closed = threading.Event()
+        threading.Thread(
+            target=lambda: (self.runner.close(), closed.set()), name="runner-close", daemon=True
+        ).start()
+        self.threads_stuck = not await asyncio.to_thread(closed.wait, RUNNER_STOP_TIMEOUT_S)
+        if self.threads_stuck:
+            logger.error(
+                "the inference thread did not finish its batch within %ss; leaving it behind",
+                RUNNER_STOP_TIMEOUT_S,
+            )

@@ -7,7 +7,11 @@ Decoding (``decode_image``) is kept apart from tensor preparation (``eval_transf
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
+import re
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -20,6 +24,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")  # JPEG also opens MPO
 Interpolation = Literal["nearest", "bilinear", "bicubic"]
+
+logger = logging.getLogger(__name__)
 
 
 class ImageDecodeError(ValueError):
@@ -86,13 +92,16 @@ def decode_image(data: bytes, max_pixels: int, draft_size: int | None = None) ->
     ``ImageTooLargeError`` when width x height exceeds ``max_pixels``. Animated formats give their
     first frame.
 
+    The exceptions' text goes to clients, so it is always our own sentence: Pillow's messages name
+    its internals and its own limits, and go to a debug log line instead.
+
     With ``draft_size`` a JPEG is decoded at the smallest DCT scale (1/2, 1/4 or 1/8) that keeps both
     sides at least ``draft_size`` pixels: the resize that follows needs no more, and the decoder does
     a fraction of the work. Other formats ignore it.
     """
     if not data:
         raise ImageDecodeError("empty image")
-    try:
+    with pillow_errors(max_pixels):
         # Only the allowed decoders ever parse untrusted headers.
         image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
         check_pixel_count(*image.size, max_pixels)
@@ -101,16 +110,44 @@ def decode_image(data: bytes, max_pixels: int, draft_size: int | None = None) ->
             image.draft(None, (draft_size, draft_size))
         image.load()
         return to_rgb(image)
+
+
+@contextlib.contextmanager
+def pillow_errors(max_pixels: int) -> Iterator[None]:
+    """Turn whatever Pillow raises on untrusted bytes into ``ImageDecodeError`` or
+    ``ImageTooLargeError`` with our own sentence; Pillow's goes to a debug log line."""
+    try:
+        yield
     except (ImageDecodeError, ImageTooLargeError):
         raise
-    except Image.DecompressionBombError as exc:  # Pillow's own ceiling, above any sane setting
-        raise ImageTooLargeError(str(exc)) from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow checks its own ceiling inside Image.open, before ours can run: it refuses over
+        # 2x MAX_IMAGE_PIXELS, and over 1x too where warnings are turned into errors.
+        logger.debug("Pillow refused an image: %s", exc)
+        raise _refused_by_pillow(exc, max_pixels) from exc
     except UnidentifiedImageError as exc:
+        logger.debug("Pillow could not identify an image: %s", exc)
         raise ImageDecodeError(
-            "not a recognised image, or not one of the supported formats"
+            "not a recognised image, or not one of the supported formats "
+            f"({', '.join(SUPPORTED_FORMATS)})"
         ) from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageDecodeError(f"corrupt or truncated image: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, TypeError) as exc:
+        logger.debug("Pillow could not decode an image: %s", exc)
+        raise ImageDecodeError("corrupt or truncated image") from exc
+
+
+def _refused_by_pillow(exc: Exception, max_pixels: int) -> ImageTooLargeError:
+    """Our sentence for Pillow's bomb guard: the pixel count it read and the limit that applied.
+
+    Pillow's exception carries no image, only the count in its message; the limit quoted is the
+    configured one unless Pillow's own ceiling was the lower.
+    """
+    ceiling = Image.MAX_IMAGE_PIXELS or max_pixels
+    if isinstance(exc, Image.DecompressionBombError):
+        ceiling *= 2
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"image is {found[1]} pixels" if found else "image has too many pixels"
+    return ImageTooLargeError(f"{size}; the limit is {min(max_pixels, ceiling)}")
 
 
 DATASET_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS  # training data is trusted more than uploads

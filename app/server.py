@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import socket
 import threading
@@ -18,7 +19,9 @@ from types import FrameType
 
 import uvicorn
 
+from app.api.auth import ApiKeysError, load_api_keys
 from app.api.dependencies import Service
+from app.http_protocol import edge_protocol
 from app.logs import configure_logging
 from app.main import create_app, load_runner
 from app.model.bundle import BundleError
@@ -37,6 +40,7 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.service = service
         self.drain_started: float | None = None
+        self.cut_short = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.drain_started is None and self.started:
@@ -44,12 +48,18 @@ class DrainingServer(uvicorn.Server):
             self.drain_started = time.monotonic()
             self.service.state.mark_draining()
             return
-        super().handle_exit(sig, frame)  # a second signal, or one during start-up: stop now
+        if self.drain_started is not None and not self.cut_short and not self.should_exit:
+            # Second signal: end the drain now; what is still queued or running gets its 503.
+            logger.warning("second signal: ending the drain now")
+            self.cut_short = True
+            return
+        super().handle_exit(sig, frame)  # a signal during start-up, or a third one: stop now
 
     async def on_tick(self, counter: int) -> bool:
         if self.drain_started is not None and not self.should_exit:
             waited = time.monotonic() - self.drain_started
-            if waited >= self.service.settings.drain_timeout_s and self.service.pipeline:
+            out_of_time = waited >= self.service.settings.drain_timeout_s or self.cut_short
+            if out_of_time and self.service.pipeline:
                 # Out of time: answer what is still queued or running with 503 now, rather than
                 # let uvicorn cancel those requests into bare 500s.
                 await self.service.pipeline.batcher.stop(drain_timeout_s=0)
@@ -86,16 +96,19 @@ def serve(
     """
     configure_logging(settings.log_format, settings.log_level)
     try:
+        load_api_keys(settings)  # a missing key file is reported before the model loads
         runner = load(settings)
-    except (BundleError, DeviceError) as exc:
+        app = create_app(settings, runner, warm_before_accepting=sock is not None)
+    except (ApiKeysError, BundleError, DeviceError) as exc:
         logger.error("start-up failed: %s", exc)
         return STARTUP_FAILED
-    app = create_app(settings, runner, warm_before_accepting=sock is not None)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         lifespan="on",
+        http=edge_protocol(settings),
+        timeout_keep_alive=settings.keep_alive_timeout_s,
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
@@ -103,4 +116,11 @@ def serve(
     )
     server = DrainingServer(config, app.state.service)
     server.run(sockets=None if sock is None else [sock])
-    return 0 if server.started else STARTUP_FAILED
+    code = 0 if server.started else STARTUP_FAILED
+    pipeline = app.state.service.pipeline
+    if pipeline is not None and pipeline.threads_stuck:
+        # A hung forward pass cannot be interrupted, and the interpreter would wait for its
+        # thread forever on the way out: leave without it.
+        logging.shutdown()
+        os._exit(code)
+    return code

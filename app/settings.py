@@ -133,4 +133,9 @@ class Settings(BaseSettings):
     def _check_queue(self) -> Settings:
         if self.max_queue_size < max(self.max_batch_size, self.max_images_per_request):
             raise ValueError("max_queue_size must be >= max_batch_size and max_images_per_request")
+        if not self.max_image_pixels <= self.max_request_pixels <= self.max_decode_pixels:
+            raise ValueError(
+                "pixel limits must satisfy max_image_pixels <= max_request_pixels <= "
+                "max_decode_pixels, so that one largest image always fits"
+            )
         return self

@@ -42,6 +42,7 @@ class ServerProcess:
     env: dict[str, str]
     log_path: Path
     port: int = field(default_factory=free_port)
+    command: list[str] = field(default_factory=lambda: [str(CLI), "serve"])
     process: subprocess.Popen | None = None
 
     @property
@@ -53,7 +54,7 @@ class ServerProcess:
         env.setdefault("RESNET_SERVE_HOST", "127.0.0.1")
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [str(CLI), "serve"], env=env, stdout=self.log, stderr=subprocess.STDOUT
+            self.command, env=env, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT
         )
         return self
 

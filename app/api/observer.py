@@ -23,6 +23,7 @@ OPERATIONS_PREFIXES = ("/health", "/metrics")
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
+    """The client's id if short and printable: it is echoed in a header and written to every log."""
     for name, value in scope["headers"]:
         if name == REQUEST_ID_HEADER.encode():
             text = value.decode("latin-1").strip()
@@ -71,6 +72,8 @@ class RequestObserver:
             route_name = getattr(route, "path", "unmatched")
             self.metrics.requests.labels(route_name, str(status)).inc()
             self.metrics.latency.labels(route_name).observe(elapsed)
+            # The path is percent-decoded (CR, LF, ESC and all): the formatters in app.logs escape
+            # it. Headers stay out of the line, so no Authorization value can reach the log.
             logger.info(
                 "%s %s %d %.1fms",
                 scope["method"],

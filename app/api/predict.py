@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from typing import Annotated, TypeVar
 
-import torch
 from fastapi import APIRouter, Query, Request
 
-from app.api.dependencies import ServiceDep
+from app.admission import OverloadedError
+from app.api.dependencies import Service, ServiceDep
 from app.api.errors import ApiError
 from app.api.schemas import ErrorResponse, ImagePrediction, PredictResponse, ScoredLabel
 from app.api.uploads import ImagePart, client_closed, read_images
 from app.batcher import BatcherClosedError, DeadlineExceededError, QueueFullError
-from app.pipeline import InferencePipeline
-from app.preprocessing import ImageDecodeError, ImageTooLargeError
+from app.pipeline import DecodeBudgetError, RejectedImageError
+from app.preprocessing import ImageTooLargeError
+from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
@@ -25,13 +28,13 @@ DEFAULT_TOP_K = 5
 T = TypeVar("T")
 
 ERROR_RESPONSES: dict[int | str, dict] = {
-    code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 500, 503, 504)
+    code: {"model": ErrorResponse} for code in (400, 401, 408, 413, 415, 422, 500, 503, 504)
 }
 
 
 async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
     """Await ``work`` but cancel it if the client disconnects, so its images are dropped from
-    the queue before compute instead of occupying the GPU for nobody."""
+    the decode pool and the queue instead of occupying them for nobody."""
     task = asyncio.ensure_future(work)
 
     async def watch() -> None:
@@ -50,19 +53,95 @@ async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
         watcher.cancel()
 
 
-async def _prepare_all(pipeline: InferencePipeline, parts: list[ImagePart]) -> list[torch.Tensor]:
-    async def prepare(part: ImagePart) -> torch.Tensor:
-        try:
-            return await pipeline.prepare(part.data)
-        except ImageTooLargeError as exc:
-            raise ApiError(413, "image_too_large", f"{part.name}: {exc}") from exc
-        except ImageDecodeError as exc:
-            raise ApiError(400, "invalid_image", f"{part.name}: {exc}") from exc
-
-    return list(await asyncio.gather(*(prepare(part) for part in parts)))
+def _retry_headers(retry_after_s: float) -> dict[str, str]:
+    """``Retry-After`` in whole seconds (the standard), ``Retry-After-Ms`` for clients that read it."""
+    return {
+        "Retry-After": str(max(1, math.ceil(retry_after_s))),
+        "Retry-After-Ms": str(round(retry_after_s * 1000)),
+    }
 
 
-@router.post("/predict", response_model=PredictResponse, responses=ERROR_RESPONSES)
+@contextlib.contextmanager
+def _as_api_errors(request: Request, parts: list[ImagePart], service: Service) -> Iterator[None]:
+    """Map the pipeline's failures to their HTTP answers, in one place."""
+    try:
+        yield
+    except ApiError:
+        raise
+    except OverloadedError as exc:
+        service.metrics.refused.inc()
+        raise ApiError(503, "overloaded", str(exc), _retry_headers(exc.retry_after_s)) from exc
+    except QueueFullError as exc:
+        raise ApiError(
+            503, "queue_full", "server is at capacity; retry shortly", _retry_headers(1.0)
+        ) from exc
+    except RejectedImageError as exc:
+        name = parts[exc.index].name
+        if isinstance(exc.cause, ImageTooLargeError):
+            raise ApiError(413, "image_too_large", f"{name}: {exc.cause}") from exc
+        raise ApiError(400, "invalid_image", f"{name}: {exc.cause}") from exc
+    except DecodeBudgetError as exc:
+        raise ApiError(413, "decode_budget_exceeded", str(exc)) from exc
+    except DeadlineExceededError as exc:
+        raise ApiError(
+            504,
+            "deadline_exceeded",
+            f"not answered within {service.settings.request_timeout_s}s",
+        ) from exc
+    except BatcherClosedError as exc:
+        raise ApiError(
+            503, "shutting_down", "server is shutting down", _retry_headers(1.0)
+        ) from exc
+    except Exception as exc:
+        logger.exception("inference failed for request %s", request.state.request_id)
+        raise ApiError(
+            500, "inference_failed", f"inference failed (request id {request.state.request_id})"
+        ) from exc
+
+
+async def _read_within_upload_timeout(request: Request, settings: Settings) -> list[ImagePart]:
+    try:
+        async with asyncio.timeout(settings.upload_timeout_s) as upload:
+            return await read_images(
+                request, settings.max_body_bytes, settings.max_images_per_request
+            )
+    except TimeoutError:
+        if not upload.expired():
+            raise
+        raise ApiError(
+            408,
+            "upload_timeout",
+            f"request body not received within {settings.upload_timeout_s}s",
+            {"Connection": "close"},
+        ) from None
+
+
+# The route reads its body itself (streamed, within limits), so FastAPI cannot infer its schema.
+REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                },
+            },
+            "encoding": {"file": {"contentType": "image/*"}, "files": {"contentType": "image/*"}},
+        },
+        "image/*": {"schema": {"type": "string", "format": "binary"}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses=ERROR_RESPONSES,
+    openapi_extra={"requestBody": REQUEST_BODY},
+)
 async def predict(
     request: Request,
     service: ServiceDep,
@@ -82,34 +161,25 @@ async def predict(
     elif top_k > num_classes:
         raise ApiError(422, "invalid_parameter", f"top_k must be <= {num_classes}, got {top_k}")
     settings = service.settings
-    parts = await read_images(request, settings.max_body_bytes, settings.max_images_per_request)
-    images = await _prepare_all(pipeline, parts)
-    prepared = time.perf_counter()
-    request.state.images = len(images)
-    remaining_s = settings.request_timeout_s - (time.perf_counter() - started)
-    try:
-        if remaining_s <= 0:
-            raise DeadlineExceededError("deadline passed while the images were read and decoded")
-        outputs = await _until_disconnect(request, pipeline.classify(images, remaining_s))
-    except QueueFullError as exc:
-        raise ApiError(
-            503, "queue_full", "server is at capacity; retry shortly", {"Retry-After": "1"}
-        ) from exc
-    except DeadlineExceededError as exc:
-        raise ApiError(
-            504, "deadline_exceeded", f"not answered within {settings.request_timeout_s}s"
-        ) from exc
-    except ApiError:
-        raise
-    except BatcherClosedError as exc:
-        raise ApiError(
-            503, "shutting_down", "server is shutting down", {"Retry-After": "1"}
-        ) from exc
-    except Exception as exc:
-        logger.exception("inference failed for request %s", request.state.request_id)
-        raise ApiError(
-            500, "inference_failed", f"inference failed (request id {request.state.request_id})"
-        ) from exc
+    parts: list[ImagePart] = []
+    # Admission comes first, before a byte of the body is read: a refusal costs microseconds.
+    with _as_api_errors(request, parts, service), pipeline.admit() as ticket:
+        try:
+            async with asyncio.timeout(settings.request_timeout_s) as deadline:
+                parts += await _read_within_upload_timeout(request, settings)
+                request.state.images = len(parts)
+                work = pipeline.prepare_all([part.data for part in parts], ticket)
+                images = await _until_disconnect(request, work)
+                prepared = time.perf_counter()
+                remaining_s = (deadline.when() or 0) - asyncio.get_running_loop().time()
+                if remaining_s <= 0:
+                    raise DeadlineExceededError("deadline passed while the images were decoded")
+                classify = pipeline.classify(images, remaining_s)
+                outputs = await _until_disconnect(request, classify)
+        except TimeoutError as exc:
+            if not deadline.expired():
+                raise
+            raise DeadlineExceededError("deadline passed") from exc
     metrics = service.metrics
     results = []
     for output in outputs:

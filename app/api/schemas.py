@@ -35,6 +35,9 @@ class HealthResponse(BaseModel):
     precision: str | None = None
     max_batch_size: int
     queue_depth: int
+    saturation: float = Field(
+        description="Fill of the fullest admission bound, 0..1; at 1 new requests get 503."
+    )
     uptime_s: float
 
 

@@ -1,30 +1,43 @@
 """Model bundles: the folder that training writes and serving reads.
 
 A bundle is ``model.safetensors`` (weights, never pickled) beside ``model.json`` (architecture, ordered
-labels, preprocessing and provenance). Loading checks everything and raises ``BundleError`` with one
-sentence naming the file and the problem, so a bad bundle stops start-up instead of serving garbage.
+labels, preprocessing, provenance and the weights' sha256). Loading checks everything and raises
+``BundleError`` with one sentence naming the file and the problem, so a bad bundle stops start-up
+instead of serving garbage, and a weights file changed on disk is refused before it is deserialised.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import pickle
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from app.model.resnet import ResNet, build_resnet, check_arch
 from app.preprocessing import PreprocessingSpec
 
+logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 MANIFEST_FILE = "model.json"
 WEIGHTS_FILE = "model.safetensors"
+HASH_CHUNK_BYTES = 1 << 20
 
 
 class BundleError(Exception):
@@ -54,7 +67,16 @@ class BundleManifest(BaseModel):
     num_classes: int = Field(ge=1)
     labels: list[str]
     preprocessing: PreprocessingSpec
+    # Optional so bundles written before it still load; save_bundle always records it.
+    weights_sha256: str | None = None
     provenance: Provenance = Field(default_factory=Provenance)
+
+    @field_validator("weights_sha256")
+    @classmethod
+    def _check_sha256(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-f]{64}", value):
+            raise ValueError("must be 64 lowercase hexadecimal digits (a sha256 of the weights)")
+        return value
 
     @model_validator(mode="after")
     def _check_consistency(self) -> BundleManifest:
@@ -123,6 +145,35 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
             )
 
 
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks so a large weights file is never held twice in memory."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_weights_hash(weights_path: Path, expected: str | None) -> None:
+    if expected is None:
+        # Warned once per load; older bundles have no hash and must keep loading.
+        logger.warning(
+            "%s records no weights_sha256; %s is loaded unverified (re-save the bundle to add it)",
+            weights_path.parent / MANIFEST_FILE,
+            weights_path,
+        )
+        return
+    try:
+        actual = file_sha256(weights_path)
+    except OSError as exc:
+        raise BundleError(f"{weights_path}: cannot be read ({exc.strerror or exc})") from exc
+    if actual != expected:
+        raise BundleError(
+            f"{weights_path}: does not match the sha256 recorded in {MANIFEST_FILE} "
+            "(tampered or corrupted); refusing to load"
+        )
+
+
 def load_bundle(
     directory: Path | str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
 ) -> Bundle:
@@ -134,6 +185,7 @@ def load_bundle(
     weights_path = directory / WEIGHTS_FILE
     if not weights_path.is_file():
         raise BundleError(f"{weights_path}: missing file")
+    _check_weights_hash(weights_path, manifest.weights_sha256)  # before a byte is deserialised
     try:
         state = load_file(weights_path)
     except (SafetensorError, OSError) as exc:
@@ -151,7 +203,10 @@ def save_bundle(
     manifest: BundleManifest,
     weights_dtype: torch.dtype = torch.float32,
 ) -> Path:
-    """Write ``model.safetensors`` and ``model.json``; floating tensors are stored as ``weights_dtype``."""
+    """Write ``model.safetensors`` and ``model.json``; floating tensors are stored as ``weights_dtype``.
+
+    The manifest written records the sha256 of the weights file written, whatever ``manifest`` held.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {
@@ -162,6 +217,7 @@ def save_bundle(
     weights_path = directory / WEIGHTS_FILE
     save_file(state, weights_path, metadata={"format": "pt", "arch": manifest.arch})
     weights_path.chmod(0o644)  # safetensors writes 0600; a container's non-root user must read it
+    manifest = manifest.model_copy(update={"weights_sha256": file_sha256(weights_path)})
     (directory / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n", "utf-8")
     return directory
 

@@ -460,3 +460,16 @@ def test_drain_timeout_fails_every_batch_in_flight_with_closed() -> None:
         assert batcher.in_flight == 0
 
     run(main)
+
+
+def test_stop_cancels_a_hung_batch_whose_callers_have_all_gone() -> None:
+    async def main() -> None:
+        handler = FakeHandler(blocked=True)  # never released: a hung forward pass
+        batcher = make(handler)
+        with pytest.raises(DeadlineExceededError):
+            await batcher.submit([1], timeout_s=0.01)
+        assert batcher.longest_batch_s > 0
+        await batcher.stop(drain_timeout_s=60)  # returns at once, within the guard's 2 s
+        assert batcher.in_flight == 0 and batcher.longest_batch_s == 0
+
+    run(main)

@@ -1,8 +1,11 @@
-"""Bundles: lossless round trip, fp16 storage, torchvision import, and one clear error per defect."""
+"""Bundles: lossless round trip, fp16 storage, torchvision import, weights checked against their
+recorded sha256, and one clear error per defect."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -67,8 +70,9 @@ def _logits(model: torch.nn.Module) -> torch.Tensor:
 def test_round_trip_gives_identical_logits_and_manifest(bundle_dir: Path, model: ResNet) -> None:
     bundle = load_bundle(bundle_dir)
     torch.testing.assert_close(_logits(bundle.model), _logits(model), rtol=0, atol=0)
-    assert bundle.manifest.model_dump(exclude={"provenance"}) == _manifest().model_dump(
-        exclude={"provenance"}
+    unchecked = {"provenance", "weights_sha256"}
+    assert bundle.manifest.model_dump(exclude=unchecked) == _manifest().model_dump(
+        exclude=unchecked
     )
     assert not bundle.model.training
 
@@ -131,7 +135,20 @@ DEFECTS: dict[str, tuple[Callable[[Path], None], str, str]] = {
     "corrupt weights": (
         lambda d: (d / WEIGHTS_FILE).write_bytes(b"\x00" * 64),
         WEIGHTS_FILE,
+        "does not match the sha256 recorded in model.json",
+    ),
+    "corrupt weights of an unhashed bundle": (
+        lambda d: (
+            _edit_manifest(lambda raw: raw.pop("weights_sha256"))(d),
+            (d / WEIGHTS_FILE).write_bytes(b"\x00" * 64),
+        ),
+        WEIGHTS_FILE,
         "not a readable safetensors file",
+    ),
+    "malformed sha256": (
+        _edit_manifest(lambda raw: raw.update(weights_sha256="ABC123")),
+        MANIFEST_FILE,
+        "weights_sha256: Value error, must be 64 lowercase hexadecimal digits",
     ),
 }
 
@@ -144,6 +161,50 @@ def test_each_defect_raises_bundle_error_naming_the_file(bundle_dir: Path, defec
         load_bundle(bundle_dir)
     assert str(caught.value).startswith(f"{bundle_dir / file_name}: ")
     assert message in str(caught.value)
+
+
+def _flip_one_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_saved_bundle_records_the_sha256_of_its_weights(tmp_path: Path, model: ResNet) -> None:
+    stale = "0" * 64  # whatever the caller's manifest held is replaced by the real hash
+    directory = save_bundle(tmp_path / "pets", model, _manifest(weights_sha256=stale))
+    recorded = json.loads((directory / MANIFEST_FILE).read_text())["weights_sha256"]
+    assert recorded == hashlib.sha256((directory / WEIGHTS_FILE).read_bytes()).hexdigest()
+    assert load_bundle(directory).manifest.weights_sha256 == recorded
+
+
+def test_weights_changed_by_one_byte_are_refused_before_deserialising(
+    bundle_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _flip_one_byte(bundle_dir / WEIGHTS_FILE)
+
+    def never(*_: object) -> None:
+        raise AssertionError("the tampered weights file was deserialised")
+
+    monkeypatch.setattr("app.model.bundle.load_file", never)
+    with pytest.raises(BundleError) as caught:
+        load_bundle(bundle_dir)
+    assert str(caught.value) == (
+        f"{bundle_dir / WEIGHTS_FILE}: does not match the sha256 recorded in model.json "
+        "(tampered or corrupted); refusing to load"
+    )
+
+
+def test_bundle_without_a_recorded_sha256_loads_with_one_warning(
+    bundle_dir: Path, model: ResNet, caplog: pytest.LogCaptureFixture
+) -> None:
+    _edit_manifest(lambda raw: raw.pop("weights_sha256"))(bundle_dir)
+    with caplog.at_level(logging.WARNING, logger="app.model.bundle"):
+        bundle = load_bundle(bundle_dir)
+    torch.testing.assert_close(_logits(bundle.model), _logits(model), rtol=0, atol=0)
+    assert bundle.manifest.weights_sha256 is None
+    (warning,) = caplog.records
+    assert "records no weights_sha256" in warning.getMessage()
+    assert str(bundle_dir / WEIGHTS_FILE) in warning.getMessage()
 
 
 def test_missing_bundle_folder_is_named(tmp_path: Path) -> None:

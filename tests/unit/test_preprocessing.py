@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import math
+import struct
+import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -27,6 +31,14 @@ def _encode(image: Image.Image, fmt: str, **options: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
     return buffer.getvalue()
+
+
+def _photo(width: int, height: int) -> Image.Image:
+    """Smooth colour gradients with some texture: what DCT scaling is meant for."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    noise = np.random.default_rng(0).normal(0, 8, (height, width, 3))
+    channels = np.stack([x / width * 255, y / height * 255, (x + y) / (width + height) * 255], -1)
+    return Image.fromarray(np.clip(channels + noise, 0, 255).astype(np.uint8))
 
 
 def test_transparent_pixels_become_white() -> None:
@@ -82,6 +94,92 @@ def test_bad_bytes_raise_decode_error(data: bytes) -> None:
         decode_image(data, 10**6)
 
 
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A few dozen bytes of PNG whose header claims ``width`` x ``height`` RGB pixels."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def _with_bad_ihdr_crc() -> bytes:
+    data = bytearray(_encode(Image.new("RGB", (50, 50)), "PNG"))
+    data[8 + 4 + 4 + 13] ^= 0xFF  # first CRC byte: signature, length, type, 13 header bytes
+    return bytes(data)
+
+
+def _with_corrupt_idat() -> bytes:
+    data = bytearray(_encode(_photo(50, 50), "PNG"))
+    data[data.index(b"IDAT") + 8] ^= 0xFF
+    return bytes(data)
+
+
+# What Pillow's own messages contain and ours must not: module, class and constant names, its
+# byte counts and object reprs, its own limits.
+PILLOW_WORDS = ("PIL", "Image.", "MAX_IMAGE_PIXELS", "DecompressionBomb", "BytesIO", "processed")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (_encode(_photo(64, 48), "JPEG")[:-40], "corrupt or truncated image"),
+        (_encode(_photo(64, 48), "PNG")[:80], "corrupt or truncated image"),
+        (_with_corrupt_idat(), "corrupt or truncated image"),
+        (bytes(range(256)) * 4, "not a recognised image"),
+        (_with_bad_ihdr_crc(), "not a recognised image"),
+    ],
+    ids=["truncated-jpeg", "truncated-png", "corrupt-png-data", "garbage", "png-bad-crc"],
+)
+def test_decode_errors_are_our_sentences_not_pillows(data: bytes, message: str) -> None:
+    with pytest.raises(ImageDecodeError) as caught:
+        decode_image(data, 10**6)
+    assert str(caught.value).startswith(message)
+    assert not any(word in str(caught.value) for word in PILLOW_WORDS)
+
+
+def test_unrecognised_image_message_lists_the_supported_formats() -> None:
+    with pytest.raises(ImageDecodeError) as caught:
+        decode_image(b"garbage bytes", 10**6)
+    assert str(caught.value).endswith("(JPEG, PNG, WEBP, BMP, GIF, TIFF)")
+
+
+def test_bomb_over_pillows_ceiling_names_the_configured_limit() -> None:
+    with pytest.raises(ImageTooLargeError) as caught:
+        decode_image(_png_claiming(50_000, 50_000), max_pixels=40_000_000)
+    assert str(caught.value) == "image is 2500000000 pixels; the limit is 40000000"
+
+
+def _between_pillows_warning_and_error() -> tuple[int, bytes]:
+    """A header 1.5x Pillow's MAX_IMAGE_PIXELS: where Pillow only warns and would decode."""
+    side = math.isqrt(int(1.5 * Image.MAX_IMAGE_PIXELS))
+    return side, _png_claiming(side, side)
+
+
+def test_image_pillow_only_warns_about_is_still_refused() -> None:
+    side, data = _between_pillows_warning_and_error()
+    with pytest.warns(Image.DecompressionBombWarning), pytest.raises(ImageTooLargeError) as caught:
+        decode_image(data, max_pixels=40_000_000)
+    assert (
+        str(caught.value) == f"image is {side}x{side} = {side * side} pixels; the limit is 40000000"
+    )
+
+
+def test_pillow_warning_raised_as_error_becomes_image_too_large() -> None:
+    side, data = _between_pillows_warning_and_error()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ImageTooLargeError) as caught:
+            decode_image(data, max_pixels=40_000_000)
+    assert str(caught.value) == f"image is {side * side} pixels; the limit is 40000000"
+
+
 def test_unsupported_format_is_refused() -> None:
     data = _encode(Image.new("RGB", (8, 8)), "PPM")
     with pytest.raises(ImageDecodeError, match="supported formats"):
@@ -102,14 +200,6 @@ def test_train_transform_has_the_eval_layout() -> None:
 def test_spec_refuses_resize_smaller_than_crop() -> None:
     with pytest.raises(ValueError, match="resize_size"):
         PreprocessingSpec(input_size=64, resize_size=32)
-
-
-def _photo(width: int, height: int) -> Image.Image:
-    """Smooth colour gradients with some texture: what DCT scaling is meant for."""
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    noise = np.random.default_rng(0).normal(0, 8, (height, width, 3))
-    channels = np.stack([x / width * 255, y / height * 255, (x + y) / (width + height) * 255], -1)
-    return Image.fromarray(np.clip(channels + noise, 0, 255).astype(np.uint8))
 
 
 def test_jpeg_draft_decodes_at_the_smallest_scale_that_covers_the_resize() -> None:

@@ -40,6 +40,8 @@ def test_environment_variables_override(monkeypatch: pytest.MonkeyPatch) -> None
         {"precision": "int8"},
         {"max_queue_size": 4, "max_batch_size": 8},
         {"request_timeout_s": 0},
+        {"max_image_pixels": 200_000_000},
+        {"max_request_pixels": 500_000_000},
         {"log_format": "xml"},
     ],
 )

@@ -1,0 +1,203 @@
+"""The HTTP/1.1 edge: uvicorn's httptools protocol with limits on each request's head.
+
+Why a protocol subclass and not an ASGI middleware: the app first hears of a request once its whole
+head has been read and parsed, so a middleware can limit neither the head's size (by then the bytes
+are in memory, and httptools gathers a long header with repeated ``bytes +=``: a 64 MB header block
+costs seconds of event loop) nor the time a client takes to send it. Limits, per connection:
+
+- ``max_header_bytes``: request line and headers, counted from the start of each request until its
+  headers are complete. No byte beyond the limit reaches the parser; one more answers 431
+  ``headers_too_large``.
+- ``max_header_count``: one header more answers 431 ``too_many_headers``.
+- ``header_timeout_s``: from the connection's opening, or from the first byte of a keep-alive
+  connection's next request, until its headers are complete; then 408 ``header_timeout``. A
+  connection that never sent a byte is closed without an answer: there is no request to answer, and
+  a client that raced its first request against the timeout would read a 408 as that request's
+  answer. Idle time between requests stays uvicorn's ``timeout_keep_alive``.
+- A malformed request answers 400 ``bad_request`` (uvicorn answers plain text naming no cause).
+
+Trade-offs:
+
+- An error answer half-closes the connection and discards what the client still sends, up to
+  ``LINGER_S`` and ``LINGER_BYTES``: closing at once with unread bytes makes the kernel send a
+  reset, and a client still writing its oversized head would see "connection reset", not the 431.
+  The caps keep a client that never stops sending from costing more than a large request would.
+- The byte count is exact for a head that begins a read. A pipelined head that begins inside one,
+  right after the previous request, is counted only from the end of that parser call, so it may
+  overshoot by up to one read (at most 256 KiB), which the parser takes in one pass.
+- When a pipelined request breaks a limit while the previous response is still owed, that response
+  is finished and the connection then closed, rather than an error interleaved with it.
+- httptools only (uvicorn's default with ``uvicorn[standard]``); h11 keeps its own behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from asyncio import TimerHandle
+from typing import Any, ClassVar
+
+import httptools
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from app.api.errors import error_response
+from app.settings import Settings
+
+# How long, and how much, a connection answered with an error may still send before it is closed.
+LINGER_S = 1.0
+LINGER_BYTES = 1 << 20
+
+
+class TooManyHeadersError(Exception):
+    """Raised from the parser's header callback to stop parsing a request with too many headers."""
+
+
+def edge_protocol(settings: Settings) -> type[EdgeHttpProtocol]:
+    """The protocol class to give ``uvicorn.Config(http=...)``, bound to ``settings``' limits.
+
+    uvicorn builds one protocol per connection with a fixed signature, so the settings travel as a
+    class attribute of a subclass made here.
+    """
+    return type("EdgeHttpProtocol", (EdgeHttpProtocol,), {"settings": settings})
+
+
+def render_error(
+    status: int, code: str, message: str, default_headers: list[tuple[bytes, bytes]]
+) -> bytes:
+    """A whole ``Connection: close`` response in the app's JSON error shape, as bytes to write."""
+    response = error_response(status, code, message)
+    headers = [*default_headers, *response.raw_headers, (b"connection", b"close")]
+    lines = [STATUS_LINE[status], *(name + b": " + value + b"\r\n" for name, value in headers)]
+    return b"".join([*lines, b"\r\n", response.body])
+
+
+class EdgeHttpProtocol(HttpToolsProtocol):
+    """One client connection, held to the head limits of ``settings`` (see the module docstring)."""
+
+    settings: ClassVar[Settings]
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.in_head = True  # between the end of a request (or the connection's start) and headers
+        self.head_bytes = 0
+        self.header_timer: TimerHandle | None = None
+        self.linger_timer: TimerHandle | None = None
+        self.rejected = False  # answered with an error: the parser sees nothing more
+        self.discarded_bytes = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        if self.linger_timer is not None:
+            self.linger_timer.cancel()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.rejected:
+            self.discarded_bytes += len(data)
+            if self.discarded_bytes > LINGER_BYTES:
+                self.transport.close()
+            return
+        self._unset_keepalive_if_required()
+        view = memoryview(data)
+        while view:
+            if not self.in_head:
+                # A body; a pipelined head that starts inside it is counted from the next read.
+                self._feed(view)
+                return
+            room = self.settings.max_header_bytes - self.head_bytes
+            if room == 0:
+                limit = self.settings.max_header_bytes
+                self._reject(431, "headers_too_large", f"request head exceeds {limit} bytes")
+                return
+            self._arm_header_timer()
+            piece, view = view[:room], view[room:]
+            self.head_bytes += len(piece)
+            if not self._feed(piece):
+                return
+
+    def _feed(self, data: memoryview) -> bool:
+        """Parse ``data``; False when parsing has stopped (an error answered, or an upgrade)."""
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return False
+        except httptools.HttpParserError as exc:
+            if isinstance(exc.__context__, TooManyHeadersError):
+                count = self.settings.max_header_count
+                self._reject(431, "too_many_headers", f"more than {count} request headers")
+            else:
+                self._reject(400, "bad_request", "malformed HTTP request")
+            return False
+        return True
+
+    # Parser callbacks
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm_header_timer()  # a pipelined request that began inside a read
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self.headers) >= self.settings.max_header_count:
+            raise TooManyHeadersError
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        self._cancel_header_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self.in_head = True
+        self.head_bytes = 0
+        super().on_message_complete()
+
+    # Limits
+    def _arm_header_timer(self) -> None:
+        if self.header_timer is None:
+            timeout = self.settings.header_timeout_s
+            self.header_timer = self.loop.call_later(timeout, self._header_timed_out)
+
+    def _cancel_header_timer(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def _header_timed_out(self) -> None:
+        self.header_timer = None
+        if self.cycle is None and self.head_bytes == 0:
+            self.transport.close()  # a connection that never sent a byte: nothing to answer
+            return
+        timeout = self.settings.header_timeout_s
+        self._reject(408, "header_timeout", f"request headers not received within {timeout:g} s")
+
+    def _reject(self, status: int, code: str, message: str) -> None:
+        """Answer ``status`` as a JSON error and close; an answer already owed goes out first."""
+        self.rejected = True
+        self._cancel_header_timer()
+        self.logger.warning("rejected a request from %s: %s", self.client, message)
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if cycle.response_started or not cycle.more_body:
+                cycle.keep_alive = False  # the earlier request's answer first, then close
+                return
+            # Its body can no longer arrive: the app sees a disconnect, the client our answer.
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self.transport.write(render_error(status, code, message, self.server_state.default_headers))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.linger_timer = self.loop.call_later(LINGER_S, self.transport.close)

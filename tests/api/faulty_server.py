@@ -1,0 +1,49 @@
+"""``python -m tests.api.faulty_server``: the real server, with a model that fails on cue.
+
+Only batches holding a black image (all pixels 0, which warm-up never sends) misbehave, as the
+``FAULT`` variable says: ``stuck`` (the forward pass never returns), ``fail`` (it raises) or ``oom``
+(CUDA out-of-memory for any such batch of more than one image, which the runner must split).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Sequence
+
+import torch
+
+from app.main import load_runner
+from app.runner import ModelRunner
+from app.server import serve
+from app.settings import Settings
+
+NEVER = threading.Event()
+
+
+def _poisoned(images: Sequence[torch.Tensor]) -> bool:
+    return any(int(image.max()) == 0 for image in images)
+
+
+def load_faulty(settings: Settings) -> ModelRunner:
+    runner = load_runner(settings)
+    fault = os.environ["FAULT"]
+    forward = runner._forward
+
+    def faulty_forward(images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        if _poisoned(images):
+            if fault == "stuck":
+                NEVER.wait()
+            if fault == "fail":
+                raise RuntimeError("simulated failure of a forward pass")
+            if fault == "oom" and len(images) > 1:
+                raise torch.cuda.OutOfMemoryError("simulated CUDA out of memory")
+        return forward(images)
+
+    runner._forward = faulty_forward  # type: ignore[method-assign]
+    return runner
+
+
+if __name__ == "__main__":
+    sys.exit(serve(Settings(), load=load_faulty))

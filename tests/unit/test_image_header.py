@@ -1,0 +1,64 @@
+"""Decode cost and limits read from an image's header, before any pixel is decoded."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import pytest
+from PIL import Image
+
+from app.image_header import read_header
+from app.preprocessing import ImageDecodeError, ImageTooLargeError
+
+
+def _encode(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG signature and IHDR claiming any size: what a bomb looks like to a header reader."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b""))
+
+
+def test_a_jpeg_costs_its_draft_scale_and_other_formats_their_full_size() -> None:
+    jpeg = read_header(_encode(Image.new("RGB", (4000, 3000)), "JPEG"), 10**8)
+    png = read_header(_encode(Image.new("RGB", (400, 300)), "PNG"), 10**8)
+    assert (jpeg.format, jpeg.width, jpeg.height) == ("JPEG", 4000, 3000)
+    assert jpeg.decode_cost(draft_size=256) == 500 * 375  # 1/8 keeps the short side >= 256
+    assert jpeg.decode_cost(draft_size=1000) == 2000 * 1500  # only 1/2 keeps it >= 1000
+    assert jpeg.decode_cost(draft_size=None) == 4000 * 3000
+    assert png.decode_cost(draft_size=256) == 400 * 300
+
+
+def test_the_pixel_limit_is_enforced_from_the_header() -> None:
+    with pytest.raises(ImageTooLargeError, match="12000x12000 = 144000000 pixels; the limit is 10"):
+        read_header(_png_header_only(12_000, 12_000), 10_000_000)
+
+
+def test_a_size_beyond_pillows_own_ceiling_names_the_configured_limit() -> None:
+    with pytest.raises(ImageTooLargeError, match="the limit is 40000000"):
+        read_header(_png_header_only(60_000, 60_000), 40_000_000)
+
+
+@pytest.mark.parametrize("data", [b"", b"not an image", b"\xff\xd8\xff" + b"junk" * 10])
+def test_garbage_is_an_image_decode_error(data: bytes) -> None:
+    with pytest.raises(ImageDecodeError):
+        read_header(data, 10**8)
+
+
+def test_exif_orientation_is_read_for_jpegs() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.new("RGB", (80, 60)).save(buffer, "JPEG", exif=exif.tobytes())
+    assert read_header(buffer.getvalue(), 10**6).orientation == 6
