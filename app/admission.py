@@ -44,14 +44,21 @@ class AdmissionGate:
         self._parallel_batches = batches_in_flight
         self._seconds_per_image = 0.01  # replaced by measurements after the first batch
 
+    def refusal(self) -> OverloadedError | None:
+        """Why a request arriving now would be refused, without admitting it (None: it fits)."""
+        limits = self.limits
+        if self.requests >= limits.max_requests:
+            reason = f"{self.requests} requests are in flight; the limit is {limits.max_requests}"
+        elif self.images >= limits.max_images:
+            reason = f"{self.images} images are admitted; the limit is {limits.max_images}"
+        else:
+            return None
+        return self._overloaded(reason)
+
     def admit(self) -> Ticket:
         """Admit one request holding one image, or raise ``OverloadedError``."""
-        if self.requests >= self.limits.max_requests:
-            self.refuse(
-                f"{self.requests} requests are in flight; the limit is {self.limits.max_requests}"
-            )
-        if self.images >= self.limits.max_images:
-            self.refuse(f"{self.images} images are admitted; the limit is {self.limits.max_images}")
+        if refused := self.refusal():
+            raise refused
         self.requests += 1
         self.images += 1
         return Ticket(self)
@@ -79,7 +86,10 @@ class AdmissionGate:
 
     def refuse(self, message: str) -> None:
         """Raise ``OverloadedError`` with the current retry estimate."""
-        raise OverloadedError(
+        raise self._overloaded(message)
+
+    def _overloaded(self, message: str) -> OverloadedError:
+        return OverloadedError(
             f"server is at capacity ({message}); retry shortly", self.retry_after_s
         )
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 from asyncio import TimerHandle
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import httptools
@@ -41,7 +42,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from app.api.errors import error_response
+from app.api.errors import ApiError, error_response
 from app.settings import Settings
 
 # How long, and how much, a connection answered with an error may still send before it is closed.
@@ -53,22 +54,41 @@ class TooManyHeadersError(Exception):
     """Raised from the parser's header callback to stop parsing a request with too many headers."""
 
 
-def edge_protocol(settings: Settings) -> type[EdgeHttpProtocol]:
-    """The protocol class to give ``uvicorn.Config(http=...)``, bound to ``settings``' limits.
+class RefusedAtDoorError(Exception):
+    """Raised from the parser's headers-complete callback to stop parsing a refused request."""
 
-    uvicorn builds one protocol per connection with a fixed signature, so the settings travel as a
-    class attribute of a subclass made here.
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+Door = Callable[[bytes, bytes], ApiError | None]
+"""Asked with a request's method and path once its headers are in: an error answers it at once."""
+
+
+def edge_protocol(settings: Settings, door: Door | None = None) -> type[EdgeHttpProtocol]:
+    """The protocol class to give ``uvicorn.Config(http=...)``, bound to ``settings``' limits and
+    to ``door``, the app's early admission check.
+
+    uvicorn builds one protocol per connection with a fixed signature, so both travel as class
+    attributes of a subclass made here.
     """
-    return type("EdgeHttpProtocol", (EdgeHttpProtocol,), {"settings": settings})
+    attributes = {"settings": settings, "door": staticmethod(door) if door else None}
+    return type("EdgeHttpProtocol", (EdgeHttpProtocol,), attributes)
 
 
 def render_error(
-    status: int, code: str, message: str, default_headers: list[tuple[bytes, bytes]]
+    error: ApiError, default_headers: list[tuple[bytes, bytes]], close: bool = True
 ) -> bytes:
-    """A whole ``Connection: close`` response in the app's JSON error shape, as bytes to write."""
-    response = error_response(status, code, message)
-    headers = [*default_headers, *response.raw_headers, (b"connection", b"close")]
-    lines = [STATUS_LINE[status], *(name + b": " + value + b"\r\n" for name, value in headers)]
+    """A whole response in the app's JSON error shape, as bytes to write."""
+    response = error_response(error.status, error.code, error.message, error.headers)
+    headers = [*default_headers, *response.raw_headers]
+    if close:
+        headers.append((b"connection", b"close"))
+    lines = [
+        STATUS_LINE[error.status],
+        *(name + b": " + value + b"\r\n" for name, value in headers),
+    ]
     return b"".join([*lines, b"\r\n", response.body])
 
 
@@ -76,6 +96,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     """One client connection, held to the head limits of ``settings`` (see the module docstring)."""
 
     settings: ClassVar[Settings]
+    door: ClassVar[Door | None] = None
 
     def __init__(
         self,
@@ -91,6 +112,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self.linger_timer: TimerHandle | None = None
         self.rejected = False  # answered with an error: the parser sees nothing more
         self.discarded_bytes = 0
+        self.discarding: int | None = None  # body bytes of a request refused at the door
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -118,7 +140,9 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             room = self.settings.max_header_bytes - self.head_bytes
             if room == 0:
                 limit = self.settings.max_header_bytes
-                self._reject(431, "headers_too_large", f"request head exceeds {limit} bytes")
+                self._reject(
+                    ApiError(431, "headers_too_large", f"request head exceeds {limit} bytes")
+                )
                 return
             self._arm_header_timer()
             piece, view = view[:room], view[room:]
@@ -137,11 +161,16 @@ class EdgeHttpProtocol(HttpToolsProtocol):
                 self._unsupported_upgrade_warning()
             return False
         except httptools.HttpParserError as exc:
-            if isinstance(exc.__context__, TooManyHeadersError):
+            cause = exc.__context__
+            if isinstance(cause, RefusedAtDoorError):
+                self._reject(cause.error, log=False)  # counted by the door; a flood stays quiet
+            elif isinstance(cause, TooManyHeadersError):
                 count = self.settings.max_header_count
-                self._reject(431, "too_many_headers", f"more than {count} request headers")
+                self._reject(
+                    ApiError(431, "too_many_headers", f"more than {count} request headers")
+                )
             else:
-                self._reject(400, "bad_request", "malformed HTTP request")
+                self._reject(ApiError(400, "bad_request", "malformed HTTP request"))
             return False
         return True
 
@@ -158,12 +187,45 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.in_head = False
         self._cancel_header_timer()
+        if self.door is not None:
+            refused = self.door(self.parser.get_method(), self.url.partition(b"?")[0])
+            if refused is not None:
+                self._refuse_at_door(refused)
+                return
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self.discarding is None:
+            super().on_body(body)
+            return
+        self.discarding += len(body)
+        if self.discarding > self.settings.max_body_bytes:
+            self.transport.close()
 
     def on_message_complete(self) -> None:
         self.in_head = True
         self.head_bytes = 0
-        super().on_message_complete()
+        if self.discarding is None:
+            super().on_message_complete()
+            return
+        self.discarding = None
+        self._arm_header_timer()  # the idle limit until the next request, as after any answer
+
+    def _refuse_at_door(self, error: ApiError) -> None:
+        """Answer a refused request before uvicorn builds it for the app, then discard its body.
+
+        The connection stays open for the client's next request: a refusal that cost a reconnect
+        would cost both sides more than the refusal itself. A client that waits for
+        ``100 Continue`` never sends the body, so its connection is closed instead.
+        """
+        if self.cycle is not None and not self.cycle.response_complete:
+            raise RefusedAtDoorError(error)  # pipelined behind an answer still owed
+        waits_for_continue = any(name == b"expect" for name, _ in self.headers)
+        if waits_for_continue or not self.parser.should_keep_alive():
+            raise RefusedAtDoorError(error)
+        self.transport.write(render_error(error, self.server_state.default_headers, close=False))
+        self.discarding = 0
+        self._arm_header_timer()  # a body that stops arriving ends the connection
 
     # Limits
     def _arm_header_timer(self) -> None:
@@ -178,17 +240,22 @@ class EdgeHttpProtocol(HttpToolsProtocol):
 
     def _header_timed_out(self) -> None:
         self.header_timer = None
+        if self.discarding is not None:
+            self.transport.close()  # the refused request's body stalled; it has had its answer
+            return
         if self.cycle is None and self.head_bytes == 0:
             self.transport.close()  # a connection that never sent a byte: nothing to answer
             return
         timeout = self.settings.header_timeout_s
-        self._reject(408, "header_timeout", f"request headers not received within {timeout:g} s")
+        message = f"request headers not received within {timeout:g} s"
+        self._reject(ApiError(408, "header_timeout", message))
 
-    def _reject(self, status: int, code: str, message: str) -> None:
-        """Answer ``status`` as a JSON error and close; an answer already owed goes out first."""
+    def _reject(self, error: ApiError, log: bool = True) -> None:
+        """Answer ``error`` in the JSON shape and close; an answer already owed goes out first."""
         self.rejected = True
         self._cancel_header_timer()
-        self.logger.warning("rejected a request from %s: %s", self.client, message)
+        if log:
+            self.logger.warning("rejected a request from %s: %s", self.client, error.message)
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             if cycle.response_started or not cycle.more_body:
@@ -197,7 +264,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             # Its body can no longer arrive: the app sees a disconnect, the client our answer.
             cycle.disconnected = True
             cycle.message_event.set()
-        self.transport.write(render_error(status, code, message, self.server_state.default_headers))
+        self.transport.write(render_error(error, self.server_state.default_headers))
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.linger_timer = self.loop.call_later(LINGER_S, self.transport.close)

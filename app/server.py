@@ -107,7 +107,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         lifespan="on",
-        http=edge_protocol(settings),
+        http=edge_protocol(settings, door=app.state.service.refuse_at_door),
         timeout_keep_alive=settings.keep_alive_timeout_s,
         access_log=False,
         log_config=None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,6 +24,14 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.headers = headers
+
+
+def retry_after_headers(retry_after_s: float) -> dict[str, str]:
+    """``Retry-After`` in whole seconds (the standard), ``Retry-After-Ms`` for clients that read it."""
+    return {
+        "Retry-After": str(max(1, math.ceil(retry_after_s))),
+        "Retry-After-Ms": str(round(retry_after_s * 1000)),
+    }
 
 
 def error_response(

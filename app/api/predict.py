@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Awaitable, Iterator
 from typing import Annotated, TypeVar
@@ -14,7 +13,7 @@ from fastapi import APIRouter, Query, Request
 
 from app.admission import OverloadedError
 from app.api.dependencies import Service, ServiceDep
-from app.api.errors import ApiError
+from app.api.errors import ApiError, retry_after_headers
 from app.api.schemas import ErrorResponse, ImagePrediction, PredictResponse, ScoredLabel
 from app.api.uploads import ImagePart, client_closed, read_images
 from app.batcher import BatcherClosedError, DeadlineExceededError, QueueFullError
@@ -53,14 +52,6 @@ async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
         watcher.cancel()
 
 
-def _retry_headers(retry_after_s: float) -> dict[str, str]:
-    """``Retry-After`` in whole seconds (the standard), ``Retry-After-Ms`` for clients that read it."""
-    return {
-        "Retry-After": str(max(1, math.ceil(retry_after_s))),
-        "Retry-After-Ms": str(round(retry_after_s * 1000)),
-    }
-
-
 @contextlib.contextmanager
 def _as_api_errors(request: Request, parts: list[ImagePart], service: Service) -> Iterator[None]:
     """Map the pipeline's failures to their HTTP answers, in one place."""
@@ -70,10 +61,10 @@ def _as_api_errors(request: Request, parts: list[ImagePart], service: Service) -
         raise
     except OverloadedError as exc:
         service.metrics.refused.inc()
-        raise ApiError(503, "overloaded", str(exc), _retry_headers(exc.retry_after_s)) from exc
+        raise ApiError(503, "overloaded", str(exc), retry_after_headers(exc.retry_after_s)) from exc
     except QueueFullError as exc:
         raise ApiError(
-            503, "queue_full", "server is at capacity; retry shortly", _retry_headers(1.0)
+            503, "queue_full", "server is at capacity; retry shortly", retry_after_headers(1.0)
         ) from exc
     except RejectedImageError as exc:
         name = parts[exc.index].name
@@ -90,7 +81,7 @@ def _as_api_errors(request: Request, parts: list[ImagePart], service: Service) -
         ) from exc
     except BatcherClosedError as exc:
         raise ApiError(
-            503, "shutting_down", "server is shutting down", _retry_headers(1.0)
+            503, "shutting_down", "server is shutting down", retry_after_headers(1.0)
         ) from exc
     except Exception as exc:
         logger.exception("inference failed for request %s", request.state.request_id)

@@ -103,6 +103,37 @@ def test_overload_is_refused_at_the_door_fast_and_every_admitted_request_succeed
     assert "resnet_serve_admission_refused_total" in server.get("/metrics").text
 
 
+def test_a_refused_request_keeps_its_connection_for_the_next_one(
+    start_server, slow_bundle: Path
+) -> None:
+    server = start_server(model_dir=slow_bundle, max_batch_size=1, max_requests_in_flight=1)
+    server.wait_ready()
+
+    async def scenario() -> bytes:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            busy = asyncio.create_task(
+                client.post("/predict", content=JPEG, headers={"Content-Type": "image/jpeg"})
+            )
+            while (await client.get("/health")).json()["saturation"] < 1:
+                await asyncio.sleep(0.01)
+            post = (
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(JPEG)
+            )
+            with _raw_request(server, post + JPEG) as sock:
+                refused = _read_response(sock)
+                sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+                live = _read_response(sock)
+            assert (await busy).status_code == 200
+            return refused + b"\n--\n" + live
+
+    refused, _, live = asyncio.run(scenario()).partition(b"\n--\n")
+    assert refused.startswith(b"HTTP/1.1 503 ")
+    assert b'"code":"overloaded"' in refused and b"retry-after-ms: " in refused
+    assert b"connection: close" not in refused.lower()
+    assert live.startswith(b"HTTP/1.1 200 ")
+
+
 def test_request_over_its_decode_budget_is_413_before_any_decoding(server: ServerProcess) -> None:
     started = time.monotonic()
     response = httpx.post(
