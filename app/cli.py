@@ -1,13 +1,14 @@
 """``resnet-serve``: the command line.
 
-``serve`` and ``healthcheck`` live here; ``finetune``, ``evaluate`` and ``demo-data`` are handed to
-``app.training.cli``. Heavy modules are imported only by the command that needs them, so the
-container's every-few-seconds ``resnet-serve healthcheck`` never loads torch.
+``serve``, ``healthcheck`` and ``predict`` (the client) live here; ``finetune``, ``evaluate`` and
+``demo-data`` are handed to ``app.training.cli``. Heavy modules are imported only by the command
+that needs them, so the container's every-few-seconds ``resnet-serve healthcheck`` never loads torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -60,6 +61,22 @@ def _healthcheck(args: argparse.Namespace) -> int:
     return probe(url, args.timeout)
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from app.client import DEFAULT_URL  # the client needs httpx only: no torch, no server code
+    from app.client.command import run_predict
+
+    url = args.url or os.environ.get("RESNET_SERVE_URL") or DEFAULT_URL
+    api_key = args.api_key or os.environ.get("RESNET_SERVE_API_KEY")
+    return run_predict(args.images, url, api_key, args.top_k, args.concurrency, args.json)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="resnet-serve",
@@ -84,6 +101,41 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--url", help="default: http://127.0.0.1:$RESNET_SERVE_PORT/health/ready")
     health.add_argument("--timeout", type=float, default=2.0, help="seconds (default: 2)")
     health.set_defaults(handler=_healthcheck)
+
+    predict = commands.add_parser(
+        "predict",
+        help="classify images with a running server",
+        description="Send each image to a server's /predict (several at once) and print its top "
+        "labels. Exit 0 when every image was classified, 1 if any failed, 2 if none could be sent.",
+    )
+    predict.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="image files, or directories searched recursively for "
+        ".jpg/.jpeg/.png/.webp/.bmp/.gif/.tif/.tiff",
+    )
+    predict.add_argument(
+        "--url",
+        help="the server (env RESNET_SERVE_URL, default http://127.0.0.1:8000)",
+    )
+    predict.add_argument(
+        "--api-key",
+        help="sent as 'Authorization: Bearer' (env RESNET_SERVE_API_KEY)",
+    )
+    predict.add_argument(
+        "--top-k", type=_positive_int, help="labels per image (default: the server's, 5)"
+    )
+    predict.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=8,
+        help="requests in flight at once, one image each (default: 8)",
+    )
+    predict.add_argument(
+        "--json", action="store_true", help="print one JSON document instead of a table"
+    )
+    predict.set_defaults(handler=_predict)
 
     for name, summary in TRAINING_COMMANDS.items():
         commands.add_parser(name, help=summary, add_help=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,9 +18,9 @@ from starlette.middleware.cors import CORSMiddleware
 
 from app.api import operations, predict
 from app.api.auth import inference_dependencies
-from app.api.dependencies import Service
 from app.api.errors import install_error_handlers
 from app.api.observer import RequestObserver
+from app.inference import InferenceService
 from app.metrics import ServiceMetrics
 from app.pipeline import InferencePipeline
 from app.runner import DeviceError, ModelRunner, RunnerOptions, resolve_device
@@ -29,13 +30,14 @@ from app.state import ServiceState
 logger = logging.getLogger("resnet_serve")
 
 
-async def _warm_up(service: Service, pipeline: InferencePipeline) -> None:
+async def _warm_up(service: InferenceService, pipeline: InferencePipeline) -> None:
     try:
         seconds = await pipeline.start()
     except Exception as exc:
         logger.exception("warm-up failed")
         service.state.mark_failed(f"warm-up failed: {exc}")
         return
+    service.metrics.set_warmup_seconds(seconds)
     service.state.mark_ready()
     logger.info(
         "ready: warmed up to batch size %d in %.1fs", service.settings.max_batch_size, seconds
@@ -44,7 +46,7 @@ async def _warm_up(service: Service, pipeline: InferencePipeline) -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    service: Service = app.state.service
+    service: InferenceService = app.state.service
     settings = service.settings
     runner = app.state.preloaded_runner or await asyncio.to_thread(load_runner, settings)
     manifest = runner.bundle.manifest
@@ -57,6 +59,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runner.device,
         runner.precision,
     )
+    metrics = service.metrics
+    metrics.describe_model(
+        manifest.name, manifest.arch, manifest.num_classes, runner.device, runner.precision
+    )
+    if (load_seconds := getattr(runner, "load_seconds", None)) is not None:
+        metrics.set_model_load_seconds(load_seconds)  # absent when a caller's own loader built it
+    if runner.on_cuda:
+        metrics.watch_gpu(runner.device)
     pipeline = InferencePipeline(runner, settings)
     service.pipeline = pipeline
     service.state.mark_warming_up()
@@ -85,7 +95,11 @@ def load_runner(settings: Settings) -> ModelRunner:
     device = resolve_device(settings.device, settings.precision)
     if settings.gpu_decode and device.type != "cuda":  # refused before the weights are loaded
         raise DeviceError(f"gpu_decode needs a CUDA device; the model would run on {device}")
-    return ModelRunner.load(str(settings.model_dir), settings.device, settings.precision, options)
+    started = time.perf_counter()
+    runner = ModelRunner.load(str(settings.model_dir), settings.device, settings.precision, options)
+    # Read by the lifespan for resnet_serve_model_load_seconds: `serve` loads before the app exists.
+    runner.load_seconds = time.perf_counter() - started
+    return runner
 
 
 def create_app(
@@ -101,7 +115,7 @@ def create_app(
     """
     settings = settings or Settings()
     metrics = ServiceMetrics()
-    service = Service(settings=settings, state=ServiceState(), metrics=metrics)
+    service = InferenceService(settings=settings, state=ServiceState(), metrics=metrics)
     app = FastAPI(
         title="resnet-serve",
         summary="Image classification with dynamic batching for fine-tuned ResNets.",

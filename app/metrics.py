@@ -2,16 +2,60 @@
 
 from __future__ import annotations
 
+import logging
+import platform
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import torch
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+logger = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
+# Error codes (``ApiError.code``) grouped into the few reasons a dashboard can show side by side.
+# A code missing here (a new one, or ``client_closed_request``) counts as ``bad_request``.
+REJECTION_REASONS = {
+    "overloaded": "overloaded",
+    "queue_full": "overloaded",
+    "deadline_exceeded": "deadline",
+    "upload_timeout": "deadline",
+    "header_timeout": "deadline",
+    "payload_too_large": "too_large",
+    "image_too_large": "too_large",
+    "too_many_images": "too_large",
+    "decode_budget_exceeded": "too_large",
+    "headers_too_large": "too_large",
+    "too_many_headers": "too_large",
+    "invalid_image": "bad_image",
+    "empty_body": "bad_request",
+    "no_file": "bad_request",
+    "malformed_multipart": "bad_request",
+    "unsupported_media_type": "bad_request",
+    "invalid_parameter": "bad_request",
+    "invalid_input": "bad_request",
+    "bad_request": "bad_request",
+    "unauthorized": "unauthorized",
+    "shutting_down": "draining",
+    "not_ready": "not_ready",
+    "inference_failed": "internal",
+    "internal_error": "internal",
+}
+DEFAULT_REJECTION_REASON = "bad_request"
+REJECTION_LABELS = sorted(set(REJECTION_REASONS.values()))
+
+
+def _package_version() -> str:
+    try:
+        return version("resnet-serve")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
 
 class ServiceMetrics:
-    """Counters and histograms fed by the request observer and the predict route."""
+    """Metrics fed by the request observer, the predict route, the error handlers and the lifespan."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -66,6 +110,89 @@ class ServiceMetrics:
             "Requests refused at the door with 503 because a bound was reached.",
             registry=self.registry,
         )
+        self.rejected = Counter(
+            "resnet_serve_rejected_requests",
+            "Requests answered with an error, by reason (overloaded, deadline, too_large, ...).",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in REJECTION_LABELS:  # at 0 from the start: a first rejection shows in rate()
+            self.rejected.labels(reason)
+
+        self.model_load = Gauge(
+            "resnet_serve_model_load_seconds",
+            "Time to load the bundle onto the device.",
+            registry=self.registry,
+        )
+        self.warm_up = Gauge(
+            "resnet_serve_warmup_seconds",
+            "Time to warm the model up at every batch size.",
+            registry=self.registry,
+        )
+        self.build = Info(
+            "resnet_serve_build", "Versions this process runs.", registry=self.registry
+        )
+        self.build.info(
+            {
+                "version": _package_version(),
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            }
+        )
+        self.model = Info("resnet_serve_model", "The model being served.", registry=self.registry)
+
+    def count_rejection(self, code: str) -> None:
+        """Count one error answer under the reason its ``code`` belongs to."""
+        self.rejected.labels(REJECTION_REASONS.get(code, DEFAULT_REJECTION_REASON)).inc()
+
+    def set_model_load_seconds(self, seconds: float) -> None:
+        self.model_load.set(seconds)
+
+    def set_warmup_seconds(self, seconds: float) -> None:
+        self.warm_up.set(seconds)
+
+    def describe_model(
+        self, name: str, arch: str, num_classes: int, device: torch.device, precision: str
+    ) -> None:
+        """Publish what is served as ``resnet_serve_model_info``, once the model is loaded."""
+        self.model.info(
+            {
+                "name": name,
+                "arch": arch,
+                "num_classes": str(num_classes),
+                "device": str(device),
+                "precision": precision,
+            }
+        )
+
+    def watch_gpu(self, device: torch.device) -> None:
+        """Export the CUDA memory of ``device`` (and its utilisation, where NVML is there).
+
+        Call once, for a CUDA device only: a CPU server has no GPU series at all, rather than
+        zeros that would read as an idle GPU. Values are read at scrape time.
+        """
+        Gauge(
+            "resnet_serve_gpu_memory_allocated_bytes",
+            "CUDA memory held by tensors on the model's device.",
+            registry=self.registry,
+        ).set_function(lambda: torch.cuda.memory_allocated(device))
+        Gauge(
+            "resnet_serve_gpu_memory_reserved_bytes",
+            "CUDA memory reserved by torch's caching allocator on the model's device.",
+            registry=self.registry,
+        ).set_function(lambda: torch.cuda.memory_reserved(device))
+        try:
+            # NVML comes from the optional nvidia-ml-py (pynvml) package, which the locks leave
+            # out: without it this raises, and the utilisation gauge is not exported.
+            torch.cuda.utilization(device)
+        except Exception as exc:
+            logger.info("GPU utilisation not exported: %s", exc)
+            return
+        Gauge(
+            "resnet_serve_gpu_utilization_ratio",
+            "Share of the last sample period in which a kernel ran on the model's GPU, 0..1.",
+            registry=self.registry,
+        ).set_function(lambda: torch.cuda.utilization(device) / 100)
 
     def watch(
         self,

@@ -20,8 +20,9 @@ from types import FrameType
 import uvicorn
 
 from app.api.auth import ApiKeysError, load_api_keys
-from app.api.dependencies import Service
+from app.api.dependencies import admission_door
 from app.http_protocol import edge_protocol
+from app.inference import InferenceService
 from app.logs import configure_logging
 from app.main import create_app, load_runner
 from app.model.bundle import BundleError
@@ -36,7 +37,7 @@ SHUTDOWN_GRACE_S = 1.0  # what uvicorn still grants stragglers after the drain t
 class DrainingServer(uvicorn.Server):
     """A uvicorn server that drains in-flight work before it stops listening, and exits 0."""
 
-    def __init__(self, config: uvicorn.Config, service: Service) -> None:
+    def __init__(self, config: uvicorn.Config, service: InferenceService) -> None:
         super().__init__(config)
         self.service = service
         self.drain_started: float | None = None
@@ -107,7 +108,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         lifespan="on",
-        http=edge_protocol(settings, door=app.state.service.refuse_at_door),
+        http=edge_protocol(settings, door=admission_door(app.state.service)),
         timeout_keep_alive=settings.keep_alive_timeout_s,
         access_log=False,
         log_config=None,

@@ -1,51 +1,46 @@
-"""Typed access to what the lifespan put on ``app.state``."""
+"""Typed access to the inference service on ``app.state``, and the HTTP layer's admission door."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from app.api.errors import ApiError, retry_after_headers
-from app.metrics import ServiceMetrics
-from app.pipeline import InferencePipeline
-from app.settings import Settings
-from app.state import ServiceState
-
-INFERENCE_PATHS = frozenset({b"/predict"})  # the routes behind admission
+from app.http_protocol import Door
+from app.inference import InferenceService
 
 
-@dataclass
-class Service:
-    """Everything a route may need; ``pipeline`` is set once the model is loaded."""
+def is_inference_path(path: bytes) -> bool:
+    """The routes behind admission: /predict and the Open Inference Protocol's infer."""
+    return path == b"/predict" or (path.startswith(b"/v2/models/") and path.endswith(b"/infer"))
 
-    settings: Settings
-    state: ServiceState
-    metrics: ServiceMetrics
-    pipeline: InferencePipeline | None = None
 
-    def refuse_at_door(self, method: bytes, path: bytes) -> ApiError | None:
-        """The HTTP layer's check as a request's headers complete, before the app sees it.
+def admission_door(service: InferenceService) -> Door:
+    """The HTTP layer's check as a request's headers complete, before the app sees it.
 
-        An inference request that admission would refuse is answered 503 from there, at a
-        fraction of the cost of the route's own refusal: under a flood of clients that do not back
-        off, refusals are most of the work. Counted in the metrics; not access-logged one by one
-        (a flood would turn the log into a second attack).
-        """
-        if method != b"POST" or path not in INFERENCE_PATHS or self.pipeline is None:
+    An inference request that admission would refuse is answered 503 from there, at a fraction of
+    the cost of the route's own refusal: under a flood of clients that do not back off, refusals are
+    most of the work. Counted in the metrics; not access-logged one by one (a flood would turn the
+    log into a second attack).
+    """
+
+    def door(method: bytes, path: bytes) -> ApiError | None:
+        if method != b"POST" or service.pipeline is None or not is_inference_path(path):
             return None
-        refused = self.pipeline.gate.refusal()
+        refused = service.pipeline.gate.refusal()
         if refused is None:
             return None
-        self.metrics.refused.inc()
-        self.metrics.requests.labels(path.decode(), "503").inc()
-        headers = retry_after_headers(refused.retry_after_s)
-        return ApiError(503, "overloaded", str(refused), headers)
+        service.metrics.refused.inc()
+        service.metrics.count_rejection("overloaded")
+        service.metrics.requests.labels(path.decode(errors="replace"), "503").inc()
+        return ApiError(503, "overloaded", str(refused), retry_after_headers(refused.retry_after_s))
+
+    return door
 
 
-async def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> InferenceService:
     return request.app.state.service
 
 
-ServiceDep = Annotated[Service, Depends(get_service)]
+ServiceDep = Annotated[InferenceService, Depends(get_service)]

@@ -42,7 +42,12 @@ def error_response(
     )
 
 
-async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+def _count_rejection(request: Request, code: str) -> None:
+    request.app.state.service.metrics.count_rejection(code)
+
+
+async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    _count_rejection(request, exc.code)
     return error_response(exc.status, exc.code, exc.message, exc.headers)
 
 
@@ -51,15 +56,17 @@ async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail), exc.headers)
 
 
-async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"])
+    _count_rejection(request, "invalid_parameter")
     return error_response(422, "invalid_parameter", f"{where}: {first['msg']}")
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     request_id = getattr(request.state, "request_id", "-")
     logger.error("request %s failed", request_id, exc_info=exc)
+    _count_rejection(request, "internal_error")
     return error_response(500, "internal_error", f"internal error (request id {request_id})")
 
 

@@ -6,8 +6,9 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.api.dependencies import Service, ServiceDep
+from app.api.dependencies import ServiceDep
 from app.api.schemas import HealthResponse
+from app.inference import InferenceService
 from app.state import Phase
 
 router = APIRouter()
@@ -16,7 +17,7 @@ router = APIRouter()
 MIN_STUCK_S = 10.0
 
 
-def _stuck(service: Service) -> str | None:
+def _stuck(service: InferenceService) -> str | None:
     """Why the inference thread counts as hung, if it does: a batch has outlived every deadline."""
     pipeline = service.pipeline
     running_s = pipeline.batcher.longest_batch_s if pipeline else 0.0
@@ -25,7 +26,7 @@ def _stuck(service: Service) -> str | None:
     return None
 
 
-def _health(service: Service) -> HealthResponse:
+def _health(service: InferenceService) -> HealthResponse:
     state, pipeline = service.state, service.pipeline
     manifest = pipeline.runner.bundle.manifest if pipeline else None
     return HealthResponse(

@@ -6,8 +6,11 @@ oversized upload is never held in memory whole.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
@@ -19,6 +22,7 @@ from app.api.errors import ApiError
 FILE_FIELDS = ("file", "files")
 RAW_CONTENT_TYPES = ("application/octet-stream",)
 MAX_TEXT_FIELDS = 100
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -59,9 +63,51 @@ async def _limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
         raise client_closed() from None
 
 
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it passes ``limit`` bytes."""
+    return b"".join([chunk async for chunk in _limited_stream(request, limit)])
+
+
+@contextlib.asynccontextmanager
+async def upload_deadline(timeout_s: float) -> AsyncIterator[None]:
+    """408 if the body is not in within ``timeout_s``: stalled, trickling or shorter than declared."""
+    try:
+        async with asyncio.timeout(timeout_s) as upload:
+            yield
+    except TimeoutError:
+        if not upload.expired():
+            raise
+        raise ApiError(
+            408,
+            "upload_timeout",
+            f"request body not received within {timeout_s}s",
+            {"Connection": "close"},
+        ) from None
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work`` (after the body has been read) but cancel it if the client disconnects, so
+    its images are dropped from the decode pool and the queue instead of occupying them for nobody."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if not watcher.done():
+            raise  # the server is cancelling this request, not the client
+        raise client_closed() from None
+    finally:
+        watcher.cancel()
+
+
 async def _read_raw(request: Request, limit: int) -> list[ImagePart]:
-    chunks = [chunk async for chunk in _limited_stream(request, limit)]
-    data = b"".join(chunks)
+    data = await read_body(request, limit)
     if not data:
         raise ApiError(400, "empty_body", "request body is empty; send image bytes")
     return [ImagePart("body", data)]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
+
+import yaml
 
 from tests.deploy.manifests import (
     COMPOSE_FILE,
+    REPO,
     compose_environment,
     healthcheck,
     interpolate,
@@ -17,11 +21,19 @@ from tests.deploy.manifests import (
 
 SERVICES = read_compose()["services"]
 GPU, CPU = SERVICES["resnet-serve"], SERVICES["resnet-serve-cpu"]
+(MONITORING_FILE,) = (REPO / path for path in read_compose()["include"])
+MONITORING = read_compose(MONITORING_FILE)["services"]
 
 
 def test_compose_file_validates_against_the_compose_specification() -> None:
     result = subprocess.run(
-        [venv_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", COMPOSE_FILE],
+        [
+            venv_tool("check-jsonschema"),
+            "--builtin-schema",
+            "vendor.compose-spec",
+            COMPOSE_FILE,
+            MONITORING_FILE,
+        ],
         capture_output=True,
         text=True,
         timeout=30,
@@ -74,3 +86,32 @@ def test_restart_logging_and_healthcheck_match_the_image() -> None:
         for option in ("interval", "timeout", "start-period", "start-interval"):
             assert seconds(check[option.replace("-", "_")]) == seconds(options[option]), option
         assert check["retries"] == int(options["retries"])
+
+
+def test_monitoring_profile_scrapes_the_service_into_a_provisioned_grafana_on_loopback() -> None:
+    assert set(MONITORING) == {"prometheus", "grafana"}
+    for service in MONITORING.values():
+        assert service["profiles"] == ["monitoring"]  # plain `docker compose up` leaves it out
+        assert re.fullmatch(r"[\w/.-]+:v?\d+\.\d+\.\d+", service["image"])  # a pinned release
+        assert all(port["host_ip"] == "127.0.0.1" for port in service["ports"])
+    mounts = {
+        volume["target"]: MONITORING_FILE.parent / volume["source"]
+        for service in MONITORING.values()
+        for volume in service["volumes"]
+        if volume["type"] == "bind"
+    }
+    scrape = yaml.safe_load(mounts["/etc/prometheus/prometheus.yml"].read_text())
+    (job,) = scrape["scrape_configs"]
+    (targets,) = job["static_configs"]
+    assert targets["targets"] == [f"{name}:8000" for name in SERVICES]
+    provisioning = mounts["/etc/grafana/provisioning"]
+    (source,) = yaml.safe_load((provisioning / "datasources/prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert source["url"] == "http://prometheus:9090"
+    assert [port["target"] for port in MONITORING["prometheus"]["ports"]] == [9090]
+    (provider,) = yaml.safe_load((provisioning / "dashboards/dashboards.yml").read_text())[
+        "providers"
+    ]
+    dashboards = mounts[provider["options"]["path"]]
+    assert (dashboards / "resnet-serve.json").is_file()

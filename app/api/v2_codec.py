@@ -1,0 +1,210 @@
+"""Open Inference Protocol (KServe v2 / Triton REST) bodies: requests in, responses out.
+
+Inputs the model accepts (one per request):
+
+- ``IMAGE``: ``BYTES`` ``[N]``, N encoded images (JPEG, PNG, ...), decoded like /predict's uploads.
+  In JSON each element is a base64 string (JSON cannot carry raw bytes); with the binary tensor
+  extension each is a 4-byte little-endian length and the bytes, as Triton serialises ``BYTES``.
+- ``PIXELS``: ``UINT8`` or ``FP32`` ``[N,3,S,S]``, RGB pixels 0..255 already at the model's input size
+  (no resize or crop; the model's normalisation is applied as for every image).
+
+Output ``PROBABILITIES``: ``FP32`` ``[N,num_classes]``, as JSON or, when asked (``binary_data``), as
+raw little-endian floats after the JSON header. With the classification extension
+(``"classification": k``) it becomes ``BYTES`` ``[N,k]`` of Triton's ``"score:index:label"`` strings.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from app.inference import ImageResult, InvalidInputError
+
+HEADER_LENGTH = "inference-header-content-length"
+IMAGE_INPUT, PIXELS_INPUT, OUTPUT = "IMAGE", "PIXELS", "PROBABILITIES"
+PIXEL_TYPES = {"UINT8": np.uint8, "FP32": np.float32}
+ELEMENT_BYTES = {"UINT8": 1, "FP32": 4}
+
+
+@dataclass(frozen=True)
+class OutputRequest:
+    binary: bool
+    classification: int | None
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A parsed request: images or pixels, and how to answer."""
+
+    request_id: str | None
+    images: list[bytes] | None
+    pixels: torch.Tensor | None
+    output: OutputRequest
+
+    @property
+    def count(self) -> int:
+        return len(self.images) if self.images is not None else len(self.pixels)  # type: ignore[arg-type]
+
+
+def _invalid(message: str) -> InvalidInputError:
+    return InvalidInputError(message)
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
+    """The JSON header and the binary tail (empty without the binary extension)."""
+    if header_length is None:
+        size = len(body)
+    elif header_length.isdigit() and int(header_length) <= len(body):
+        size = int(header_length)
+    else:
+        raise _invalid(f"Inference-Header-Content-Length {header_length!r} does not fit the body")
+    try:
+        header = json.loads(body[:size])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _invalid(f"request header is not valid JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise _invalid("request header must be a JSON object")
+    return header, body[size:]
+
+
+def parse_request(
+    header: dict[str, Any], binary: bytes, image_shape: tuple[int, ...]
+) -> InferRequest:
+    """Check a request against the model's inputs; raises ``InvalidInputError`` with the reason."""
+    inputs = header.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise _invalid(f"exactly one input is expected: {IMAGE_INPUT} or {PIXELS_INPUT}")
+    tensor = inputs[0]
+    name, datatype, shape = tensor.get("name"), tensor.get("datatype"), tensor.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise _invalid("input shape must be a list of non-negative integers")
+    raw = _tensor_bytes(tensor, binary)
+    if name == IMAGE_INPUT:
+        if datatype != "BYTES" or len(shape) != 1 or shape[0] < 1:
+            raise _invalid(f"{IMAGE_INPUT} must be BYTES with shape [N], N >= 1")
+        images = _binary_bytes(raw, shape[0]) if raw is not None else _json_bytes(tensor, shape[0])
+        return InferRequest(header.get("id"), images, None, _output(header))
+    if name == PIXELS_INPUT:
+        expected = [shape[0] if shape else 0, *image_shape]
+        if datatype not in PIXEL_TYPES or shape != expected or shape[0] < 1:
+            raise _invalid(
+                f"{PIXELS_INPUT} must be UINT8 or FP32 with shape [N,"
+                f"{','.join(map(str, image_shape))}], got {datatype} {shape}"
+            )
+        return InferRequest(header.get("id"), None, _pixels(tensor, raw, shape), _output(header))
+    raise _invalid(f"unknown input {name!r}: expected {IMAGE_INPUT} or {PIXELS_INPUT}")
+
+
+def _tensor_bytes(tensor: dict[str, Any], binary: bytes) -> bytes | None:
+    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    if size is None:
+        return None
+    if not isinstance(size, int) or size != len(binary):
+        raise _invalid(f"binary_data_size {size} does not match the {len(binary)} bytes sent")
+    return binary
+
+
+def _binary_bytes(raw: bytes, count: int) -> list[bytes]:
+    elements, offset = [], 0
+    for _ in range(count):
+        if offset + 4 > len(raw):
+            raise _invalid("BYTES tensor data ends early")
+        (length,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + length > len(raw):
+            raise _invalid("BYTES tensor data ends early")
+        elements.append(raw[offset : offset + length])
+        offset += length
+    if offset != len(raw):
+        raise _invalid("BYTES tensor data is longer than its shape")
+    return elements
+
+
+def _json_bytes(tensor: dict[str, Any], count: int) -> list[bytes]:
+    data = tensor.get("data")
+    if (
+        not isinstance(data, list)
+        or len(data) != count
+        or not all(isinstance(d, str) for d in data)
+    ):
+        raise _invalid(f"{IMAGE_INPUT} data must be {count} base64 strings")
+    try:
+        return [base64.b64decode(item, validate=True) for item in data]
+    except binascii.Error:
+        raise _invalid(f"{IMAGE_INPUT} data must be base64 strings") from None
+
+
+def _pixels(tensor: dict[str, Any], raw: bytes | None, shape: list[int]) -> torch.Tensor:
+    datatype = tensor["datatype"]
+    count = int(np.prod(shape))
+    if raw is not None:
+        if len(raw) != count * ELEMENT_BYTES[datatype]:
+            raise _invalid(f"{PIXELS_INPUT} binary data does not match its shape")
+        array = np.frombuffer(raw, dtype=np.dtype(PIXEL_TYPES[datatype]).newbyteorder("<"))
+    else:
+        data = tensor.get("data")
+        try:
+            array = np.asarray(data, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise _invalid(f"{PIXELS_INPUT} data must be numbers") from None
+        if array.size != count:
+            raise _invalid(f"{PIXELS_INPUT} has {array.size} values for shape {shape}")
+    if not np.all(np.isfinite(array)) or array.min() < 0 or array.max() > 255:
+        raise _invalid(f"{PIXELS_INPUT} values must be 0..255")
+    return torch.from_numpy(np.rint(array).astype(np.uint8).reshape(shape))
+
+
+def _output(header: dict[str, Any]) -> OutputRequest:
+    default_binary = bool((header.get("parameters") or {}).get("binary_data_output", False))
+    outputs = header.get("outputs") or []
+    if not isinstance(outputs, list) or len(outputs) > 1:
+        raise _invalid(f"one output at most: {OUTPUT}")
+    if not outputs:
+        return OutputRequest(default_binary, None)
+    wanted = outputs[0]
+    if not isinstance(wanted, dict) or wanted.get("name") != OUTPUT:
+        raise _invalid(f"unknown output: the model has one, {OUTPUT}")
+    parameters = wanted.get("parameters") or {}
+    classification = parameters.get("classification")
+    if classification is not None and (not isinstance(classification, int) or classification < 1):
+        raise _invalid("classification must be a positive integer")
+    return OutputRequest(bool(parameters.get("binary_data", default_binary)), classification)
+
+
+def encode_response(
+    model: str, request: InferRequest, results: list[ImageResult], labels: list[str]
+) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header's length when binary data follows it."""
+    output: dict[str, Any] = {"name": OUTPUT}
+    if request.output.classification:
+        k = min(request.output.classification, len(labels))
+        rows = [torch.topk(r.probabilities, k) for r in results]
+        strings = [
+            f"{score:f}:{index}:{labels[index]}"
+            for scores, indices in rows
+            for score, index in zip(scores.tolist(), indices.tolist(), strict=True)
+        ]
+        output |= {"datatype": "BYTES", "shape": [len(results), k]}
+        values: list[Any] = strings
+        binary = b"".join(struct.pack("<I", len(s.encode())) + s.encode() for s in strings)
+    else:
+        probabilities = torch.stack([r.probabilities for r in results]).numpy()
+        output |= {"datatype": "FP32", "shape": list(probabilities.shape)}
+        values = probabilities.reshape(-1).tolist()
+        binary = probabilities.astype("<f4").tobytes()
+    body: dict[str, Any] = {"model_name": model, "model_version": "1", "outputs": [output]}
+    if request.request_id is not None:
+        body["id"] = request.request_id
+    if not request.output.binary:
+        output["data"] = values
+        return json.dumps(body).encode(), None
+    output["parameters"] = {"binary_data_size": len(binary)}
+    header = json.dumps(body).encode()
+    return header + binary, len(header)

@@ -1,0 +1,132 @@
+"""``resnet-serve predict``: find the images, classify them concurrently, print a table or JSON.
+
+One request per image, so one bad file fails only its own line. ``app.cli`` parses the options and
+imports this module only when the command runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from app.client.client import AsyncResnetClient
+from app.client.models import ImageResult, ResnetConnectionError, ResnetServeError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One image's line: its result, or the error code and message that replaced it."""
+
+    path: Path
+    result: ImageResult | None = None
+    code: str = ""
+    message: str = ""
+
+
+def find_images(arguments: Sequence[str]) -> list[Path]:
+    """Files as given (any name); directories searched recursively for image suffixes, sorted."""
+    found: list[Path] = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            images = (p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            found += sorted(p for p in images if p.is_file())
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"{argument}: no such file or directory")
+    return found
+
+
+async def classify_all(
+    paths: Sequence[Path], url: str, api_key: str | None, top_k: int | None, concurrency: int
+) -> list[Outcome]:
+    """Classify every path, at most ``concurrency`` requests at a time, in the order given.
+
+    A failed image becomes an ``Outcome`` with its error; an unreachable server cancels the rest
+    and raises ``ResnetConnectionError``: every other request would fail the same way.
+    """
+    limit = asyncio.Semaphore(concurrency)
+
+    async def classify(client: AsyncResnetClient, path: Path) -> Outcome:
+        async with limit:
+            try:
+                return Outcome(path, (await client.predict(path, top_k)).results[0])
+            except ResnetServeError as exc:
+                return Outcome(path, code=exc.code, message=exc.message)
+            except OSError as exc:
+                return Outcome(path, code="unreadable", message=exc.strerror or str(exc))
+
+    async with AsyncResnetClient(url, api_key) as client:
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(classify(client, path)) for path in paths]
+        except* ResnetConnectionError as failures:
+            raise failures.exceptions[0] from None
+    return [task.result() for task in tasks]
+
+
+def format_table(outcomes: Sequence[Outcome]) -> str:
+    """One line per image: path, top label, its score, then the other top-k labels and scores."""
+    path_width = max(len(str(outcome.path)) for outcome in outcomes)
+    label_width = max(
+        [len(o.result.top.label) for o in outcomes if o.result] + [len("error")], default=0
+    )
+    lines = []
+    for outcome in outcomes:
+        path = str(outcome.path).ljust(path_width)
+        if outcome.result is None:
+            lines.append(f"{path}  {'error'.ljust(label_width)}  {outcome.code}: {outcome.message}")
+            continue
+        top, *others = outcome.result.predictions
+        rest = "".join(f"  {p.label} {p.score:.3f}" for p in others)
+        lines.append(f"{path}  {top.label.ljust(label_width)}  {top.score:.3f}{rest}")
+    return "\n".join(lines)
+
+
+def format_json(outcomes: Sequence[Outcome]) -> str:
+    documents: list[dict[str, object]] = []
+    for outcome in outcomes:
+        if outcome.result is None:
+            error = {"code": outcome.code, "message": outcome.message}
+            documents.append({"path": str(outcome.path), "error": error})
+        else:
+            predictions = [asdict(p) for p in outcome.result.predictions]
+            documents.append({"path": str(outcome.path), "predictions": predictions})
+    return json.dumps(documents, indent=2)
+
+
+def run_predict(
+    arguments: Sequence[str],
+    url: str,
+    api_key: str | None = None,
+    top_k: int | None = None,
+    concurrency: int = 8,
+    as_json: bool = False,
+) -> int:
+    """The command: 0 when every image was classified, 1 if any failed, 2 when nothing could run."""
+    try:
+        paths = find_images(arguments)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not paths:
+        print(f"error: no images found in {' '.join(arguments)}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        outcomes = asyncio.run(classify_all(paths, url, api_key, top_k, concurrency))
+    except ResnetConnectionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(format_json(outcomes) if as_json else format_table(outcomes))
+    failed = sum(outcome.result is None for outcome in outcomes)
+    if failed:
+        print(f"{failed} of {len(outcomes)} images failed", file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK

@@ -1,0 +1,154 @@
+"""The one object every inference route calls, whatever its protocol: ``InferenceService``.
+
+It owns what /predict, the Open Inference Protocol and /explain share: readiness, the model's
+description, top-k, admission, the request deadline, decoding, batching and the inference metrics.
+A route parses its request, opens an ``InferenceCall`` with ``begin``, hands it images (encoded, or
+pixels already at the model's input size) and formats the ``ImageResult`` list it gets back. What
+fails is raised as the pipeline's own exceptions, mapped to HTTP once, in ``app.api.errors``.
+
+No FastAPI here: the HTTP side (body reading, disconnect watching, error shapes) stays in ``app/api``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import torch
+
+from app.admission import Ticket
+from app.batcher import DeadlineExceededError
+from app.metrics import ServiceMetrics
+from app.model.bundle import BundleManifest
+from app.pipeline import InferencePipeline
+from app.runner import ScoredClass
+from app.settings import Settings
+from app.state import ServiceState
+
+DEFAULT_TOP_K = 5
+
+
+class NotReadyError(Exception):
+    """The model is not loaded and warm, or the server is draining; the message says which."""
+
+
+class InvalidInputError(ValueError):
+    """A request's tensors do not fit the model (a 400, not a server fault)."""
+
+
+class InvalidParameterError(InvalidInputError):
+    """A request parameter is out of range for this model (422, like FastAPI's own checks)."""
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One image's answer: its probabilities, top-k classes and the timings of its batch."""
+
+    probabilities: torch.Tensor
+    top: list[ScoredClass]
+    batch_size: int
+    queue_s: float
+    compute_s: float
+
+
+@dataclass
+class InferenceService:
+    """Everything inference needs, created by ``create_app``; ``pipeline`` is set once loaded."""
+
+    settings: Settings
+    state: ServiceState
+    metrics: ServiceMetrics
+    pipeline: InferencePipeline | None = None
+
+    def ready_pipeline(self) -> InferencePipeline:
+        """The pipeline, or ``NotReadyError`` while starting, draining or failed."""
+        if not self.state.ready or self.pipeline is None:
+            raise NotReadyError(self.state.reason)
+        return self.pipeline
+
+    @property
+    def manifest(self) -> BundleManifest:
+        """What the served model is (``NotReadyError`` until it is loaded)."""
+        if self.pipeline is None:
+            raise NotReadyError(self.state.reason)
+        return self.pipeline.runner.bundle.manifest
+
+    def top_k(self, requested: int | None) -> int:
+        """``requested`` checked against the number of classes; the default is 5, or fewer."""
+        num_classes = self.manifest.num_classes
+        if requested is None:
+            return min(DEFAULT_TOP_K, num_classes)
+        if not 1 <= requested <= num_classes:
+            raise InvalidParameterError(f"top_k must be 1..{num_classes}, got {requested}")
+        return requested
+
+    def begin(self) -> InferenceCall:
+        """Admit one request before its body is read: ``NotReadyError`` or ``OverloadedError``."""
+        pipeline = self.ready_pipeline()
+        return InferenceCall(self, pipeline, pipeline.admit())
+
+
+class InferenceCall:
+    """One admitted request: its admission ticket and its deadline, counted from ``begin``.
+
+    Use as ``with service.begin() as call:``; leaving returns everything it holds.
+    """
+
+    def __init__(self, service: InferenceService, pipeline: InferencePipeline, ticket: Ticket):
+        self.service = service
+        self.pipeline = pipeline
+        self.ticket = ticket
+        self.started = time.perf_counter()
+        self.deadline = asyncio.get_running_loop().time() + service.settings.request_timeout_s
+        self.decoded_at: float | None = None
+
+    def __enter__(self) -> InferenceCall:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.ticket.close()
+
+    @property
+    def remaining_s(self) -> float:
+        return self.deadline - asyncio.get_running_loop().time()
+
+    def timeout(self) -> asyncio.Timeout:
+        """An ``asyncio.timeout`` at this call's deadline, for the stages the route awaits."""
+        return asyncio.timeout_at(self.deadline)
+
+    async def classify_encoded(self, uploads: list[bytes], top_k: int) -> list[ImageResult]:
+        """Decode untrusted image bytes (within the budgets) and classify them, in order."""
+        images = await self.pipeline.prepare_all(uploads, self.ticket)
+        return await self.classify(images, top_k)
+
+    async def classify_pixels(self, pixels: torch.Tensor, top_k: int) -> list[ImageResult]:
+        """Classify uint8 pixels (N, 3, S, S) already at the model's input size."""
+        expected = self.pipeline.runner.image_shape
+        if pixels.dim() != 4 or tuple(pixels.shape[1:]) != expected:
+            raise InvalidInputError(
+                f"pixels must have shape [N,{','.join(map(str, expected))}], "
+                f"got {list(pixels.shape)}"
+            )
+        self.ticket.hold_images(len(pixels))
+        return await self.classify(list(pixels.unbind(0)), top_k)
+
+    async def classify(self, images: list[torch.Tensor], top_k: int) -> list[ImageResult]:
+        self.decoded_at = time.perf_counter()
+        if self.remaining_s <= 0:
+            raise DeadlineExceededError("deadline passed while the images were decoded")
+        outputs = await self.pipeline.classify(images, self.remaining_s)
+        metrics, runner = self.service.metrics, self.pipeline.runner
+        results = []
+        for output in outputs:
+            metrics.queue_wait.observe(output.queue_wait_s)
+            metrics.inference.observe(output.compute_s)
+            metrics.batch_size.observe(output.batch_size)
+            top = runner.top_k(output.value, top_k)
+            results.append(
+                ImageResult(
+                    output.value, top, output.batch_size, output.queue_wait_s, output.compute_s
+                )
+            )
+        metrics.images.inc(len(results))
+        return results

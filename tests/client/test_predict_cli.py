@@ -1,0 +1,100 @@
+"""``resnet-serve predict`` as users run it: a subprocess against the real server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from app.cli import main
+from app.client import ResnetClient, ResnetServeError
+from tests.conftest import CLI, REPO, ServerProcess, free_port
+
+
+def predict(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CLI), "predict", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture
+def image_dir(tmp_path: Path, labelled_jpegs: list[tuple[str, bytes]]) -> dict[str, str]:
+    """The demo JPEGs, half in a subfolder, plus a file that is not an image: path -> label."""
+    expected = {}
+    for position, (label, jpeg) in enumerate(labelled_jpegs):
+        folder = tmp_path / "images" / ("nested" if position % 2 else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{position:02d}-{label}.jpg"
+        path.write_bytes(jpeg)
+        expected[str(path)] = label
+    (tmp_path / "images" / "notes.txt").write_text("not an image, not a .jpg: skipped")
+    return expected
+
+
+def test_the_table_shows_each_images_top_label_in_sorted_order(
+    demo_server: ServerProcess, image_dir: dict[str, str]
+) -> None:
+    folder = str(Path(next(iter(image_dir))).parent)
+    done = predict(folder, "--url", demo_server.url, "--top-k", "3")
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()]
+    assert [row[0] for row in rows] == sorted(image_dir, key=Path)
+    assert {row[0]: row[1] for row in rows} == image_dir
+    assert all(len(row) == 1 + 2 * 3 for row in rows)  # path, then 3 labels with their scores
+
+
+def test_json_output_lists_each_path_with_its_predictions(
+    demo_server: ServerProcess, image_dir: dict[str, str]
+) -> None:
+    folder = str(Path(next(iter(image_dir))).parent)
+    done = predict(folder, "--url", demo_server.url, "--json", "--top-k", "2", "--concurrency", "3")
+    assert done.returncode == 0, done.stderr
+    documents = json.loads(done.stdout)
+    assert {d["path"]: d["predictions"][0]["label"] for d in documents} == image_dir
+    for document in documents:
+        assert [set(p) for p in document["predictions"]] == [{"label", "index", "score"}] * 2
+
+
+def test_a_bad_file_exits_1_and_its_line_shows_the_servers_message(
+    demo_server: ServerProcess, image_dir: dict[str, str], tmp_path: Path
+) -> None:
+    broken = tmp_path / "images" / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff truncated")
+    with ResnetClient(demo_server.url) as client, pytest.raises(ResnetServeError) as caught:
+        client.predict(broken)
+
+    done = predict(str(broken.parent), "--url", demo_server.url)
+    assert done.returncode == 1
+    lines = {line.split()[0]: line for line in done.stdout.splitlines()}
+    assert f"invalid_image: {caught.value.message}" in lines.pop(str(broken))
+    assert {path: line.split()[1] for path, line in lines.items()} == image_dir
+    assert done.stderr.strip() == f"1 of {len(image_dir) + 1} images failed"
+
+    done = predict(str(broken), "--url", demo_server.url, "--json")
+    assert done.returncode == 1
+    assert json.loads(done.stdout) == [
+        {"path": str(broken), "error": {"code": "invalid_image", "message": caught.value.message}}
+    ]
+
+
+def test_an_unreachable_server_exits_2_with_one_line_naming_the_url(
+    image_dir: dict[str, str],
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    done = predict(*image_dir, "--url", url)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1
+    assert done.stderr.startswith(f"error: cannot reach {url}: ")
+
+
+def test_no_images_found_exits_2_before_any_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "notes.txt").write_text("no images here")
+    assert main(["predict", str(tmp_path), "--url", "http://127.0.0.1:9"]) == 2
+    assert capsys.readouterr().err == f"error: no images found in {tmp_path}\n"
+    assert main(["predict", str(tmp_path / "missing.jpg")]) == 2
+    assert "no such file or directory" in capsys.readouterr().err
