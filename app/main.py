@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from app.api import operations, predict
+from app.api import operations, predict, v2
 from app.api.auth import inference_dependencies
 from app.api.errors import install_error_handlers
 from app.api.observer import RequestObserver
@@ -131,7 +131,10 @@ def create_app(
         saturation=lambda: service.pipeline.gate.saturation if service.pipeline else 0.0,
     )
     install_error_handlers(app)
-    app.include_router(predict.router, dependencies=inference_dependencies(settings))
+    keyed = inference_dependencies(settings)
+    app.include_router(predict.router, dependencies=keyed)
+    app.include_router(v2.infer_router, dependencies=keyed)
+    app.include_router(v2.router)
     app.include_router(operations.router)
     if origins := [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]:
         # Inside the observer, so preflights are logged and counted like any request.

@@ -42,32 +42,41 @@ def error_response(
     )
 
 
+def _answer(
+    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """Our error shape, or the Open Inference Protocol's ``{"error": message}`` under /v2."""
+    if request.url.path == "/v2" or request.url.path.startswith("/v2/"):
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+    return error_response(status, code, message, headers)
+
+
 def _count_rejection(request: Request, code: str) -> None:
     request.app.state.service.metrics.count_rejection(code)
 
 
 async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
     _count_rejection(request, exc.code)
-    return error_response(exc.status, exc.code, exc.message, exc.headers)
+    return _answer(request, exc.status, exc.code, exc.message, exc.headers)
 
 
-async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+    return _answer(request, exc.status_code, code, str(exc.detail), exc.headers)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"])
     _count_rejection(request, "invalid_parameter")
-    return error_response(422, "invalid_parameter", f"{where}: {first['msg']}")
+    return _answer(request, 422, "invalid_parameter", f"{where}: {first['msg']}")
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     request_id = getattr(request.state, "request_id", "-")
     logger.error("request %s failed", request_id, exc_info=exc)
     _count_rejection(request, "internal_error")
-    return error_response(500, "internal_error", f"internal error (request id {request_id})")
+    return _answer(request, 500, "internal_error", f"internal error (request id {request_id})")
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -1,0 +1,135 @@
+"""The Open Inference Protocol (KServe v2 / Triton REST) beside /predict, for KServe and Triton clients.
+
+The same inference service, limits, deadlines and error mapping as /predict; only the body format
+differs (``app.api.v2_codec``). Errors answer ``{"error": "..."}`` under /v2 (``app.api.errors``). The
+served bundle is the one model, version "1"; any other name or version is 404.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version as package_version
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from app.api.dependencies import ServiceDep
+from app.api.errors import ApiError
+from app.api.inference_errors import inference_errors
+from app.api.uploads import read_body, until_disconnect, upload_deadline
+from app.api.v2_codec import (
+    HEADER_LENGTH,
+    IMAGE_INPUT,
+    OUTPUT,
+    PIXELS_INPUT,
+    encode_response,
+    parse_request,
+    split_body,
+)
+from app.inference import InferenceService
+from app.state import Phase
+
+MODEL_VERSION = "1"
+EXTENSIONS = ["classification", "binary_tensor_data"]
+
+router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (v2)"])
+infer_router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (v2)"])
+
+
+def _served_model(service: InferenceService, name: str, version: str | None) -> None:
+    """404 unless ``name`` (and ``version``) is the served model; 503 before it is loaded."""
+    with inference_errors("-", service.settings.request_timeout_s):
+        served = service.manifest.name
+    if name != served or version not in (None, MODEL_VERSION):
+        shown = name if version is None else f"{name} version {version}"
+        raise ApiError(
+            404, "model_not_found", f"unknown model {shown}; this server serves {served}"
+        )
+
+
+@router.get("")
+async def server_metadata() -> dict[str, Any]:
+    """Server name, version and the protocol extensions it supports."""
+    return {
+        "name": "resnet-serve",
+        "version": package_version("resnet-serve"),
+        "extensions": EXTENSIONS,
+    }
+
+
+@router.get("/health/live")
+async def server_live(service: ServiceDep) -> Response:
+    return Response(status_code=503 if service.state.phase is Phase.FAILED else 200)
+
+
+@router.get("/health/ready")
+async def server_ready(service: ServiceDep) -> Response:
+    return Response(status_code=200 if service.state.ready else 503)
+
+
+@router.get("/models/{name}")
+@router.get("/models/{name}/versions/{version}")
+async def model_metadata(service: ServiceDep, name: str, version: str | None = None) -> dict:
+    """The model's inputs (encoded images or pixels) and its one output."""
+    _served_model(service, name, version)
+    manifest = service.manifest
+    size = manifest.preprocessing.input_size
+    return {
+        "name": manifest.name,
+        "versions": [MODEL_VERSION],
+        "platform": "pytorch",
+        "inputs": [
+            {"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [-1]},
+            {"name": PIXELS_INPUT, "datatype": "UINT8", "shape": [-1, 3, size, size]},
+        ],
+        "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, manifest.num_classes]}],
+    }
+
+
+@router.get("/models/{name}/ready")
+@router.get("/models/{name}/versions/{version}/ready")
+async def model_ready(service: ServiceDep, name: str, version: str | None = None) -> Response:
+    _served_model(service, name, version)
+    return Response(status_code=200 if service.state.ready else 503)
+
+
+@infer_router.post("/models/{name}/infer")
+@infer_router.post("/models/{name}/versions/{version}/infer")
+async def infer(
+    request: Request, service: ServiceDep, name: str, version: str | None = None
+) -> Response:
+    """Classify a ``BYTES`` tensor of encoded images or a pixel tensor at the input size."""
+    _served_model(service, name, version)
+    settings = service.settings
+    request_id = request.state.request_id
+    with inference_errors(request_id, settings.request_timeout_s), service.begin() as call:
+        async with call.timeout():
+            async with upload_deadline(settings.upload_timeout_s):
+                body = await read_body(request, settings.max_body_bytes)
+            header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
+            parsed = parse_request(header, binary, call.pipeline.runner.image_shape)
+            if parsed.count > settings.max_images_per_request:
+                raise ApiError(
+                    413,
+                    "too_many_images",
+                    f"{parsed.count} images in one request; the limit is "
+                    f"{settings.max_images_per_request}",
+                )
+            request.state.images = parsed.count
+            top_k = service.top_k(1)  # unused here: the classification extension sets its own
+            work = (
+                call.classify_encoded(parsed.images, top_k)
+                if parsed.images is not None
+                else call.classify_pixels(parsed.pixels, top_k)  # type: ignore[arg-type]
+            )
+            results = await until_disconnect(request, work)
+    request.state.batch_size = max(result.batch_size for result in results)
+    content, header_length = encode_response(
+        service.manifest.name, parsed, results, service.manifest.labels
+    )
+    if header_length is None:
+        return Response(content, media_type="application/json")
+    return Response(
+        content,
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(header_length)},
+    )

@@ -1,0 +1,133 @@
+"""The Open Inference Protocol (KServe v2), driven by the official Triton HTTP client and by plain JSON."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from tritonclient.utils import InferenceServerException
+
+from app.training.demo_data import CLASSES
+from tests.conftest import DEMO_BUNDLE, ServerProcess, encode, known_image
+
+MODEL = json.loads((DEMO_BUNDLE / "model.json").read_text())
+SIZE = MODEL["preprocessing"]["input_size"]
+SHAPES = ["circle", "star", "cross"]
+IMAGES = [encode(known_image(name, seed)) for seed, name in enumerate(SHAPES)]
+
+
+@pytest.fixture(scope="module")
+def client(demo_server: ServerProcess) -> triton.InferenceServerClient:
+    return triton.InferenceServerClient(url=demo_server.url.removeprefix("http://"))
+
+
+def _image_input() -> triton.InferInput:
+    tensor = triton.InferInput("IMAGE", [len(IMAGES)], "BYTES")
+    tensor.set_data_from_numpy(np.array(IMAGES, dtype=np.object_), binary_data=True)
+    return tensor
+
+
+def _labels(probabilities: np.ndarray) -> list[str]:
+    return [MODEL["labels"][i] for i in probabilities.argmax(axis=1)]
+
+
+def test_health_metadata_and_readiness_through_the_triton_client(client) -> None:
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready(MODEL["name"])
+    assert "classification" in client.get_server_metadata()["extensions"]
+    metadata = client.get_model_metadata(MODEL["name"])
+    assert metadata["name"] == MODEL["name"] and metadata["versions"] == ["1"]
+    assert {i["name"]: i["shape"] for i in metadata["inputs"]} == {
+        "IMAGE": [-1],
+        "PIXELS": [-1, 3, SIZE, SIZE],
+    }
+    assert metadata["outputs"][0]["shape"] == [-1, len(CLASSES)]
+
+
+def test_unknown_model_or_version_is_404_in_the_protocols_error_shape(
+    client, demo_server: ServerProcess
+) -> None:
+    with pytest.raises(InferenceServerException) as error:
+        client.get_model_metadata("no-such-model")
+    assert error.value.status() == "404"
+    response = httpx.get(demo_server.url + f"/v2/models/{MODEL['name']}/versions/7")
+    assert response.status_code == 404
+    assert set(response.json()) == {"error"}
+
+
+@pytest.mark.parametrize("binary_output", [True, False])
+def test_binary_images_give_probabilities_as_binary_or_json(client, binary_output: bool) -> None:
+    output = triton.InferRequestedOutput("PROBABILITIES", binary_data=binary_output)
+    result = client.infer(MODEL["name"], [_image_input()], outputs=[output])
+    probabilities = result.as_numpy("PROBABILITIES")
+    assert probabilities.shape == (3, len(CLASSES)) and probabilities.dtype == np.float32
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
+    assert _labels(probabilities) == SHAPES
+
+
+def test_classification_extension_answers_score_index_label(client) -> None:
+    output = triton.InferRequestedOutput("PROBABILITIES", binary_data=True, class_count=2)
+    result = client.infer(MODEL["name"], [_image_input()], outputs=[output])
+    rows = result.as_numpy("PROBABILITIES")
+    assert rows.shape == (3, 2)
+    for row, name in zip(rows, SHAPES, strict=True):
+        score, index, label = row[0].decode().split(":")
+        assert label == name and MODEL["labels"][int(index)] == name and 0 < float(score) <= 1
+
+
+def test_pixels_tensor_at_the_input_size(client) -> None:
+    from app.preprocessing import PreprocessingSpec, pixel_transform
+
+    spec = PreprocessingSpec(**MODEL["preprocessing"])
+    pixels = np.stack(
+        [pixel_transform(spec)(known_image(name, seed)).numpy() for seed, name in enumerate(SHAPES)]
+    )
+    tensor = triton.InferInput("PIXELS", list(pixels.shape), "UINT8")
+    tensor.set_data_from_numpy(pixels, binary_data=True)
+    result = client.infer(MODEL["name"], [tensor])
+    assert _labels(result.as_numpy("PROBABILITIES")) == SHAPES
+
+
+def test_plain_json_request_with_base64_images(demo_server: ServerProcess) -> None:
+    body = {
+        "id": "json-1",
+        "inputs": [
+            {
+                "name": "IMAGE",
+                "shape": [len(IMAGES)],
+                "datatype": "BYTES",
+                "data": [base64.b64encode(image).decode() for image in IMAGES],
+            }
+        ],
+    }
+    response = httpx.post(demo_server.url + f"/v2/models/{MODEL['name']}/infer", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["id"] == "json-1" and answer["model_name"] == MODEL["name"]
+    output = answer["outputs"][0]
+    assert output["shape"] == [3, len(CLASSES)] and output["datatype"] == "FP32"
+    assert _labels(np.array(output["data"]).reshape(output["shape"])) == SHAPES
+
+
+def test_plain_json_pixels_of_the_wrong_size_are_400(demo_server: ServerProcess) -> None:
+    body = {
+        "inputs": [
+            {"name": "PIXELS", "shape": [1, 3, 8, 8], "datatype": "UINT8", "data": [0] * 192}
+        ]
+    }
+    response = httpx.post(demo_server.url + f"/v2/models/{MODEL['name']}/infer", json=body)
+    assert response.status_code == 400
+    assert f"[N,3,{SIZE},{SIZE}]" in response.json()["error"]
+
+
+def test_a_bad_image_is_400_with_the_protocols_error_shape(client) -> None:
+    tensor = triton.InferInput("IMAGE", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([b"not an image"], dtype=np.object_), binary_data=True)
+    with pytest.raises(InferenceServerException) as error:
+        client.infer(MODEL["name"], [tensor])
+    assert error.value.status() == "400"
+    assert "not a recognised image" in error.value.message()
