@@ -9,7 +9,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import ServerProcess, encode, known_image
+from tests.conftest import REPO, ServerProcess, encode, known_image
 
 
 def _top_label(result: dict) -> str:
@@ -188,3 +188,11 @@ def test_json_logs_have_one_line_per_request_with_its_id(start_server) -> None:
     assert access[0]["status"] == 200
     assert access[0]["batch_size"] == 1
     assert access[0]["latency_ms"] > 0
+
+
+def test_the_quick_start_example_image_is_a_star(demo_server: ServerProcess) -> None:
+    readme = (REPO / "README.md").read_text()
+    assert "curl -F file=@examples/star.jpg localhost:8000/predict" in readme
+    with (REPO / "examples" / "star.jpg").open("rb") as image:
+        response = httpx.post(demo_server.url + "/predict", files={"file": image}, timeout=30)
+    assert response.json()["results"][0]["predictions"][0]["label"] == "star"
