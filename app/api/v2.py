@@ -8,9 +8,9 @@ served bundle is the one model, version "1"; any other name or version is 404.
 from __future__ import annotations
 
 from importlib.metadata import version as package_version
-from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel
 
 from app.api.dependencies import ServiceDep
 from app.api.errors import ApiError
@@ -29,6 +29,49 @@ from app.inference import InferenceService
 from app.state import Phase
 
 MODEL_VERSION = "1"
+ERROR = {"content": {"application/json": {"example": {"error": "unknown model x"}}}}
+V2_ERRORS: dict[int | str, dict] = {code: ERROR for code in (400, 401, 404, 408, 413, 503, 504)}
+INFER_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "example": {
+                "id": "request-1",
+                "inputs": [
+                    {"name": "IMAGE", "shape": [1], "datatype": "BYTES", "data": ["<base64 JPEG>"]}
+                ],
+                "outputs": [{"name": "PROBABILITIES", "parameters": {"classification": 3}}],
+            }
+        },
+        "application/octet-stream": {
+            "schema": {"type": "string", "format": "binary"},
+            "description": "The binary tensor extension: a JSON header of "
+            "Inference-Header-Content-Length bytes, then the tensors' bytes.",
+        },
+    },
+}
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
 EXTENSIONS = ["classification", "binary_tensor_data"]
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (v2)"])
@@ -47,13 +90,11 @@ def _served_model(service: InferenceService, name: str, version: str | None) -> 
 
 
 @router.get("")
-async def server_metadata() -> dict[str, Any]:
+async def server_metadata() -> ServerMetadata:
     """Server name, version and the protocol extensions it supports."""
-    return {
-        "name": "resnet-serve",
-        "version": package_version("resnet-serve"),
-        "extensions": EXTENSIONS,
-    }
+    return ServerMetadata(
+        name="resnet-serve", version=package_version("resnet-serve"), extensions=EXTENSIONS
+    )
 
 
 @router.get("/health/live")
@@ -66,23 +107,25 @@ async def server_ready(service: ServiceDep) -> Response:
     return Response(status_code=200 if service.state.ready else 503)
 
 
-@router.get("/models/{name}")
-@router.get("/models/{name}/versions/{version}")
-async def model_metadata(service: ServiceDep, name: str, version: str | None = None) -> dict:
+@router.get("/models/{name}", responses=V2_ERRORS)
+@router.get("/models/{name}/versions/{version}", responses=V2_ERRORS)
+async def model_metadata(
+    service: ServiceDep, name: str, version: str | None = None
+) -> ModelMetadata:
     """The model's inputs (encoded images or pixels) and its one output."""
     _served_model(service, name, version)
     manifest = service.manifest
     size = manifest.preprocessing.input_size
-    return {
-        "name": manifest.name,
-        "versions": [MODEL_VERSION],
-        "platform": "pytorch",
-        "inputs": [
-            {"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [-1]},
-            {"name": PIXELS_INPUT, "datatype": "UINT8", "shape": [-1, 3, size, size]},
+    return ModelMetadata(
+        name=manifest.name,
+        versions=[MODEL_VERSION],
+        platform="pytorch",
+        inputs=[
+            TensorMetadata(name=IMAGE_INPUT, datatype="BYTES", shape=[-1]),
+            TensorMetadata(name=PIXELS_INPUT, datatype="UINT8", shape=[-1, 3, size, size]),
         ],
-        "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, manifest.num_classes]}],
-    }
+        outputs=[TensorMetadata(name=OUTPUT, datatype="FP32", shape=[-1, manifest.num_classes])],
+    )
 
 
 @router.get("/models/{name}/ready")
@@ -92,8 +135,14 @@ async def model_ready(service: ServiceDep, name: str, version: str | None = None
     return Response(status_code=200 if service.state.ready else 503)
 
 
-@infer_router.post("/models/{name}/infer")
-@infer_router.post("/models/{name}/versions/{version}/infer")
+@infer_router.post(
+    "/models/{name}/infer", responses=V2_ERRORS, openapi_extra={"requestBody": INFER_BODY}
+)
+@infer_router.post(
+    "/models/{name}/versions/{version}/infer",
+    responses=V2_ERRORS,
+    openapi_extra={"requestBody": INFER_BODY},
+)
 async def infer(
     request: Request, service: ServiceDep, name: str, version: str | None = None
 ) -> Response:
