@@ -43,7 +43,7 @@ demo-model: venv
 	$(BIN)/resnet-serve demo-data runs/demo-data --seed 0 --per-class 250
 	$(BIN)/resnet-serve finetune runs/demo-data --arch resnet18 --out models/demo --name demo \
 		--input-size 112 --resize-size 112 --epochs 30 --batch-size 32 --patience 10 \
-		--weights-dtype float16
+		--weights-dtype fp16
 
 # The benchmark's own dependencies (aiohttp, LitServe), on top of the dev environment.
 $(BIN)/.bench-installed: $(BIN)/.installed $(BENCH_LOCK)

@@ -83,6 +83,21 @@ class InferenceService:
             raise InvalidParameterError(f"top_k must be 1..{num_classes}, got {requested}")
         return requested
 
+    def start_draining(self) -> None:
+        """Stop admitting: readiness and new inference answer 503; admitted work goes on."""
+        self.state.mark_draining()
+
+    async def end_drain(self) -> None:
+        """Answer whatever is still queued or running with 503 now (drain timeout, second signal)."""
+        if self.pipeline is not None:
+            await self.pipeline.batcher.stop(drain_timeout_s=0)
+
+    async def stop(self) -> None:
+        """The way out: draining, queued work finished within the drain timeout, threads released."""
+        self.start_draining()
+        if self.pipeline is not None:
+            await self.pipeline.stop()
+
     def begin(self) -> InferenceCall:
         """Admit one request before its body is read: ``NotReadyError`` or ``OverloadedError``."""
         pipeline = self.ready_pipeline()
@@ -121,6 +136,13 @@ class InferenceCall:
         """Decode untrusted image bytes (within the budgets) and classify them, in order."""
         images = await self.pipeline.prepare_all(uploads, self.ticket)
         return await self.classify(images, top_k)
+
+    async def decode(self, upload: bytes) -> torch.Tensor:
+        """Decode one untrusted image to uint8 model input (3, S, S), as ``classify_encoded`` does,
+        for a route that runs its own computation on it (/explain)."""
+        (image,) = await self.pipeline.prepare_all([upload], self.ticket)
+        self.decoded_at = time.perf_counter()
+        return image
 
     async def classify_pixels(self, pixels: torch.Tensor, top_k: int) -> list[ImageResult]:
         """Classify uint8 pixels (N, 3, S, S) already at the model's input size."""

@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from app.api import operations, predict, v2
+from app.api import explain, model_info, operations, page, predict, v2
 from app.api.auth import inference_dependencies
+from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
 from app.api.observer import RequestObserver
+from app.devices import DeviceError, resolve_device
 from app.inference import InferenceService
 from app.metrics import ServiceMetrics
 from app.pipeline import InferencePipeline
-from app.runner import DeviceError, ModelRunner, RunnerOptions, resolve_device
+from app.runner import ModelRunner, RunnerOptions
 from app.settings import Settings
 from app.state import ServiceState
 
@@ -63,8 +64,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics.describe_model(
         manifest.name, manifest.arch, manifest.num_classes, runner.device, runner.precision
     )
-    if (load_seconds := getattr(runner, "load_seconds", None)) is not None:
-        metrics.set_model_load_seconds(load_seconds)  # absent when a caller's own loader built it
+    metrics.set_model_load_seconds(runner.load_seconds)
     if runner.on_cuda:
         metrics.watch_gpu(runner.device)
     pipeline = InferencePipeline(runner, settings)
@@ -78,9 +78,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        service.state.mark_draining()
+        service.start_draining()
         warm_up.cancel()
-        await pipeline.stop()
+        await service.stop()
+        await explain.close_explainer(app)
         logger.info("stopped")
 
 
@@ -92,14 +93,10 @@ def load_runner(settings: Settings) -> ModelRunner:
         batches_in_flight=settings.batches_in_flight,
         torch_threads=settings.torch_threads,
     )
-    device = resolve_device(settings.device, settings.precision)
+    device = resolve_device(settings.device)
     if settings.gpu_decode and device.type != "cuda":  # refused before the weights are loaded
         raise DeviceError(f"gpu_decode needs a CUDA device; the model would run on {device}")
-    started = time.perf_counter()
-    runner = ModelRunner.load(str(settings.model_dir), settings.device, settings.precision, options)
-    # Read by the lifespan for resnet_serve_model_load_seconds: `serve` loads before the app exists.
-    runner.load_seconds = time.perf_counter() - started
-    return runner
+    return ModelRunner.load(str(settings.model_dir), settings.device, settings.precision, options)
 
 
 def create_app(
@@ -121,6 +118,8 @@ def create_app(
         summary="Image classification with dynamic batching for fine-tuned ResNets.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # CDN-backed defaults; install_docs serves them offline
+        redoc_url=None,
     )
     app.state.service = service
     app.state.preloaded_runner = runner
@@ -133,9 +132,13 @@ def create_app(
     install_error_handlers(app)
     keyed = inference_dependencies(settings)
     app.include_router(predict.router, dependencies=keyed)
+    app.include_router(explain.router, dependencies=keyed)
     app.include_router(v2.infer_router, dependencies=keyed)
     app.include_router(v2.router)
     app.include_router(operations.router)
+    app.include_router(model_info.router)
+    app.include_router(page.router)
+    install_docs(app)
     if origins := [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]:
         # Inside the observer, so preflights are logged and counted like any request.
         app.add_middleware(
@@ -143,7 +146,7 @@ def create_app(
             allow_origins=origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID"],
+            expose_headers=["X-Request-ID", *explain.EXPLAINED_HEADERS],
         )
     app.add_middleware(RequestObserver, metrics=metrics, state=service.state)
     return app

@@ -21,12 +21,13 @@ import uvicorn
 
 from app.api.auth import ApiKeysError, load_api_keys
 from app.api.dependencies import admission_door
+from app.devices import DeviceError
 from app.http_protocol import edge_protocol
 from app.inference import InferenceService
 from app.logs import configure_logging
 from app.main import create_app, load_runner
 from app.model.bundle import BundleError
-from app.runner import DeviceError, ModelRunner
+from app.runner import ModelRunner
 from app.settings import Settings
 
 logger = logging.getLogger("resnet_serve")
@@ -47,7 +48,7 @@ class DrainingServer(uvicorn.Server):
         if self.drain_started is None and self.started:
             # First signal: stop admitting work but keep answering until the drain is over.
             self.drain_started = time.monotonic()
-            self.service.state.mark_draining()
+            self.service.start_draining()
             return
         if self.drain_started is not None and not self.cut_short and not self.should_exit:
             # Second signal: end the drain now; what is still queued or running gets its 503.
@@ -60,10 +61,10 @@ class DrainingServer(uvicorn.Server):
         if self.drain_started is not None and not self.should_exit:
             waited = time.monotonic() - self.drain_started
             out_of_time = waited >= self.service.settings.drain_timeout_s or self.cut_short
-            if out_of_time and self.service.pipeline:
+            if out_of_time:
                 # Out of time: answer what is still queued or running with 503 now, rather than
                 # let uvicorn cancel those requests into bare 500s.
-                await self.service.pipeline.batcher.stop(drain_timeout_s=0)
+                await self.service.end_drain()
                 self.should_exit = True
             self.should_exit = self.should_exit or self.service.state.idle
         return await super().on_tick(counter)

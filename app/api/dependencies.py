@@ -12,8 +12,10 @@ from app.inference import InferenceService
 
 
 def is_inference_path(path: bytes) -> bool:
-    """The routes behind admission: /predict and the Open Inference Protocol's infer."""
-    return path == b"/predict" or (path.startswith(b"/v2/models/") and path.endswith(b"/infer"))
+    """The routes behind admission: /predict, /explain and the Open Inference Protocol's infer."""
+    if path in (b"/predict", b"/explain"):
+        return True
+    return path.startswith(b"/v2/models/") and path.endswith(b"/infer")
 
 
 def admission_door(service: InferenceService) -> Door:

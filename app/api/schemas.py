@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 
@@ -48,3 +50,26 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+class PreprocessingInfo(BaseModel):
+    """How an image becomes model input, with the names ``model.json`` uses."""
+
+    resize_size: int = Field(description="The shorter side is resized to this many pixels.")
+    input_size: int = Field(description="Then centre-cropped to this square (the crop).")
+    interpolation: str = Field(description="Resampling filter of the resize.")
+    mean: tuple[float, float, float] = Field(description="Per-channel mean subtracted (RGB, 0..1).")
+    std: tuple[float, float, float] = Field(description="Per-channel divisor (RGB, 0..1).")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    arch: str
+    num_classes: int
+    labels: list[str] = Field(description="Class labels in output order: `index` points here.")
+    input_size: int = Field(description="Side of the square RGB input the model sees.")
+    preprocessing: PreprocessingInfo
+    weights_sha256: str | None = Field(None, description="sha256 of the bundle's weights file.")
+    provenance: dict[str, Any] = Field(
+        description="Where the weights came from: pretraining, data set, epochs, metrics, ..."
+    )

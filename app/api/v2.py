@@ -30,6 +30,11 @@ from app.state import Phase
 
 MODEL_VERSION = "1"
 ERROR = {"content": {"application/json": {"example": {"error": "unknown model x"}}}}
+# Health answers are the status code alone, with an empty body, as the protocol says.
+EMPTY_STATUS: dict[int | str, dict] = {
+    200: {"description": "true", "content": {}},
+    503: {"description": "false", "content": {}},
+}
 V2_ERRORS: dict[int | str, dict] = {code: ERROR for code in (400, 401, 404, 408, 413, 503, 504)}
 INFER_BODY = {
     "required": True,
@@ -97,12 +102,12 @@ async def server_metadata() -> ServerMetadata:
     )
 
 
-@router.get("/health/live")
+@router.get("/health/live", response_class=Response, responses=EMPTY_STATUS)
 async def server_live(service: ServiceDep) -> Response:
     return Response(status_code=503 if service.state.phase is Phase.FAILED else 200)
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", response_class=Response, responses=EMPTY_STATUS)
 async def server_ready(service: ServiceDep) -> Response:
     return Response(status_code=200 if service.state.ready else 503)
 
@@ -128,8 +133,12 @@ async def model_metadata(
     )
 
 
-@router.get("/models/{name}/ready")
-@router.get("/models/{name}/versions/{version}/ready")
+@router.get("/models/{name}/ready", response_class=Response, responses=EMPTY_STATUS | V2_ERRORS)
+@router.get(
+    "/models/{name}/versions/{version}/ready",
+    response_class=Response,
+    responses=EMPTY_STATUS | V2_ERRORS,
+)
 async def model_ready(service: ServiceDep, name: str, version: str | None = None) -> Response:
     _served_model(service, name, version)
     return Response(status_code=200 if service.state.ready else 503)

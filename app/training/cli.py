@@ -196,7 +196,7 @@ def _add_finetune(commands: Subparsers) -> None:
     add("--resume", type=Path, metavar="CHECKPOINT", help="continue after the checkpoint's epoch")
     add(
         "--weights-dtype",
-        choices=list(WEIGHTS_DTYPES),
+        choices=WEIGHTS_DTYPES,
         help="bundle storage precision (default: %(default)s)",
     )
     add("--no-progress", dest="progress", action="store_false", help="no per-batch progress bar")

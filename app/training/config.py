@@ -11,15 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-
 from app.model.resnet import ARCHITECTURES
 from app.preprocessing import PreprocessingSpec
 from app.training.checkpoint import CHECKPOINT_FILE
 from app.training.optim import OPTIMIZER_DEFAULTS, OptimizerName
 
-WeightsDtype = Literal["float16", "float32"]
-WEIGHTS_DTYPES: dict[str, torch.dtype] = {"float16": torch.float16, "float32": torch.float32}
+# How the bundle stores its weights, in app.devices' names; serving casts them to its precision.
+WeightsDtype = Literal["fp16", "fp32"]
+WEIGHTS_DTYPES: tuple[WeightsDtype, ...] = ("fp16", "fp32")
 RESIZE_RATIO = 0.875  # the usual ImageNet crop: 224 of 256
 
 
@@ -57,14 +56,17 @@ class FinetuneConfig:
     patience: int = 5
     checkpoint_dir: Path | None = None
     resume: Path | None = None
-    weights_dtype: WeightsDtype = "float32"
+    weights_dtype: WeightsDtype = "fp32"
     progress: bool = True
 
     def __post_init__(self) -> None:
         checks = [
             (self.arch in ARCHITECTURES, f"unknown arch {self.arch!r}"),
             (self.optimizer in OPTIMIZER_DEFAULTS, f"unknown optimizer {self.optimizer!r}"),
-            (self.weights_dtype in WEIGHTS_DTYPES, f"unknown weights dtype {self.weights_dtype!r}"),
+            (
+                self.weights_dtype in WEIGHTS_DTYPES,
+                f"unknown weights dtype {self.weights_dtype!r}; use fp16 or fp32",
+            ),
             (16 <= self.input_size <= 1024, "input size must be between 16 and 1024"),
             (
                 self.resize_size is None or self.input_size <= self.resize_size <= 2048,

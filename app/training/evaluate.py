@@ -14,11 +14,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from app.devices import resolve_device
 from app.model.bundle import load_bundle
 from app.preprocessing import eval_transform
 from app.training.data import ImageDataset, make_loader, scan_image_folder
 from app.training.metrics import ClassificationReport, confusion_matrix
-from app.training.runtime import Precision, resolve_device
+from app.training.runtime import Precision
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from app.devices import DTYPES, resolve_device
 from app.model.bundle import BundleManifest, Provenance, save_bundle
 from app.model.resnet import ResNet, build_resnet
 from app.preprocessing import PreprocessingSpec, eval_transform, train_transform
 from app.training.checkpoint import TrainingCheckpoint
-from app.training.config import WEIGHTS_DTYPES, FinetuneConfig
+from app.training.config import FinetuneConfig
 from app.training.data import ImageDataset, Sample, make_loader, scan_image_folder, stratified_split
 from app.training.evaluate import EvalResult, evaluate_model
 from app.training.metrics import ClassificationReport
@@ -32,7 +33,7 @@ from app.training.plots import (
     plot_confusion_matrix,
     plot_training_curves,
 )
-from app.training.runtime import Precision, resolve_device, seed_everything
+from app.training.runtime import Precision, seed_everything
 from app.training.trainer import Trainer
 from app.training.weights import load_backbone, resolve_starting_weights
 
@@ -286,4 +287,4 @@ def _write_bundle(
         preprocessing=spec,
         provenance=provenance,
     )
-    return save_bundle(config.out, model, manifest, WEIGHTS_DTYPES[config.weights_dtype])
+    return save_bundle(config.out, model, manifest, DTYPES[config.weights_dtype])

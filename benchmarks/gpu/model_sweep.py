@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from app.cuda_graphs import CapturedForward
-from app.runner import DTYPES, ModelRunner, RunnerOptions
+from app.devices import DTYPES, ModelRunner, RunnerOptions
 from app.settings import Settings
 from benchmarks.gpu.bundles import write_random_bundle
 

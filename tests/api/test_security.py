@@ -146,7 +146,13 @@ def test_cross_origin_401_is_readable_by_the_allowed_origin(keyed_server: Server
     response = _predict(keyed_server, {"Origin": ALLOWED_ORIGIN})
     assert response.status_code == 401
     assert response.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
-    assert response.headers["access-control-expose-headers"].lower() == "x-request-id"
+    exposed = response.headers["access-control-expose-headers"].lower().split(", ")
+    assert exposed == [
+        "x-request-id",
+        "x-explained-label",
+        "x-explained-index",
+        "x-explained-score",
+    ]
 
 
 def test_without_keys_predict_is_open(demo_server: ServerProcess) -> None:

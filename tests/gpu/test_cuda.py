@@ -8,6 +8,7 @@ import httpx
 import pytest
 import torch
 
+from app.devices import DeviceError, resolve_device
 from app.gpu_decode import GpuJpegDecoder
 from app.model.bundle import load_bundle
 from app.preprocessing import decode_image, eval_transform, pixel_transform
@@ -17,6 +18,11 @@ from tests.conftest import DEMO_BUNDLE, encode, known_image
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 3e-2}
+
+
+def _native_half() -> str:
+    """What ``auto`` should pick: bf16 only where the GPU has it in hardware (Ampere and later)."""
+    return "bf16" if torch.cuda.get_device_capability() >= (8, 0) else "fp16"
 
 
 def _images(count: int) -> list[bytes]:
@@ -54,9 +60,16 @@ def test_cuda_runner_matches_the_cpu_model(precision: str, cuda_graphs: bool) ->
     runner.close()
 
 
+def test_cuda_devices_resolve_with_their_index_and_a_missing_one_is_refused() -> None:
+    assert resolve_device("auto") == resolve_device("cuda") == torch.device("cuda", 0)
+    count = torch.cuda.device_count()
+    with pytest.raises(DeviceError, match=f"only {count} CUDA device"):
+        resolve_device(f"cuda:{count}")
+
+
 def test_auto_precision_is_bf16_where_the_gpu_has_it() -> None:
     runner = ModelRunner.load(str(DEMO_BUNDLE), "cuda", "auto", RunnerOptions())
-    assert runner.precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    assert runner.precision == _native_half()
     runner.close()
 
 
@@ -76,7 +89,7 @@ def test_server_on_cuda_defaults_to_the_fast_path_and_answers(start_server) -> N
     server = start_server(device="cuda").wait_ready()
     health = server.get("/health").json()
     assert health["device"] == "cuda:0"
-    assert health["precision"] == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    assert health["precision"] == _native_half()
     response = httpx.post(
         server.url + "/predict",
         content=encode(known_image("ring", 301)),

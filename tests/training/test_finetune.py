@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from safetensors import safe_open
 
 from app.cli import main
 from app.model.bundle import BundleError, BundleManifest, load_bundle, save_bundle
@@ -131,7 +132,7 @@ def test_one_epoch_finetune_via_cli_writes_loadable_bundle_and_plots(
         "cpu",
         "--no-progress",
         "--weights-dtype",
-        "float16",
+        "fp16",
     ]
     assert main(argv) == 0
     printed = capsys.readouterr()
@@ -157,9 +158,19 @@ def test_one_epoch_finetune_via_cli_writes_loadable_bundle_and_plots(
     assert (provenance.model_extra["train_images"], provenance.model_extra["val_images"]) == (24, 6)
     raw = json.loads((out / "model.json").read_text())
     assert raw["provenance"]["hyperparameters"]["optimizer"] == "adamw"
+    with safe_open(out / "model.safetensors", "pt") as stored:  # --weights-dtype fp16
+        assert stored.get_tensor("fc.weight").dtype == torch.float16
     for plot in ("training_curves.png", "confusion_matrix.png"):
         assert (out / plot).read_bytes().startswith(PNG_SIGNATURE)
     assert (tmp_path / "ckpt" / "checkpoint.pt").is_file()
+
+
+def test_weights_dtype_takes_the_serving_names_and_refuses_torch_names(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    assert FinetuneConfig(tiny_data, tmp_path / "out").weights_dtype == "fp32"
+    with pytest.raises(ValueError, match="unknown weights dtype 'float16'; use fp16 or fp32"):
+        FinetuneConfig(tiny_data, tmp_path / "out", weights_dtype="float16")  # type: ignore[arg-type]
 
 
 def test_resume_continues_after_the_saved_epoch_and_matches_an_uninterrupted_run(

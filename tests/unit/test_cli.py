@@ -7,6 +7,7 @@ import pytest
 from app.cli import TRAINING_COMMANDS, build_parser, main
 from app.settings import Settings
 from app.training.cli import COMMAND_NAMES
+from app.training.cli import build_parser as training_parser
 
 
 def test_training_commands_are_listed_with_the_same_names() -> None:
@@ -32,6 +33,18 @@ def test_invalid_serve_options_exit_2_naming_each_setting(
         " invalid setting max_batch_size",
         " invalid setting device",
     }
+
+
+def test_finetune_weights_dtype_is_fp16_or_fp32(capsys: pytest.CaptureFixture[str]) -> None:
+    finetune = ["finetune", "data", "--out", "models/x"]
+    assert training_parser().parse_args(finetune).weights_dtype == "fp32"
+    assert (
+        training_parser().parse_args([*finetune, "--weights-dtype", "fp16"]).weights_dtype == "fp16"
+    )
+    with pytest.raises(SystemExit) as refused:
+        training_parser().parse_args([*finetune, "--weights-dtype", "float16"])
+    assert refused.value.code == 2
+    assert "--weights-dtype: invalid choice: 'float16'" in capsys.readouterr().err
 
 
 def test_healthcheck_without_a_server_exits_1(capsys: pytest.CaptureFixture[str]) -> None:

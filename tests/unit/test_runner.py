@@ -10,10 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
+from app.devices import DeviceError
 from app.main import load_runner
 from app.model.bundle import load_bundle
 from app.preprocessing import eval_transform, pixel_transform
-from app.runner import DeviceError, ModelRunner, RunnerOptions, resolve_device, resolve_precision
+from app.runner import ModelRunner, RunnerOptions
 from app.settings import Settings
 from tests.conftest import write_bundle
 
@@ -75,16 +76,6 @@ def test_top_k_is_sorted_and_labelled(runner: ModelRunner) -> None:
     assert top[0].score == pytest.approx(0.5)
 
 
-def test_cpu_only_machines_refuse_cuda_and_half_precision() -> None:
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
-    assert resolve_device("auto", "fp32") == torch.device("cpu")
-    with pytest.raises(DeviceError, match="CUDA is not available"):
-        resolve_device("cuda:0", "fp32")
-    with pytest.raises(DeviceError, match="needs a CUDA device"):
-        resolve_device("cpu", "fp16")
-
-
 def test_uint8_batches_give_the_probabilities_of_the_training_transform(
     runner: ModelRunner,
 ) -> None:
@@ -96,11 +87,6 @@ def test_uint8_batches_give_the_probabilities_of_the_training_transform(
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 
-def test_auto_precision_is_fp32_on_cpu_and_an_explicit_choice_is_kept() -> None:
-    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
-    assert resolve_precision("fp16", torch.device("cpu")) == "fp16"
-
-
 def test_torch_threads_apply_on_the_inference_thread(tmp_path: Path) -> None:
     directory = write_bundle(tmp_path / "tiny", ["a", "b"])
     runner = ModelRunner.load(str(directory), "cpu", "auto", RunnerOptions(torch_threads=1))
@@ -109,6 +95,11 @@ def test_torch_threads_apply_on_the_inference_thread(tmp_path: Path) -> None:
         assert runner._executor.submit(torch.get_num_threads).result() == 1
     finally:
         runner.close()
+
+
+def test_half_precision_on_the_cpu_is_refused_before_loading(tmp_path: Path) -> None:
+    with pytest.raises(DeviceError, match="precision fp16 needs a CUDA device; use fp32 on CPU"):
+        ModelRunner.load(str(tmp_path / "never-read"), "cpu", "fp16", RunnerOptions())
 
 
 def test_gpu_decoding_on_a_cpu_device_is_refused_before_loading(tmp_path: Path) -> None:

@@ -1,0 +1,178 @@
+"""POST /explain: one image in, a Grad-CAM heat map of one class out (PNG overlay or JSON).
+
+Admitted, deadlined and decoded exactly like /predict; the Grad-CAM itself runs on the
+``Explainer``'s own thread and model copy (``app.explain``), created on the first request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import string
+from collections.abc import Iterator
+from typing import Annotated, Literal
+from urllib.parse import quote
+
+from fastapi import APIRouter, FastAPI, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from app.api.dependencies import ServiceDep
+from app.api.errors import ApiError, retry_after_headers
+from app.api.inference_errors import inference_errors
+from app.api.predict import ERROR_RESPONSES, REQUEST_BODY
+from app.api.uploads import ImagePart, read_images, until_disconnect, upload_deadline
+from app.explain import Explainer, ExplainerBusyError, Explanation, target_index
+from app.inference import InferenceCall
+
+router = APIRouter()
+
+# Printable ASCII but "%" passes unchanged; anything else in a label is percent-encoded UTF-8.
+_HEADER_SAFE = "".join(c for c in string.printable if c.isprintable() and c != "%")
+
+
+class ExplainResponse(BaseModel):
+    label: str = Field(description="The class explained.")
+    index: int = Field(description="Its position in the model's label list.")
+    score: float = Field(description="Its softmax probability.")
+    width: int = Field(description="Width of the map: the model's input size.")
+    height: int = Field(description="Height of the map: the model's input size.")
+    map: list[list[float]] = Field(
+        description="Grad-CAM, rows top to bottom, 0..1, over the centre crop the model saw."
+    )
+
+
+EXPLAINED_HEADERS = {
+    "X-Explained-Label": "The class explained (non-ASCII characters and % percent-encoded).",
+    "X-Explained-Index": "Its position in the model's label list.",
+    "X-Explained-Score": "Its softmax probability.",
+}
+
+RESPONSES: dict[int | str, dict] = {
+    **ERROR_RESPONSES,
+    200: {
+        "description": "format=png: the heat map (jet, alpha 0.5) over the model's input crop; "
+        "format=json: the map itself.",
+        "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+        "headers": {name: {"description": text} for name, text in EXPLAINED_HEADERS.items()},
+    },
+}
+
+
+@router.post(
+    "/explain",
+    response_model=ExplainResponse,
+    responses=RESPONSES,
+    openapi_extra={"requestBody": REQUEST_BODY},
+)
+async def explain(
+    request: Request,
+    response: Response,
+    service: ServiceDep,
+    target: Annotated[
+        str | None,
+        Query(description="Class to explain: a label, or an index; default the top class."),
+    ] = None,
+    format: Annotated[
+        Literal["png", "json"],
+        Query(description="png: an overlay image; json: the map as numbers."),
+    ] = "png",
+) -> Response | ExplainResponse:
+    """Show which part of one image (multipart field ``file``, or a raw image body) made the model
+    answer a class: Grad-CAM from the last stage, at the model's input size."""
+    settings = service.settings
+    parts: list[ImagePart] = []
+    with (
+        inference_errors(
+            request.state.request_id, settings.request_timeout_s, lambda _: parts[0].name
+        ),
+        _busy_as_503(),
+    ):
+        index = target_index(service.manifest.labels, target)
+        with service.begin() as call:
+            async with call.timeout():
+                explainer = await _explainer(request.app, call)
+                explainer.check_capacity()  # before the body is read, like admission
+                async with upload_deadline(settings.upload_timeout_s):
+                    parts += await _read_one_image(request, settings.max_body_bytes)
+                request.state.images = 1
+                work = _explain(call, explainer, parts[0].data, index)
+                explanation = await until_disconnect(request, work)
+    headers = _explained_headers(explanation)
+    if format == "json":
+        response.headers.update(headers)
+        return await asyncio.to_thread(_as_json, explanation)
+    png = await asyncio.to_thread(explanation.overlay_png)
+    return Response(png, media_type="image/png", headers=headers)
+
+
+async def _read_one_image(request: Request, max_body_bytes: int) -> list[ImagePart]:
+    try:
+        return await read_images(request, max_body_bytes, max_images=1)
+    except ApiError as exc:
+        if exc.code != "too_many_images":
+            raise
+        raise ApiError(
+            413, "too_many_images", "/explain takes one image per request; send one 'file'"
+        ) from exc
+
+
+async def _explain(
+    call: InferenceCall, explainer: Explainer, data: bytes, target: int | None
+) -> Explanation:
+    return await explainer.explain(await call.decode(data), target)
+
+
+async def _explainer(app: FastAPI, call: InferenceCall) -> Explainer:
+    """The app's explainer, made on first use: its model copy costs memory (and a GPU's, on one)
+    that a server nobody asks to explain should not pay. Concurrent first requests share one."""
+    if getattr(app.state, "explainer", None) is None:
+        app.state.explainer = asyncio.ensure_future(
+            asyncio.to_thread(Explainer, call.pipeline.runner)
+        )
+    making: asyncio.Future[Explainer] = app.state.explainer
+    try:
+        return await asyncio.shield(making)  # one caller's timeout must not cancel it for all
+    except Exception:
+        if making.done() and app.state.explainer is making:
+            app.state.explainer = None  # a failed copy is retried by the next request
+        raise
+
+
+async def close_explainer(app: FastAPI) -> None:
+    """For the lifespan's exit: finish the explanation in progress, drop the queued ones."""
+    making: asyncio.Future[Explainer] | None = getattr(app.state, "explainer", None)
+    if making is not None and making.done() and not making.cancelled() and not making.exception():
+        await asyncio.to_thread(making.result().close)
+
+
+@contextlib.contextmanager
+def _busy_as_503() -> Iterator[None]:
+    try:
+        yield
+    except ExplainerBusyError as exc:
+        raise ApiError(
+            503, "explain_busy", str(exc), retry_after_headers(exc.retry_after_s)
+        ) from exc
+
+
+def _explained_headers(explanation: Explanation) -> dict[str, str]:
+    return {
+        "X-Explained-Label": quote(explanation.label, safe=_HEADER_SAFE),
+        "X-Explained-Index": str(explanation.index),
+        "X-Explained-Score": f"{explanation.score:.6f}",
+    }
+
+
+def _as_json(explanation: Explanation) -> ExplainResponse:
+    height, width = explanation.cam.shape
+    rows = (
+        explanation.cam.double().mul(1e4).round().div(1e4).tolist()
+    )  # 4 decimals: a third the bytes
+    return ExplainResponse(
+        label=explanation.label,
+        index=explanation.index,
+        score=explanation.score,
+        width=width,
+        height=height,
+        map=rows,
+    )
