@@ -41,7 +41,7 @@ lock:
 # Rebuild the committed demo bundle from freshly generated data.
 demo-model: venv
 	$(BIN)/resnet-serve demo-data runs/demo-data --seed 0 --per-class 250
-	$(BIN)/resnet-serve finetune runs/demo-data --arch resnet18 --out models/demo --name demo \
+	$(BIN)/resnet-serve finetune runs/demo-data --arch resnet18 --out models/demo --force --name demo \
 		--input-size 112 --resize-size 112 --epochs 30 --batch-size 32 --patience 10 \
 		--weights-dtype fp16
 

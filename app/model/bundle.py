@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import pickle
 import re
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -206,9 +208,36 @@ def save_bundle(
     """Write ``model.safetensors`` and ``model.json``; floating tensors are stored as ``weights_dtype``.
 
     The manifest written records the sha256 of the weights file written, whatever ``manifest`` held.
+    Both files are written into a staging folder beside ``directory`` that then takes its place, so
+    a reader (a server starting up) sees the old bundle or the new one, never half of one. A folder
+    already at ``directory`` is replaced whole.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = directory.with_name(f".{directory.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        _write_bundle_files(staging, model, manifest, weights_dtype)
+        _swap_into_place(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory
+
+
+def _swap_into_place(staging: Path, directory: Path) -> None:
+    if not directory.exists():
+        staging.rename(directory)
+        return
+    retired = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+    directory.rename(retired)
+    staging.rename(directory)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def _write_bundle_files(
+    directory: Path, model: ResNet, manifest: BundleManifest, weights_dtype: torch.dtype
+) -> None:
     state = {
         name: (t.to(weights_dtype) if t.is_floating_point() else t).detach().cpu().contiguous()
         for name, t in model.state_dict().items()
@@ -219,7 +248,6 @@ def save_bundle(
     weights_path.chmod(0o644)  # safetensors writes 0600; a container's non-root user must read it
     manifest = manifest.model_copy(update={"weights_sha256": file_sha256(weights_path)})
     (directory / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n", "utf-8")
-    return directory
 
 
 def load_torchvision_checkpoint(path: Path | str) -> dict[str, Any]:

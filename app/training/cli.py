@@ -124,6 +124,11 @@ def _add_finetune(commands: Subparsers) -> None:
     add = parser.add_argument
     add("data", type=Path, help="training images: DATA/<class>/*.jpg|png|...")
     add("--out", type=Path, required=True, help="bundle folder to write, e.g. models/my-model")
+    add(
+        "--force",
+        action="store_true",
+        help="replace a bundle already at --out (it is swapped whole once the new one is written)",
+    )
     add("--name", help="bundle name (default: the --out folder's name)")
     add("--val", type=Path, help="separate validation folder (default: split DATA)")
     add(

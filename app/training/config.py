@@ -33,6 +33,7 @@ class FinetuneConfig:
 
     data: Path
     out: Path
+    force: bool = False
     val: Path | None = None
     val_fraction: float = 0.2
     name: str | None = None

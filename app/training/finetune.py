@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from app.devices import DTYPES, resolve_device
-from app.model.bundle import BundleManifest, Provenance, save_bundle
+from app.model.bundle import MANIFEST_FILE, BundleManifest, Provenance, save_bundle
 from app.model.resnet import ResNet, build_resnet
 from app.preprocessing import PreprocessingSpec, eval_transform, train_transform
 from app.training.checkpoint import TrainingCheckpoint
@@ -107,22 +107,68 @@ def _is_better(result: EvalResult, state: TrainingCheckpoint) -> bool:
     )
 
 
+def _check_out(out: Path, force: bool) -> None:
+    """Refuse, before any training, to overwrite what --out holds unless it is a bundle and --force
+    says so: a fine-tune must never silently replace a served model, nor delete a user's files."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"{out}: exists and is not a folder; --out must name a bundle folder")
+    if (out / MANIFEST_FILE).is_file():
+        if not force:
+            raise ValueError(f"{out}: holds a bundle already; pass --force to replace it")
+    elif any(out.iterdir()):
+        raise ValueError(f"{out}: is a folder with other files, not a bundle; choose another --out")
+
+
+def _resumable(config: FinetuneConfig) -> TrainingCheckpoint:
+    """The checkpoint to resume, refused with one line if the run is over or the options disagree.
+
+    ``--epochs`` is the run's total: resuming continues after the checkpoint's epoch up to it.
+    """
+    path = config.resume
+    state = TrainingCheckpoint.load(path)
+    if state.epoch >= config.epochs:
+        raise ValueError(
+            f"{path}: this run already finished its {state.epoch} epochs; --epochs is the total, "
+            f"so pass more than {state.epoch} to train further"
+        )
+    if config.patience and state.stale_epochs >= config.patience:
+        raise ValueError(
+            f"{path}: this run stopped early after epoch {state.epoch} (no improvement for "
+            f"{state.stale_epochs} epochs); raise --patience to train further"
+        )
+    spec = state.preprocessing
+    asked = {"--input-size": config.input_size, "--resize-size": config.resize_size}
+    held = {"--input-size": spec["input_size"], "--resize-size": spec["resize_size"]}
+    for option, value in asked.items():
+        if value is not None and value != held[option]:
+            raise ValueError(
+                f"{path}: {option} {value} contradicts the checkpoint's {held[option]}; "
+                "resume with the run's own options"
+            )
+    if config.pretrained != state.pretrained:
+        raise ValueError(
+            f"{path}: --pretrained {config.pretrained} contradicts the checkpoint's "
+            f"{state.pretrained}; resume with the run's own options"
+        )
+    return state
+
+
 def finetune(config: FinetuneConfig) -> FinetuneResult:
     """Run the whole fine-tune described by ``config``; see the module docstring for the flow."""
-    if config.out.exists() and not config.out.is_dir():
-        raise ValueError(
-            f"{config.out}: exists and is not a folder; --out must name a bundle folder"
-        )
+    _check_out(config.out, config.force)
+    resumed = _resumable(config) if config.resume is not None else None
     device = resolve_device(config.device)
     precision = Precision.for_device(device)
     seed_everything(config.seed)
     splits = _load_splits(config)
     # From scratch, zero-initialised residual branches make every block start as the identity.
     model = build_resnet(config.arch, len(splits.classes), zero_init_residual=True)
-    if config.resume is None:
+    if resumed is None:
         state = _new_state(config, model, splits.classes)
     else:
-        state = TrainingCheckpoint.load(config.resume)
+        state = resumed
         state.check_compatible(config.resume, config.arch, splits.classes)
         model.load_state_dict(state.model)
         logger.info("resuming %s after epoch %d", config.resume, state.epoch)

@@ -58,6 +58,7 @@ def fast_config(tmp_path: Path) -> Callable[..., FinetuneConfig]:
             "device": "cpu",
             "progress": False,
             "checkpoint_dir": tmp_path / "checkpoints",
+            "force": True,  # the factory's runs share one --out folder
         }
         return FinetuneConfig(**(settings | overrides))
 

@@ -24,6 +24,7 @@ from app.training.config import FinetuneConfig
 from app.training.data import DatasetError, scan_image_folder, stratified_split
 from app.training.evaluate import evaluate_bundle
 from app.training.finetune import finetune
+from tests.conftest import write_bundle
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ConfigFactory = Callable[..., FinetuneConfig]
@@ -210,7 +211,19 @@ def test_resume_refuses_a_checkpoint_for_another_arch(
 ) -> None:
     result = finetune(fast_config(tiny_data))
     with pytest.raises(ValueError, match="checkpoint is for resnet18, but --arch is resnet34"):
-        finetune(fast_config(tiny_data, arch="resnet34", resume=result.checkpoint))
+        finetune(fast_config(tiny_data, arch="resnet34", resume=result.checkpoint, epochs=2))
+
+
+def test_resuming_a_finished_run_says_so_and_contradicting_options_are_refused(
+    tiny_data: Path, fast_config: ConfigFactory
+) -> None:
+    checkpoint = finetune(fast_config(tiny_data)).checkpoint
+    with pytest.raises(ValueError, match="already finished its 1 epochs; --epochs is the total"):
+        finetune(fast_config(tiny_data, resume=checkpoint))
+    with pytest.raises(ValueError, match="--input-size 48 contradicts the checkpoint's 32"):
+        finetune(
+            fast_config(tiny_data, resume=checkpoint, epochs=2, input_size=48, resize_size=None)
+        )
 
 
 def _torchvision_pth(folder: Path) -> tuple[Path, dict[str, torch.Tensor]]:
@@ -370,3 +383,18 @@ def test_cli_demo_data_rejects_zero_images(
 ) -> None:
     assert main(["demo-data", str(tmp_path / "demo"), "--per-class", "0"]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_out_holding_a_bundle_is_refused_before_training_unless_forced(tmp_path: Path) -> None:
+    existing = write_bundle(tmp_path / "served", ["a", "b"])
+    before = (existing / "model.json").read_text()
+    with pytest.raises(ValueError, match="holds a bundle already; pass --force to replace it"):
+        finetune(FinetuneConfig(data=tmp_path / "no-data-needed", out=existing))
+    assert (existing / "model.json").read_text() == before  # untouched
+    with pytest.raises(ValueError, match="not a bundle; choose another --out"):
+        (tmp_path / "mine").mkdir()
+        (tmp_path / "mine" / "notes.txt").write_text("keep me")
+        finetune(
+            FinetuneConfig(data=tmp_path / "no-data-needed", out=tmp_path / "mine", force=True)
+        )
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"

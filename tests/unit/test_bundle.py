@@ -245,3 +245,14 @@ def test_bad_pth_is_a_bundle_error_naming_it(tmp_path: Path, content: object, me
         torch.save(content, path)
     with pytest.raises(BundleError, match=re.escape(f"{path}: {message}")):
         load_torchvision_checkpoint(path)
+
+
+def test_saving_over_a_bundle_replaces_it_whole_and_leaves_no_staging(
+    tmp_path: Path, bundle_dir: Path, model: ResNet
+) -> None:
+    first = bundle_dir
+    (first / "stale.txt").write_text("from the old bundle")
+    second = save_bundle(first, model, _manifest())
+    assert second == first and not (second / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pets"]  # no .partial or .old folder
+    assert load_bundle(second).manifest.weights_sha256
