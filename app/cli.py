@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -67,7 +68,16 @@ def _predict(args: argparse.Namespace) -> int:
 
     url = args.url or os.environ.get("RESNET_SERVE_URL") or DEFAULT_URL
     api_key = args.api_key or os.environ.get("RESNET_SERVE_API_KEY")
-    return run_predict(args.images, url, api_key, args.top_k, args.concurrency, args.json)
+    return run_predict(
+        args.images,
+        url,
+        api_key,
+        args.top_k,
+        args.concurrency,
+        args.json,
+        bundle=args.bundle,
+        output=args.output,
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -104,9 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser(
         "predict",
-        help="classify images with a running server",
-        description="Send each image to a server's /predict (several at once) and print its top "
-        "labels. Exit 0 when every image was classified, 1 if any failed, 2 if none could be sent.",
+        help="classify images with a running server, or with a bundle here",
+        description="Send each image to a server's /predict (several at once), or classify it here "
+        "with --bundle, and print its top labels. Exit 0 when every image was classified, 1 if any "
+        "failed, 2 if none could be.",
     )
     predict.add_argument(
         "images",
@@ -118,6 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--url",
         help="the server (env RESNET_SERVE_URL, default http://127.0.0.1:8000)",
+    )
+    predict.add_argument(
+        "--bundle",
+        type=Path,
+        help="classify here with this bundle folder, no server (loads torch)",
+    )
+    predict.add_argument(
+        "--output",
+        type=Path,
+        help="also write the results to this file: CSV if it ends in .csv, else JSON lines",
     )
     predict.add_argument(
         "--api-key",

@@ -7,6 +7,7 @@ imports this module only when the command runs.
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import sys
 from collections.abc import Sequence
@@ -91,16 +92,32 @@ def format_table(outcomes: Sequence[Outcome]) -> str:
     return "\n".join(lines)
 
 
+def _document(outcome: Outcome) -> dict[str, object]:
+    if outcome.result is None:
+        error = {"code": outcome.code, "message": outcome.message}
+        return {"path": str(outcome.path), "error": error}
+    predictions = [asdict(p) for p in outcome.result.predictions]
+    return {"path": str(outcome.path), "predictions": predictions}
+
+
 def format_json(outcomes: Sequence[Outcome]) -> str:
-    documents: list[dict[str, object]] = []
-    for outcome in outcomes:
-        if outcome.result is None:
-            error = {"code": outcome.code, "message": outcome.message}
-            documents.append({"path": str(outcome.path), "error": error})
-        else:
-            predictions = [asdict(p) for p in outcome.result.predictions]
-            documents.append({"path": str(outcome.path), "predictions": predictions})
-    return json.dumps(documents, indent=2)
+    return json.dumps([_document(outcome) for outcome in outcomes], indent=2)
+
+
+def write_output(outcomes: Sequence[Outcome], path: Path) -> None:
+    """``.csv``: one row per image (path, top label, score, index, error); otherwise JSON lines."""
+    with path.open("w", newline="", encoding="utf-8") as file:
+        if path.suffix.lower() != ".csv":
+            file.writelines(json.dumps(_document(outcome)) + "\n" for outcome in outcomes)
+            return
+        writer = csv.writer(file)
+        writer.writerow(["path", "label", "score", "index", "error"])
+        for outcome in outcomes:
+            if outcome.result is None:
+                writer.writerow([outcome.path, "", "", "", f"{outcome.code}: {outcome.message}"])
+            else:
+                top = outcome.result.top
+                writer.writerow([outcome.path, top.label, f"{top.score:.6f}", top.index, ""])
 
 
 def run_predict(
@@ -110,8 +127,14 @@ def run_predict(
     top_k: int | None = None,
     concurrency: int = 8,
     as_json: bool = False,
+    bundle: Path | None = None,
+    output: Path | None = None,
 ) -> int:
-    """The command: 0 when every image was classified, 1 if any failed, 2 when nothing could run."""
+    """The command: 0 when every image was classified, 1 if any failed, 2 when nothing could run.
+
+    With ``bundle`` the images are classified here, with no server; with ``output`` the results
+    are also written to a CSV or JSON-lines file.
+    """
     try:
         paths = find_images(arguments)
     except FileNotFoundError as exc:
@@ -120,12 +143,26 @@ def run_predict(
     if not paths:
         print(f"error: no images found in {' '.join(arguments)}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        outcomes = asyncio.run(classify_all(paths, url, api_key, top_k, concurrency))
-    except ResnetConnectionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    if bundle is not None:
+        # Local classification loads torch; the client alone never does.
+        from app.devices import DeviceError
+        from app.model.bundle import BundleError
+        from app.offline import classify_files
+
+        try:
+            outcomes = classify_files(paths, bundle, top_k)
+        except (BundleError, DeviceError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        try:
+            outcomes = asyncio.run(classify_all(paths, url, api_key, top_k, concurrency))
+        except ResnetConnectionError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     print(format_json(outcomes) if as_json else format_table(outcomes))
+    if output is not None:
+        write_output(outcomes, output)
     failed = sum(outcome.result is None for outcome in outcomes)
     if failed:
         print(f"{failed} of {len(outcomes)} images failed", file=sys.stderr)

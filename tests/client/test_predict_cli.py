@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 from pathlib import Path
@@ -98,3 +99,30 @@ def test_no_images_found_exits_2_before_any_request(
     assert capsys.readouterr().err == f"error: no images found in {tmp_path}\n"
     assert main(["predict", str(tmp_path / "missing.jpg")]) == 2
     assert "no such file or directory" in capsys.readouterr().err
+
+
+def test_a_folder_is_classified_with_a_bundle_and_no_server_into_csv_and_json_lines(
+    tmp_path: Path, image_dir: dict[str, str]
+) -> None:
+    folder = str(Path(next(iter(image_dir))).parent)
+    (Path(folder) / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    bundle = str(REPO / "models" / "demo")
+    done = predict(folder, "--bundle", bundle, "--output", str(tmp_path / "out.csv"))
+    assert done.returncode == 1, done.stderr  # the broken file fails its own line only
+    with (tmp_path / "out.csv").open(newline="") as file:
+        rows = {row["path"]: row for row in csv.DictReader(file)}
+    assert {path: rows[path]["label"] for path in image_dir} == image_dir
+    broken = rows[str(Path(folder) / "broken.png")]
+    assert broken["label"] == "" and broken["error"].startswith("invalid_image: ")
+    done = predict(*image_dir, "--bundle", bundle, "--output", str(tmp_path / "out.jsonl"))
+    assert done.returncode == 0, done.stderr
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert {
+        json.loads(line)["path"]: json.loads(line)["predictions"][0]["label"] for line in lines
+    } == image_dir
+
+
+def test_a_missing_bundle_exits_2_with_one_line(tmp_path: Path, image_dir: dict[str, str]) -> None:
+    done = predict(next(iter(image_dir)), "--bundle", str(tmp_path / "nowhere"))
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "nowhere" in done.stderr
