@@ -32,6 +32,9 @@ def test_two_replicas_answer_on_one_port_and_drain_on_sigterm(start_server) -> N
     server = start_server(workers=2, max_batch_size=4).wait_ready()
     replicas = _replica_pids(server.process.pid)
     assert len(replicas) == 2
+    deadline = time.monotonic() + 60  # the port answers once one is warm; wait for the other too
+    while server.logs().count("ready: warmed up") < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
 
     for label, response in asyncio.run(_classify_concurrently(server.url, 6)):
         assert response.status_code == 200, response.text
