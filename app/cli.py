@@ -22,6 +22,7 @@ EXIT_ERROR = 2
 TRAINING_COMMANDS = {
     "finetune": "fine-tune a ResNet on an image folder and write a bundle",
     "evaluate": "score a bundle on a labelled image folder",
+    "calibrate": "fit a bundle's softmax temperature and abstain threshold",
     "demo-data": "generate the labelled shapes dataset used for the demo model",
 }
 

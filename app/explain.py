@@ -115,6 +115,7 @@ class Explainer:
         self.labels = runner.labels
         self.device = runner.device
         self.normalize = runner.normalize
+        self.temperature = runner.temperature  # the score is the one /predict gives
         self.input_size = runner.image_shape[-1]
         self.max_pending = max_pending
         self.model: nn.Module = copy.deepcopy(runner.model).float().eval()
@@ -190,7 +191,7 @@ class Explainer:
         index = int(logits[0].argmax()) if target is None else target
         (gradients,) = torch.autograd.grad(logits[0, index], captured[0])
         cam = grad_cam(captured[0].detach(), gradients, self.input_size)
-        score = torch.softmax(logits.detach()[0], dim=0)[index].item()
+        score = torch.softmax(logits.detach()[0] / self.temperature, dim=0)[index].item()
         return Explanation(self.labels[index], index, score, cam.cpu(), pixels.cpu())
 
     def close(self) -> None:

@@ -43,13 +43,18 @@ class InvalidParameterError(InvalidInputError):
 
 @dataclass(frozen=True)
 class ImageResult:
-    """One image's answer: its probabilities, top-k classes and the timings of its batch."""
+    """One image's answer: its probabilities, top-k classes and the timings of its batch.
+
+    ``abstained`` is true when the top score is below the abstain threshold: the model's answer is
+    too unsure to act on (likely an image of none of its classes).
+    """
 
     probabilities: torch.Tensor
     top: list[ScoredClass]
     batch_size: int
     queue_s: float
     compute_s: float
+    abstained: bool = False
 
 
 @dataclass
@@ -73,6 +78,16 @@ class InferenceService:
         if self.pipeline is None:
             raise NotReadyError(self.state.reason)
         return self.pipeline.runner.bundle.manifest
+
+    @property
+    def abstain_threshold(self) -> float:
+        """The top score below which an answer abstains: the setting, else the bundle's, else 0."""
+        if self.settings.abstain_threshold is not None:
+            return self.settings.abstain_threshold
+        calibration = self.manifest.calibration
+        if calibration is None or calibration.abstain_threshold is None:
+            return 0.0
+        return calibration.abstain_threshold
 
     def top_k(self, requested: int | None) -> int:
         """``requested`` checked against the number of classes; the default is 5, or fewer."""
@@ -161,6 +176,7 @@ class InferenceCall:
             raise DeadlineExceededError("deadline passed while the images were decoded")
         outputs = await self.pipeline.classify(images, self.remaining_s)
         metrics, runner = self.service.metrics, self.pipeline.runner
+        threshold = self.service.abstain_threshold
         results = []
         for output in outputs:
             metrics.queue_wait.observe(output.queue_wait_s)
@@ -169,7 +185,12 @@ class InferenceCall:
             top = runner.top_k(output.value, top_k)
             results.append(
                 ImageResult(
-                    output.value, top, output.batch_size, output.queue_wait_s, output.compute_s
+                    output.value,
+                    top,
+                    output.batch_size,
+                    output.queue_wait_s,
+                    output.compute_s,
+                    abstained=float(output.value.max()) < threshold,
                 )
             )
         metrics.images.inc(len(results))

@@ -81,6 +81,10 @@ class ModelRunner:
         self.options = options
         self.dtype = DTYPES[precision]
         self.labels = bundle.manifest.labels
+        calibration = bundle.manifest.calibration
+        # Softmax temperature from the bundle's calibration; a plain float, so a captured CUDA graph
+        # bakes it in like any other constant of _compute.
+        self.temperature = calibration.temperature if calibration else 1.0
         self.on_cuda = device.type == "cuda"
         self.memory_format = torch.channels_last if self.on_cuda else torch.contiguous_format
         self.model = bundle.model.to(memory_format=self.memory_format)
@@ -120,9 +124,15 @@ class ModelRunner:
         return (3, size, size)
 
     def _compute(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, 3, H, W) on the device -> float32 probabilities (N, classes) on the device."""
+        """uint8 (N, 3, H, W) on the device -> float32 probabilities (N, classes) on the device.
+
+        The probabilities are ``softmax(logits / T)`` with the bundle's calibrated temperature.
+        """
         inputs = self.normalize(batch).to(self.dtype, memory_format=self.memory_format)
-        return torch.softmax(self.model(inputs).float(), dim=1)
+        logits = self.model(inputs).float()
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        return torch.softmax(logits, dim=1)
 
     def predict(self, images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Class probabilities (float32, on CPU) for each uint8 (3, H, W) tensor, in order.

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     jpeg_draft: bool = Field(
         True, description="Decode JPEGs at the smallest DCT scale that still covers the resize."
     )
+    abstain_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Answer abstained: true below this top score; unset: the bundle's, 0: never.",
+    )
     max_batch_size: int = Field(32, ge=1, le=1024, description="Most images in one forward pass.")
     max_batch_delay_ms: float = Field(
         0.0, ge=0, le=1000, description="Extra wait for a fuller batch; 0 runs at once when idle."

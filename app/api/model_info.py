@@ -30,4 +30,6 @@ async def model_info(request: Request, service: ServiceDep) -> ModelInfo:
         preprocessing=PreprocessingInfo(**spec.model_dump()),
         weights_sha256=manifest.weights_sha256,
         provenance=manifest.provenance.model_dump(mode="json"),
+        temperature=manifest.calibration.temperature if manifest.calibration else 1.0,
+        abstain_threshold=service.abstain_threshold,
     )

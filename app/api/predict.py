@@ -90,4 +90,5 @@ def _prediction(result: ImageResult) -> ImagePrediction:
         batch_size=result.batch_size,
         queue_ms=_ms(result.queue_s),
         inference_ms=_ms(result.compute_s),
+        abstained=result.abstained,
     )

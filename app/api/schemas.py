@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 class ScoredLabel(BaseModel):
     label: str
     index: int = Field(description="Position of the label in the model's label list.")
-    score: float = Field(description="Softmax probability.")
+    score: float = Field(description="Softmax probability (calibrated when the bundle is).")
 
 
 class ImagePrediction(BaseModel):
@@ -18,6 +18,10 @@ class ImagePrediction(BaseModel):
     batch_size: int = Field(description="Size of the forward pass this image ran in.")
     queue_ms: float = Field(description="Time the image waited for a batch.")
     inference_ms: float = Field(description="Forward-pass time of that batch.")
+    abstained: bool = Field(
+        description="The top score is below the abstain threshold: too unsure to act on "
+        "(likely an image of none of the model's classes)."
+    )
 
 
 class PredictResponse(BaseModel):
@@ -72,4 +76,10 @@ class ModelInfo(BaseModel):
     weights_sha256: str | None = Field(None, description="sha256 of the bundle's weights file.")
     provenance: dict[str, Any] = Field(
         description="Where the weights came from: pretraining, data set, epochs, metrics, ..."
+    )
+    temperature: float = Field(
+        1.0, description="Softmax temperature of the scores (1: the bundle is not calibrated)."
+    )
+    abstain_threshold: float = Field(
+        0.0, description="Top score below which an answer is `abstained` (0: never)."
     )

@@ -21,6 +21,7 @@ class ImageResult:
     batch_size: int
     queue_ms: float
     inference_ms: float
+    abstained: bool = False  # the top score is below the server's abstain threshold
 
     @property
     def top(self) -> ScoredLabel:
@@ -45,6 +46,7 @@ class Prediction:
                 batch_size=r["batch_size"],
                 queue_ms=r["queue_ms"],
                 inference_ms=r["inference_ms"],
+                abstained=r.get("abstained", False),  # older servers do not send it
             )
             for r in body["results"]
         )

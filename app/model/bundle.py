@@ -58,6 +58,22 @@ class Provenance(BaseModel):
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
+class Calibration(BaseModel):
+    """How far to trust the model's scores: a softmax temperature and an abstain threshold.
+
+    Serving divides the logits by ``temperature`` before the softmax; an image whose top score falls
+    below ``abstain_threshold`` is answered with ``abstained: true``. Fitted on labelled held-out
+    images (``fitted_on`` says which) by ``resnet-serve finetune`` or ``resnet-serve calibrate``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(gt=0, allow_inf_nan=False)
+    abstain_threshold: float | None = Field(None, ge=0, le=1)
+    target_recall: float | None = Field(None, gt=0, le=1)
+    fitted_on: str = ""
+
+
 class BundleManifest(BaseModel):
     """The contents of ``model.json``."""
 
@@ -72,6 +88,8 @@ class BundleManifest(BaseModel):
     # Optional so bundles written before it still load; save_bundle always records it.
     weights_sha256: str | None = None
     provenance: Provenance = Field(default_factory=Provenance)
+    # Optional: bundles without it serve plain softmax scores (temperature 1) and never abstain.
+    calibration: Calibration | None = None
 
     @field_validator("weights_sha256")
     @classmethod
@@ -248,6 +266,24 @@ def _write_bundle_files(
     weights_path.chmod(0o644)  # safetensors writes 0600; a container's non-root user must read it
     manifest = manifest.model_copy(update={"weights_sha256": file_sha256(weights_path)})
     (directory / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n", "utf-8")
+
+
+def write_manifest(directory: Path | str, manifest: BundleManifest) -> Path:
+    """Replace ``model.json`` in ``directory`` atomically; the weights file is left untouched.
+
+    For changes that leave the weights alone (a new calibration), so ``weights_sha256`` stays valid.
+    The JSON goes to a temporary file beside it that then replaces it, so a reader sees the old
+    manifest or the new one, never half of one.
+    """
+    path = Path(directory) / MANIFEST_FILE
+    staging = path.with_name(f".{MANIFEST_FILE}.partial-{os.getpid()}")
+    try:
+        staging.write_text(manifest.model_dump_json(indent=2) + "\n", "utf-8")
+        staging.chmod(0o644)
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+    return path
 
 
 def load_torchvision_checkpoint(path: Path | str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The training commands of ``resnet-serve``: ``finetune``, ``evaluate`` and ``demo-data``.
+"""The training commands of ``resnet-serve``: ``finetune``, ``evaluate``, ``calibrate``, ``demo-data``.
 
 ``app.cli`` hands argv over here when the first word is one of ``COMMAND_NAMES``; this module holds
 their argument parsing, kept apart so that the light commands never import torch. Each command is one ``_add_<command>`` function that declares its arguments and sets a handler, plus
@@ -19,11 +19,12 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-from app.model.bundle import BundleError
+from app.model.bundle import MANIFEST_FILE, BundleError
 from app.model.resnet import ARCHITECTURES
+from app.training.calibration import DEFAULT_TARGET_RECALL, CalibrationFit
 from app.training.config import WEIGHTS_DTYPES, FinetuneConfig, default_workers
 from app.training.demo_data import generate_dataset
-from app.training.evaluate import evaluate_bundle
+from app.training.evaluate import calibrate_bundle, evaluate_bundle
 from app.training.finetune import finetune
 from app.training.metrics import (
     format_accuracy,
@@ -222,25 +223,31 @@ def _finetune(args: argparse.Namespace) -> int:
     print(format_per_class_accuracy(report))
     print("confusion matrix (rows: true class, columns: predicted class):")
     print(format_confusion(report))
+    _print_calibration(result.calibration)
     print(f"bundle: {result.bundle_dir}")
     print(f"checkpoint: {result.checkpoint}")
     return 0
 
 
+def _print_calibration(fit: CalibrationFit) -> None:
+    calibration = fit.calibration
+    print(
+        f"calibration on {fit.images} images: temperature {calibration.temperature:.3f}, "
+        f"ECE {fit.ece_before:.4f} before, {fit.ece_after:.4f} after"
+    )
+    print(
+        f"abstain threshold: {calibration.abstain_threshold:.4f} "
+        f"(keeps {100 * (calibration.target_recall or 0):g}% of correct in-class answers)"
+    )
+
+
 # ---- evaluate ----------------------------------------------------------------------------------
 
 
-def _add_evaluate(commands: Subparsers) -> None:
-    parser = commands.add_parser(
-        "evaluate",
-        help="score a bundle on a labelled image folder",
-        description="Classify FOLDER/<class>/ images with BUNDLE, preprocessed as serving does, "
-        "and print accuracy, per-class precision and recall and the confusion matrix. "
-        "FOLDER's classes must be among the bundle's labels.",
-    )
+def _add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
+    """BUNDLE, a labelled FOLDER and how to run the model over it: shared by evaluate and calibrate."""
     parser.add_argument("bundle", type=Path, help="bundle folder (model.json + model.safetensors)")
     parser.add_argument("folder", type=Path, help="labelled images: FOLDER/<class>/*.jpg|png|...")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     parser.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
     parser.add_argument(
         "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)"
@@ -257,6 +264,24 @@ def _add_evaluate(commands: Subparsers) -> None:
         action="store_false",
         help="decode JPEGs at full size (the service's RESNET_SERVE_JPEG_DRAFT=false)",
     )
+
+
+def _add_evaluate(commands: Subparsers) -> None:
+    parser = commands.add_parser(
+        "evaluate",
+        help="score a bundle on a labelled image folder",
+        description="Classify FOLDER/<class>/ images with BUNDLE, preprocessed as serving does, "
+        "and print accuracy, calibration error, per-class precision and recall and the confusion "
+        "matrix. FOLDER's classes must be among the bundle's labels.",
+    )
+    _add_scoring_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+    parser.add_argument(
+        "--ood",
+        type=Path,
+        metavar="OOD_FOLDER",
+        help="images of none of the classes (any layout): report how well the scores reject them",
+    )
     parser.set_defaults(handler=_evaluate)
 
 
@@ -268,24 +293,94 @@ def _evaluate(args: argparse.Namespace) -> int:
         device=args.device,
         workers=args.workers,
         jpeg_draft=args.jpeg_draft,
+        ood_folder=args.ood,
     )
     if args.json:
-        summary = {"bundle": result.name, "folder": str(result.folder), "skipped": result.skipped}
+        summary = {
+            "bundle": result.name,
+            "folder": str(result.folder),
+            "skipped": result.skipped,
+            "ece": result.ece,
+            "temperature": result.temperature,
+        }
+        if result.ood is not None:
+            summary["ood"] = result.ood.to_dict()
         print(json.dumps(summary | result.report.to_dict(), indent=2))
         return 0
     print(f"bundle: {result.name}, folder: {result.folder}")
     print(format_accuracy(result.report))
+    print(
+        f"calibration error (ECE) of the served scores: {result.ece:.4f} (temperature {result.temperature:.3f})"
+    )
     print("per-class precision and recall:")
     print(format_precision_recall(result.report))
     print("confusion matrix (rows: true class, columns: predicted class):")
     print(format_confusion(result.report))
+    if result.ood is not None:
+        ood = result.ood
+        print(f"out-of-distribution: {ood.images} images in {ood.folder}")
+        print(f"  AUROC in-class vs OOD, max softmax probability: {ood.msp_auroc:.4f}")
+        print(f"  AUROC in-class vs OOD, energy score: {ood.energy_auroc:.4f}")
+        print(
+            f"  abstain rate at threshold {ood.threshold:.4f}: "
+            f"{100 * ood.abstain_rate_ood:.1f}% of OOD, "
+            f"{100 * ood.abstain_rate_in_class:.1f}% of in-class"
+        )
+    return 0
+
+
+# ---- calibrate ---------------------------------------------------------------------------------
+
+
+def _add_calibrate(commands: Subparsers) -> None:
+    parser = commands.add_parser(
+        "calibrate",
+        help="fit a bundle's softmax temperature and abstain threshold",
+        description="Classify held-out FOLDER/<class>/ images with BUNDLE, fit the temperature that "
+        "calibrates its scores and the abstain threshold that keeps --target-recall of its correct "
+        "answers, and store both in BUNDLE/model.json (the weights are not touched).",
+    )
+    _add_scoring_arguments(parser)
+    parser.add_argument(
+        "--target-recall",
+        type=float,
+        default=DEFAULT_TARGET_RECALL,
+        help="share of correct in-class answers kept above the threshold (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--fitted-on",
+        metavar="TEXT",
+        help="how model.json describes the calibration images (default: the FOLDER path)",
+    )
+    parser.set_defaults(handler=_calibrate)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    fit = calibrate_bundle(
+        args.bundle,
+        args.folder,
+        target_recall=args.target_recall,
+        fitted_on=args.fitted_on,
+        batch_size=args.batch_size,
+        device=args.device,
+        workers=args.workers,
+        jpeg_draft=args.jpeg_draft,
+    )
+    print(f"accuracy: {100 * fit.accuracy:.2f}%")
+    _print_calibration(fit)
+    print(f"wrote {args.bundle / MANIFEST_FILE}")
     return 0
 
 
 # ---- entry point -------------------------------------------------------------------------------
 
-COMMANDS: tuple[Callable[[Subparsers], None], ...] = (_add_finetune, _add_evaluate, _add_demo_data)
-COMMAND_NAMES = ("finetune", "evaluate", "demo-data")
+COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
+    _add_finetune,
+    _add_evaluate,
+    _add_calibrate,
+    _add_demo_data,
+)
+COMMAND_NAMES = ("finetune", "evaluate", "calibrate", "demo-data")
 
 
 def build_parser() -> argparse.ArgumentParser:

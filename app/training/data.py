@@ -117,6 +117,27 @@ def scan_image_folder(root: Path | str, classes: Sequence[str] | None = None) ->
     return ImageFolder(tuple(classes), samples, skipped)
 
 
+def scan_unlabelled_folder(root: Path | str) -> list[Path]:
+    """Every readable image anywhere under ``root`` (no class folders needed), sorted.
+
+    For out-of-distribution sets: images of none of the model's classes. Unreadable files are
+    skipped with one warning; a folder without a single readable image is a ``DatasetError``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: folder does not exist")
+    candidates = _image_files(root)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        reasons = list(pool.map(_readable, candidates))
+    skipped = [(path, why) for path, why in zip(candidates, reasons, strict=True) if why]
+    if skipped:
+        _warn_skipped(root, skipped)
+    paths = [path for path, why in zip(candidates, reasons, strict=True) if why is None]
+    if not paths:
+        raise DatasetError(f"{root}: no readable images")
+    return paths
+
+
 def stratified_split(
     samples: Sequence[Sample], val_fraction: float, seed: int
 ) -> tuple[list[Sample], list[Sample]]:

@@ -18,9 +18,16 @@ import torch
 from torch.utils.data import DataLoader
 
 from app.devices import DTYPES, resolve_device
-from app.model.bundle import MANIFEST_FILE, BundleManifest, Provenance, save_bundle
+from app.model.bundle import (
+    MANIFEST_FILE,
+    BundleManifest,
+    Calibration,
+    Provenance,
+    save_bundle,
+)
 from app.model.resnet import ResNet, build_resnet
 from app.preprocessing import PreprocessingSpec, eval_transform, train_transform
+from app.training.calibration import CalibrationFit, fit_calibration
 from app.training.checkpoint import TrainingCheckpoint
 from app.training.config import FinetuneConfig
 from app.training.data import ImageDataset, Sample, make_loader, scan_image_folder, stratified_split
@@ -51,6 +58,7 @@ class FinetuneResult:
     epochs_run: int
     history: list[dict[str, float]]
     report: ClassificationReport
+    calibration: CalibrationFit
 
 
 @dataclass(frozen=True)
@@ -213,7 +221,17 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
 
     model.load_state_dict(state.best_model)
     final = evaluate_model(model, val_loader, splits.classes, precision)
-    bundle_dir = _write_bundle(config, model, state, spec, splits)
+    # Temperature and abstain threshold from the best weights' validation logits; the same images
+    # chose the epoch, which biases the threshold slightly: `resnet-serve calibrate` refits on others.
+    fit = fit_calibration(final.logits, final.targets, _validation_name(config))
+    logger.info(
+        "calibration: temperature %.3f, ECE %.4f before and %.4f after, abstain below %.3f",
+        fit.calibration.temperature,
+        fit.ece_before,
+        fit.ece_after,
+        fit.calibration.abstain_threshold,
+    )
+    bundle_dir = _write_bundle(config, model, state, spec, splits, fit.calibration)
     plot_training_curves(state.history, state.best_epoch, bundle_dir / CURVES_FILE)
     plot_confusion_matrix(final.report, bundle_dir / CONFUSION_FILE)
     logger.info("wrote bundle %s", bundle_dir)
@@ -225,6 +243,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         epochs_run=state.epoch,
         history=state.history,
         report=final.report,
+        calibration=fit,
     )
 
 
@@ -294,20 +313,23 @@ def _run_epoch(
     state.save(config.checkpoint_path)
 
 
+def _validation_name(config: FinetuneConfig) -> str:
+    if config.val is not None:
+        return str(config.val)
+    return f"{config.val_fraction:g} stratified split of the dataset (seed {config.seed})"
+
+
 def _write_bundle(
     config: FinetuneConfig,
     model: ResNet,
     state: TrainingCheckpoint,
     spec: PreprocessingSpec,
     splits: _Splits,
+    calibration: Calibration,
 ) -> Path:
     """Save ``model`` (holding the best epoch's weights) with honest provenance."""
     best = next(h for h in state.history if h["epoch"] == state.best_epoch)
-    validation = (
-        str(config.val)
-        if config.val is not None
-        else f"{config.val_fraction:g} stratified split of the dataset (seed {config.seed})"
-    )
+    validation = _validation_name(config)
     provenance = Provenance(
         pretrained=state.pretrained,
         dataset=str(config.data),
@@ -332,5 +354,6 @@ def _write_bundle(
         labels=splits.classes,
         preprocessing=spec,
         provenance=provenance,
+        calibration=calibration,
     )
     return save_bundle(config.out, model, manifest, DTYPES[config.weights_dtype])

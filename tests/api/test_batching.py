@@ -21,10 +21,14 @@ def _unbatched_probabilities(images: list[bytes]) -> list[torch.Tensor]:
     bundle = load_bundle(DEMO_BUNDLE)
     spec = bundle.manifest.preprocessing
     transform = eval_transform(spec)
+    calibration = bundle.manifest.calibration
+    temperature = calibration.temperature if calibration else 1.0  # served scores are calibrated
     with torch.inference_mode():
         return [
             torch.softmax(
-                bundle.model(transform(decode_image(data, 10**8, spec.resize_size))[None]), dim=1
+                bundle.model(transform(decode_image(data, 10**8, spec.resize_size))[None])
+                / temperature,
+                dim=1,
             )[0]
             for data in images
         ]

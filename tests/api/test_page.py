@@ -116,6 +116,10 @@ def test_model_describes_the_served_bundle(demo_server: ServerProcess) -> None:
     assert body["weights_sha256"] == manifest["weights_sha256"]
     assert body["provenance"]["epochs"] == manifest["provenance"]["epochs"]
     assert body["provenance"]["metrics"] == manifest["provenance"]["metrics"]
+    assert (
+        body["temperature"] == manifest["calibration"]["temperature"]
+    )  # the demo ships calibrated
+    assert body["abstain_threshold"] == manifest["calibration"]["abstain_threshold"]
     assert "/model" in demo_server.get("/openapi.json").json()["paths"]
 
 

@@ -6,6 +6,7 @@ import json
 import math
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -196,3 +197,25 @@ def test_the_quick_start_example_image_is_a_star(demo_server: ServerProcess) -> 
     with (REPO / "examples" / "star.jpg").open("rb") as image:
         response = httpx.post(demo_server.url + "/predict", files={"file": image}, timeout=30)
     assert response.json()["results"][0]["predictions"][0]["label"] == "star"
+
+
+def _noise_jpeg() -> bytes:
+    pixels = np.random.default_rng(1).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    return encode(Image.fromarray(pixels))
+
+
+def _abstained(server: ServerProcess, images: list[bytes]) -> list[bool]:
+    files = [("files", (f"{i}.jpg", jpeg, "image/jpeg")) for i, jpeg in enumerate(images)]
+    response = httpx.post(server.url + "/predict", files=files, timeout=30)
+    assert response.status_code == 200, response.text
+    return [result["abstained"] for result in response.json()["results"]]
+
+
+def test_noise_abstains_at_the_bundles_calibrated_threshold(start_server) -> None:
+    server = start_server(MAX_BATCH_SIZE=2).wait_ready()
+    assert _abstained(server, [_noise_jpeg(), encode(known_image("star", 1))]) == [True, False]
+
+
+def test_abstain_threshold_setting_overrides_the_bundle(start_server) -> None:
+    server = start_server(MAX_BATCH_SIZE=2, ABSTAIN_THRESHOLD=0).wait_ready()
+    assert _abstained(server, [_noise_jpeg()]) == [False]

@@ -34,10 +34,11 @@ def _cpu_reference(images: list[bytes]) -> tuple[list[torch.Tensor], torch.Tenso
     bundle = load_bundle(DEMO_BUNDLE)
     spec = bundle.manifest.preprocessing
     decoded = [decode_image(data, 10**8, spec.resize_size) for data in images]
+    calibration = bundle.manifest.calibration
+    temperature = calibration.temperature if calibration else 1.0  # served scores are calibrated
     with torch.inference_mode():
-        expected = torch.softmax(
-            bundle.model(torch.stack([eval_transform(spec)(image) for image in decoded])), dim=1
-        )
+        logits = bundle.model(torch.stack([eval_transform(spec)(image) for image in decoded]))
+        expected = torch.softmax(logits / temperature, dim=1)
     return [pixel_transform(spec)(image) for image in decoded], expected
 
 

@@ -8,9 +8,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
+from app.model.resnet import build_resnet
 from app.training.config import FinetuneConfig
 from app.training.demo_data import render_image
+from tests.conftest import write_bundle
 
 ImageFolderWriter = Callable[..., Path]
 
@@ -40,6 +43,19 @@ def write_images() -> ImageFolderWriter:
 def tiny_data(tmp_path: Path) -> Path:
     """Three classes of eight images: enough for a stratified split and two batches."""
     return _write_image_folder(tmp_path / "data", {"circle": 8, "stripes": 8, "checkerboard": 8})
+
+
+@pytest.fixture
+def always_square(tmp_path: Path) -> Path:
+    """Constant logits (0, 5, 0): a bundle for circle, square, ring whose zero head weights and bias make it always say square."""
+    model = build_resnet("resnet18", num_classes=3)
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.bias.copy_(torch.tensor([0.0, 5.0, 0.0]))
+    labels = ["circle", "square", "ring"]
+    return write_bundle(
+        tmp_path / "always-square", labels, model=model, weights_dtype=torch.float16
+    )
 
 
 @pytest.fixture

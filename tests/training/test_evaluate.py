@@ -10,24 +10,9 @@ import pytest
 import torch
 
 from app.cli import main
-from app.model.resnet import build_resnet
 from app.training.metrics import ClassificationReport, confusion_matrix
-from tests.conftest import write_bundle
 
 ImageFolderWriter = Callable[..., Path]
-
-
-@pytest.fixture
-def always_square(tmp_path: Path) -> Path:
-    """A bundle for circle, square, ring whose zero head weights and bias make it always say square."""
-    model = build_resnet("resnet18", num_classes=3)
-    with torch.no_grad():
-        model.fc.weight.zero_()
-        model.fc.bias.copy_(torch.tensor([0.0, 5.0, 0.0]))
-    labels = ["circle", "square", "ring"]
-    return write_bundle(
-        tmp_path / "always-square", labels, model=model, weights_dtype=torch.float16
-    )
 
 
 def test_text_output_has_accuracy_precision_recall_and_matrix(

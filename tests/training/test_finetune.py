@@ -141,6 +141,11 @@ def test_one_epoch_finetune_via_cli_writes_loadable_bundle_and_plots(
     assert "confusion matrix" in printed.out
     assert "data: 3 classes, 24 training and 6 validation images" in printed.err
     assert re.search(r"epoch 1/1: train loss [\d.]+ acc .* img/s", printed.err)
+    assert re.search(
+        r"calibration on 6 images: temperature [\d.]+, ECE [\d.]+ before, [\d.]+ after",
+        printed.out,
+    )
+    assert re.search(r"calibration: temperature [\d.]+, ECE [\d.]+ before", printed.err)
 
     bundle = load_bundle(out)
     assert bundle.manifest.name == "tiny"
@@ -157,6 +162,9 @@ def test_one_epoch_finetune_via_cli_writes_loadable_bundle_and_plots(
     assert provenance.model_extra["best_epoch"] == 1
     assert provenance.model_extra["validation"] == str(val)
     assert (provenance.model_extra["train_images"], provenance.model_extra["val_images"]) == (24, 6)
+    calibration = bundle.manifest.calibration
+    assert calibration is not None and calibration.fitted_on == str(val)
+    assert calibration.temperature > 0 and 0 <= (calibration.abstain_threshold or 0) <= 1
     raw = json.loads((out / "model.json").read_text())
     assert raw["provenance"]["hyperparameters"]["optimizer"] == "adamw"
     with safe_open(out / "model.safetensors", "pt") as stored:  # --weights-dtype fp16

@@ -19,9 +19,11 @@ from app.model.bundle import (
     WEIGHTS_FILE,
     BundleError,
     BundleManifest,
+    Calibration,
     load_bundle,
     load_torchvision_checkpoint,
     save_bundle,
+    write_manifest,
 )
 from app.model.resnet import ResNet, build_resnet
 from app.preprocessing import PreprocessingSpec
@@ -145,6 +147,18 @@ DEFECTS: dict[str, tuple[Callable[[Path], None], str, str]] = {
         WEIGHTS_FILE,
         "not a readable safetensors file",
     ),
+    "zero temperature": (
+        _edit_manifest(lambda raw: raw.update(calibration={"temperature": 0.0})),
+        MANIFEST_FILE,
+        "calibration.temperature: Input should be greater than 0",
+    ),
+    "abstain threshold above 1": (
+        _edit_manifest(
+            lambda raw: raw.update(calibration={"temperature": 1.5, "abstain_threshold": 1.2})
+        ),
+        MANIFEST_FILE,
+        "calibration.abstain_threshold: Input should be less than or equal to 1",
+    ),
     "malformed sha256": (
         _edit_manifest(lambda raw: raw.update(weights_sha256="ABC123")),
         MANIFEST_FILE,
@@ -256,3 +270,19 @@ def test_saving_over_a_bundle_replaces_it_whole_and_leaves_no_staging(
     assert second == first and not (second / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pets"]  # no .partial or .old folder
     assert load_bundle(second).manifest.weights_sha256
+
+
+def test_calibration_round_trips_and_rewriting_the_manifest_keeps_the_weights_valid(
+    bundle_dir: Path,
+) -> None:
+    assert load_bundle(bundle_dir).manifest.calibration is None  # optional: older bundles load
+    weights_before = (bundle_dir / WEIGHTS_FILE).read_bytes()
+    calibration = Calibration(
+        temperature=1.7, abstain_threshold=0.42, target_recall=0.95, fitted_on="held-out"
+    )
+    manifest = load_bundle(bundle_dir).manifest
+    write_manifest(bundle_dir, manifest.model_copy(update={"calibration": calibration}))
+    loaded = load_bundle(bundle_dir)  # the recorded sha256 still matches the weights
+    assert loaded.manifest.calibration == calibration
+    assert (bundle_dir / WEIGHTS_FILE).read_bytes() == weights_before
+    assert sorted(p.name for p in bundle_dir.iterdir()) == [MANIFEST_FILE, WEIGHTS_FILE]

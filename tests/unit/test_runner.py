@@ -12,7 +12,7 @@ from PIL import Image
 
 from app.devices import DeviceError
 from app.main import load_runner
-from app.model.bundle import load_bundle
+from app.model.bundle import Calibration, load_bundle, write_manifest
 from app.preprocessing import eval_transform, pixel_transform
 from app.runner import ModelRunner, RunnerOptions
 from app.settings import Settings
@@ -85,6 +85,29 @@ def test_uint8_batches_give_the_probabilities_of_the_training_transform(
         expected = torch.softmax(runner.model(eval_transform(spec)(photo)[None]), dim=1)[0]
     (got,) = runner.predict([pixel_transform(spec)(photo)])
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_a_calibrated_bundle_serves_softmax_of_logits_over_its_temperature(
+    tmp_path: Path,
+) -> None:
+    torch.manual_seed(0)
+    directory = write_bundle(tmp_path / "calibrated", ["a", "b", "c"])
+    manifest = load_bundle(directory).manifest
+    calibration = Calibration(temperature=2.5, abstain_threshold=0.5)
+    write_manifest(directory, manifest.model_copy(update={"calibration": calibration}))
+    calibrated = ModelRunner(load_bundle(directory), torch.device("cpu"), "fp32", RunnerOptions())
+    assert calibrated.temperature == 2.5
+    images = [pixels() for _ in range(4)]
+    spec = calibrated.bundle.manifest.preprocessing
+    with torch.inference_mode():
+        batch = torch.stack(images).float().div(255)
+        mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+        std = torch.tensor(spec.std).view(1, 3, 1, 1)
+        logits = calibrated.model((batch - mean) / std)
+    got = torch.stack(calibrated.predict(images))
+    torch.testing.assert_close(got, torch.softmax(logits / 2.5, dim=1), atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(got, torch.softmax(logits, dim=1), atol=1e-3)
+    calibrated.close()
 
 
 def test_torch_threads_apply_on_the_inference_thread(tmp_path: Path) -> None:
