@@ -142,8 +142,11 @@ class ServiceMetrics:
         self.model = Info("resnet_serve_model", "The model being served.", registry=self.registry)
 
     def count_rejection(self, code: str) -> None:
-        """Count one error answer under the reason its ``code`` belongs to."""
+        """Count one error answer under the reason its ``code`` belongs to; an admission refusal
+        (code ``overloaded``, from the HTTP layer or the route) also counts as refused."""
         self.rejected.labels(REJECTION_REASONS.get(code, DEFAULT_REJECTION_REASON)).inc()
+        if code == "overloaded":
+            self.refused.inc()
 
     def set_model_load_seconds(self, seconds: float) -> None:
         self.model_load.set(seconds)

@@ -11,11 +11,18 @@ from app.http_protocol import Door
 from app.inference import InferenceService
 
 
-def is_inference_path(path: bytes) -> bool:
-    """The routes behind admission: /predict, /explain and the Open Inference Protocol's infer."""
+def inference_route(path: bytes) -> str | None:
+    """The route template of an inference path (/predict, /explain, v2 infer), else None.
+
+    The template, never the raw path, labels the metrics: a client choosing model names in
+    /v2/models/{name}/infer must not be able to mint new time series.
+    """
     if path in (b"/predict", b"/explain"):
-        return True
-    return path.startswith(b"/v2/models/") and path.endswith(b"/infer")
+        return path.decode()
+    if not (path.startswith(b"/v2/models/") and path.endswith(b"/infer")):
+        return None
+    versioned = b"/versions/" in path
+    return "/v2/models/{name}/versions/{version}/infer" if versioned else "/v2/models/{name}/infer"
 
 
 def admission_door(service: InferenceService) -> Door:
@@ -28,14 +35,14 @@ def admission_door(service: InferenceService) -> Door:
     """
 
     def door(method: bytes, path: bytes) -> ApiError | None:
-        if method != b"POST" or service.pipeline is None or not is_inference_path(path):
+        route = inference_route(path)
+        if method != b"POST" or service.pipeline is None or route is None:
             return None
         refused = service.pipeline.gate.refusal()
         if refused is None:
             return None
-        service.metrics.refused.inc()
         service.metrics.count_rejection("overloaded")
-        service.metrics.requests.labels(path.decode(errors="replace"), "503").inc()
+        service.metrics.requests.labels(route, "503").inc()
         return ApiError(503, "overloaded", str(refused), retry_after_headers(refused.retry_after_s))
 
     return door
