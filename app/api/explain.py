@@ -7,9 +7,7 @@ Admitted, deadlined and decoded exactly like /predict; the Grad-CAM itself runs 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import string
-from collections.abc import Iterator
 from typing import Annotated, Literal
 from urllib.parse import quote
 
@@ -17,11 +15,11 @@ from fastapi import APIRouter, FastAPI, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from app.api.dependencies import ServiceDep
-from app.api.errors import ApiError, retry_after_headers
+from app.api.errors import ApiError
 from app.api.inference_errors import inference_errors
 from app.api.predict import ERROR_RESPONSES, REQUEST_BODY
 from app.api.uploads import ImagePart, read_images, until_disconnect, upload_deadline
-from app.explain import Explainer, ExplainerBusyError, Explanation, target_index
+from app.explain import Explainer, Explanation, target_index
 from app.inference import InferenceCall
 
 router = APIRouter()
@@ -81,11 +79,8 @@ async def explain(
     answer a class: Grad-CAM from the last stage, at the model's input size."""
     settings = service.settings
     parts: list[ImagePart] = []
-    with (
-        inference_errors(
-            request.state.request_id, settings.request_timeout_s, lambda _: parts[0].name
-        ),
-        _busy_as_503(),
+    with inference_errors(
+        request.state.request_id, settings.request_timeout_s, lambda _: parts[0].name
     ):
         index = target_index(service.manifest.labels, target)
         with service.begin() as call:
@@ -143,16 +138,6 @@ async def close_explainer(app: FastAPI) -> None:
     making: asyncio.Future[Explainer] | None = getattr(app.state, "explainer", None)
     if making is not None and making.done() and not making.cancelled() and not making.exception():
         await asyncio.to_thread(making.result().close)
-
-
-@contextlib.contextmanager
-def _busy_as_503() -> Iterator[None]:
-    try:
-        yield
-    except ExplainerBusyError as exc:
-        raise ApiError(
-            503, "explain_busy", str(exc), retry_after_headers(exc.retry_after_s)
-        ) from exc
 
 
 def _explained_headers(explanation: Explanation) -> dict[str, str]:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from app.admission import OverloadedError
 from app.api.errors import ApiError, retry_after_headers
 from app.batcher import BatcherClosedError, DeadlineExceededError, QueueFullError
+from app.explain import ExplainerBusyError
 from app.inference import InvalidInputError, InvalidParameterError, NotReadyError
 from app.pipeline import DecodeBudgetError, RejectedImageError
 from app.preprocessing import ImageTooLargeError
@@ -46,6 +47,8 @@ def as_api_error(
     match exc:
         case NotReadyError():
             return ApiError(503, "not_ready", str(exc), {"Retry-After": "1"})
+        case ExplainerBusyError():
+            return ApiError(503, "explain_busy", str(exc), retry_after_headers(exc.retry_after_s))
         case OverloadedError():
             return ApiError(503, "overloaded", str(exc), retry_after_headers(exc.retry_after_s))
         case QueueFullError():
