@@ -285,15 +285,22 @@ def _add_evaluate(commands: Subparsers) -> None:
     parser.set_defaults(handler=_evaluate)
 
 
+def _scoring_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What ``_add_scoring_arguments`` parsed, as keyword arguments of evaluate and calibrate."""
+    return {
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "workers": args.workers,
+        "jpeg_draft": args.jpeg_draft,
+    }
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     result = evaluate_bundle(
         args.bundle,
         args.folder,
-        batch_size=args.batch_size,
-        device=args.device,
-        workers=args.workers,
-        jpeg_draft=args.jpeg_draft,
         ood_folder=args.ood,
+        **_scoring_options(args),
     )
     if args.json:
         summary = {
@@ -361,10 +368,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         args.folder,
         target_recall=args.target_recall,
         fitted_on=args.fitted_on,
-        batch_size=args.batch_size,
-        device=args.device,
-        workers=args.workers,
-        jpeg_draft=args.jpeg_draft,
+        **_scoring_options(args),
     )
     print(f"accuracy: {100 * fit.accuracy:.2f}%")
     _print_calibration(fit)
