@@ -1,7 +1,8 @@
 """``resnet-serve predict --bundle``: classify image files on this machine, with no server.
 
 The same decoding and model path as the service (``UploadDecoder``, ``ModelRunner``), in batches,
-answered as the client's ``Outcome`` objects so that the command prints and writes them exactly as
+answered as the client's ``Outcome`` objects (abstaining below the bundle's threshold, as a server
+with no ``ABSTAIN_THRESHOLD`` setting does) so that the command prints and writes them exactly as
 it does a server's answers. Imported only when ``--bundle`` is given: it loads torch.
 """
 
@@ -35,16 +36,19 @@ def classify_files(
     try:
         decode = UploadDecoder(runner.bundle.manifest.preprocessing, DATASET_MAX_PIXELS)
         k = min(top_k or 5, len(runner.labels))
+        calibration = runner.bundle.manifest.calibration
+        threshold = (calibration.abstain_threshold if calibration else None) or 0.0
         outcomes: list[Outcome] = []
         for start in range(0, len(paths), BATCH_SIZE):
-            outcomes += _classify_batch(runner, decode, paths[start : start + BATCH_SIZE], k)
+            batch = paths[start : start + BATCH_SIZE]
+            outcomes += _classify_batch(runner, decode, batch, k, threshold)
         return outcomes
     finally:
         runner.close()
 
 
 def _classify_batch(
-    runner: ModelRunner, decode: UploadDecoder, paths: Sequence[Path], k: int
+    runner: ModelRunner, decode: UploadDecoder, paths: Sequence[Path], k: int, threshold: float
 ) -> list[Outcome]:
     decoded: dict[int, object] = {}
     failures: dict[int, Outcome] = {}
@@ -65,5 +69,6 @@ def _classify_batch(
             outcomes.append(failures[index])
             continue
         top = tuple(ScoredLabel(c.label, c.index, c.score) for c in runner.top_k(results[index], k))
-        outcomes.append(Outcome(path, ImageResult(top, len(decoded), 0.0, inference_ms)))
+        abstained = top[0].score < threshold
+        outcomes.append(Outcome(path, ImageResult(top, len(decoded), 0.0, inference_ms, abstained)))
     return outcomes

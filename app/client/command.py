@@ -88,7 +88,8 @@ def format_table(outcomes: Sequence[Outcome]) -> str:
             continue
         top, *others = outcome.result.predictions
         rest = "".join(f"  {p.label} {p.score:.3f}" for p in others)
-        lines.append(f"{path}  {top.label.ljust(label_width)}  {top.score:.3f}{rest}")
+        unsure = "  (abstained: below the abstain threshold)" if outcome.result.abstained else ""
+        lines.append(f"{path}  {top.label.ljust(label_width)}  {top.score:.3f}{rest}{unsure}")
     return "\n".join(lines)
 
 
@@ -97,7 +98,11 @@ def _document(outcome: Outcome) -> dict[str, object]:
         error = {"code": outcome.code, "message": outcome.message}
         return {"path": str(outcome.path), "error": error}
     predictions = [asdict(p) for p in outcome.result.predictions]
-    return {"path": str(outcome.path), "predictions": predictions}
+    return {
+        "path": str(outcome.path),
+        "predictions": predictions,
+        "abstained": outcome.result.abstained,
+    }
 
 
 def format_json(outcomes: Sequence[Outcome]) -> str:
@@ -105,19 +110,22 @@ def format_json(outcomes: Sequence[Outcome]) -> str:
 
 
 def write_output(outcomes: Sequence[Outcome], path: Path) -> None:
-    """``.csv``: one row per image (path, top label, score, index, error); otherwise JSON lines."""
+    """``.csv``: one row per image (path, top label, score, index, abstained, error); otherwise
+    JSON lines."""
     with path.open("w", newline="", encoding="utf-8") as file:
         if path.suffix.lower() != ".csv":
             file.writelines(json.dumps(_document(outcome)) + "\n" for outcome in outcomes)
             return
         writer = csv.writer(file)
-        writer.writerow(["path", "label", "score", "index", "error"])
+        writer.writerow(["path", "label", "score", "index", "abstained", "error"])
         for outcome in outcomes:
             if outcome.result is None:
-                writer.writerow([outcome.path, "", "", "", f"{outcome.code}: {outcome.message}"])
+                error = f"{outcome.code}: {outcome.message}"
+                writer.writerow([outcome.path, "", "", "", "", error])
             else:
-                top = outcome.result.top
-                writer.writerow([outcome.path, top.label, f"{top.score:.6f}", top.index, ""])
+                top, abstained = outcome.result.top, str(outcome.result.abstained).lower()
+                score = f"{top.score:.6f}"
+                writer.writerow([outcome.path, top.label, score, top.index, abstained, ""])
 
 
 def run_predict(

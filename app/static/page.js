@@ -178,10 +178,21 @@ function showPrediction(card, file, answer) {
 
   card.setAttribute("aria-busy", "false");
   card.querySelector(".state").replaceWith(list);
-  card.querySelector(".result-body").append(timing, explain);
+  const body = card.querySelector(".result-body");
+  // Below the abstain threshold the top label is a guess: say so above the bars, not only in colour.
+  const unsure = result.abstained
+    ? "Unsure: the top score is below the model's abstain threshold, so this may be none of its classes."
+    : "";
+  if (unsure) {
+    body.insertBefore(element("p", "abstained", unsure), list);
+  }
+  body.append(timing, explain);
   const top = result.predictions[0];
   if (top) {
-    announce(`${file.name}: ${top.label}, ${(top.score * 100).toFixed(1)}%, in ${formatMs(answer.total_ms)}.`);
+    const verdict = unsure ? " Unsure." : "";
+    announce(
+      `${file.name}: ${top.label}, ${(top.score * 100).toFixed(1)}%, in ${formatMs(answer.total_ms)}.${verdict}`,
+    );
   }
 }
 

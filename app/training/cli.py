@@ -23,9 +23,9 @@ from app.model.bundle import MANIFEST_FILE, BundleError
 from app.model.resnet import ARCHITECTURES
 from app.training.calibration import DEFAULT_TARGET_RECALL, CalibrationFit
 from app.training.config import WEIGHTS_DTYPES, FinetuneConfig, default_workers
-from app.training.demo_data import generate_dataset
+from app.training.demo_data import CLASS_SETS, generate_dataset
 from app.training.evaluate import calibrate_bundle, evaluate_bundle
-from app.training.finetune import finetune
+from app.training.finetune import finetune, format_duration
 from app.training.metrics import (
     format_accuracy,
     format_confusion,
@@ -82,11 +82,24 @@ def _add_demo_data(commands: Subparsers) -> None:
     parser.add_argument(
         "--per-class", type=int, default=150, help="images per class (default: %(default)s)"
     )
+    parser.add_argument(
+        "--classes",
+        type=_class_names,
+        default=CLASS_SETS["demo"],
+        help="'demo' (the demo model's 8 shapes, the default), 'new' (6 shapes it never saw: "
+        f"{', '.join(CLASS_SETS['new'])}) or a comma-separated list of names",
+    )
     parser.set_defaults(handler=_demo_data)
 
 
+def _class_names(value: str) -> tuple[str, ...]:
+    return CLASS_SETS.get(value) or tuple(name.strip() for name in value.split(","))
+
+
 def _demo_data(args: argparse.Namespace) -> int:
-    counts = generate_dataset(args.out, seed=args.seed, per_class=args.per_class)
+    counts = generate_dataset(
+        args.out, seed=args.seed, per_class=args.per_class, classes=args.classes
+    )
     print(f"wrote {sum(counts.values())} images of {len(counts)} classes to {args.out}")
     return 0
 
@@ -224,8 +237,12 @@ def _finetune(args: argparse.Namespace) -> int:
     print("confusion matrix (rows: true class, columns: predicted class):")
     print(format_confusion(report))
     _print_calibration(result.calibration)
-    print(f"bundle: {result.bundle_dir}")
-    print(f"checkpoint: {result.checkpoint}")
+    print(f"checkpoint (last and best epoch, for --resume): {result.checkpoint}")
+    print(
+        f"done in {format_duration(result.seconds)}: bundle {result.bundle_dir}, validation "
+        f"accuracy {100 * result.best_accuracy:.2f}%, ECE {result.calibration.ece_after:.4f} "
+        "(calibrated)"
+    )
     return 0
 
 

@@ -29,7 +29,9 @@ def default_workers() -> int:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """Every knob of one fine-tuning run; ``None`` means "derive a sensible value" (see properties)."""
+    """Every knob of one fine-tuning run; ``None`` means "derive a sensible value": the recipe
+    (``app.training.recipe``) fills epochs, batch size, learning rate and sizes, the properties the
+    rest."""
 
     data: Path
     out: Path
@@ -39,9 +41,9 @@ class FinetuneConfig:
     name: str | None = None
     arch: str = "resnet18"
     pretrained: str = "none"
-    input_size: int = 224
+    input_size: int | None = None
     resize_size: int | None = None
-    epochs: int = 10
+    epochs: int | None = None
     freeze_epochs: int = 2
     unfreeze: bool = True
     backbone_lr_scale: float = 0.1
@@ -50,7 +52,7 @@ class FinetuneConfig:
     weight_decay: float | None = None
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
-    batch_size: int = 32
+    batch_size: int | None = None
     workers: int = field(default_factory=default_workers)
     device: str = "auto"
     seed: int = 0
@@ -68,19 +70,22 @@ class FinetuneConfig:
                 self.weights_dtype in WEIGHTS_DTYPES,
                 f"unknown weights dtype {self.weights_dtype!r}; use fp16 or fp32",
             ),
-            (16 <= self.input_size <= 1024, "input size must be between 16 and 1024"),
             (
-                self.resize_size is None or self.input_size <= self.resize_size <= 2048,
+                self.input_size is None or 16 <= self.input_size <= 1024,
+                "input size must be between 16 and 1024",
+            ),
+            (
+                self.resize_size is None or (self.input_size or 16) <= self.resize_size <= 2048,
                 "resize size must be at least the input size and at most 2048",
             ),
-            (self.epochs >= 1, "epochs must be at least 1"),
+            (self.epochs is None or self.epochs >= 1, "epochs must be at least 1"),
             (self.freeze_epochs >= 0, "freeze epochs must be >= 0"),
             (self.backbone_lr_scale > 0, "backbone lr scale must be positive"),
             (self.lr is None or self.lr > 0, "learning rate must be positive"),
             (self.weight_decay is None or self.weight_decay >= 0, "weight decay must be >= 0"),
             (self.warmup_epochs >= 0, "warmup epochs must be >= 0"),
             (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
-            (self.batch_size >= 1, "batch size must be at least 1"),
+            (self.batch_size is None or self.batch_size >= 1, "batch size must be at least 1"),
             (self.workers >= 0, "workers must be >= 0"),
             (self.patience >= 0, "patience must be >= 0 (0 turns early stopping off)"),
             (self.bundle_name != "", "a bundle name is needed: pass --name"),

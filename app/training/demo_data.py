@@ -10,7 +10,10 @@ drawn inside the central 80% of that square and the sides of non-square images s
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +30,11 @@ CLASSES: tuple[str, ...] = (
     "stripes",
     "checkerboard",
 )
+# Shapes the demo model never saw: a new small task for showing what fine-tuning from it buys.
+NEW_CLASSES: tuple[str, ...] = ("pentagon", "hexagon", "crescent", "arrow", "heart", "diamond")
+ALL_CLASSES = CLASSES + NEW_CLASSES
+# What ``demo-data --classes`` accepts besides a comma-separated list of class names.
+CLASS_SETS: dict[str, tuple[str, ...]] = {"demo": CLASSES, "new": NEW_CLASSES}
 
 MIN_SIDE, MAX_SIDE = 160, 480
 MIN_ASPECT, MAX_ASPECT = 0.6, 1.7
@@ -122,6 +130,49 @@ def _checkerboard(draw: ImageDraw.ImageDraw, p: _Placement, rng: np.random.Gener
             p.polygon(draw, _rect(u, u + width, v, v + width))
 
 
+def _pentagon(draw: ImageDraw.ImageDraw, p: _Placement, rng: np.random.Generator) -> None:
+    p.polygon(draw, _star_points(p.r, 0.0, 5)[::2])
+
+
+def _hexagon(draw: ImageDraw.ImageDraw, p: _Placement, rng: np.random.Generator) -> None:
+    p.polygon(draw, _star_points(p.r, 0.0, 6)[::2])
+
+
+def _crescent(draw: ImageDraw.ImageDraw, p: _Placement, rng: np.random.Generator) -> None:
+    p.disk(draw, p.r, 255)
+    shift = p.r * rng.uniform(0.35, 0.5)  # the bite leaves a horn on each side, never a ring
+    bite = _Placement(
+        p.cx + shift * math.cos(p.angle), p.cy + shift * math.sin(p.angle), p.r, 0.0, p.side
+    )
+    bite.disk(draw, p.r * 0.9, 0)
+
+
+def _arrow(draw: ImageDraw.ImageDraw, p: _Placement, rng: np.random.Generator) -> None:
+    shaft = p.r * rng.uniform(0.15, 0.22)
+    head = p.r * 0.6
+    neck = p.r * 0.1
+    tail = math.sqrt(p.r**2 - shaft**2)  # the tail's corners lie on the circumcircle
+    outline = [(-tail, -shaft), (neck, -shaft), (neck, -head), (p.r, 0.0)]
+    p.polygon(draw, outline + [(u, -v) for u, v in reversed(outline[:-1])])
+
+
+def _heart(draw: ImageDraw.ImageDraw, p: _Placement, rng: np.random.Generator) -> None:
+    # The classic parametric heart; its farthest point is 1.08 units out, so 0.92 keeps it inside.
+    points = [
+        (
+            16 * math.sin(t) ** 3 / 16,
+            -(13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t)) / 16,
+        )
+        for t in np.linspace(0, 2 * math.pi, 64, endpoint=False)
+    ]
+    p.polygon(draw, [(0.92 * u * p.r, 0.92 * v * p.r) for u, v in points])
+
+
+def _diamond(draw: ImageDraw.ImageDraw, p: _Placement, rng: np.random.Generator) -> None:
+    width = p.r * rng.uniform(0.45, 0.6)  # elongated, so it never reads as a rotated square
+    p.polygon(draw, [(p.r, 0.0), (0.0, width), (-p.r, 0.0), (0.0, -width)])
+
+
 # class -> (drawer, circumradius range as a fraction of the square's side)
 _SHAPES: dict[str, tuple[_Drawer, tuple[float, float]]] = {
     "circle": (_circle, (0.16, 0.38)),
@@ -132,6 +183,12 @@ _SHAPES: dict[str, tuple[_Drawer, tuple[float, float]]] = {
     "ring": (_ring, (0.20, 0.38)),
     "stripes": (_stripes, (0.32, 0.40)),
     "checkerboard": (_checkerboard, (0.32, 0.40)),
+    "pentagon": (_pentagon, (0.20, 0.40)),
+    "hexagon": (_hexagon, (0.20, 0.40)),
+    "crescent": (_crescent, (0.22, 0.40)),
+    "arrow": (_arrow, (0.24, 0.40)),
+    "heart": (_heart, (0.22, 0.38)),
+    "diamond": (_diamond, (0.22, 0.40)),
 }
 
 
@@ -178,7 +235,7 @@ def render_image(
     the shape lies inside the central 80% of the centred square that serving crops to.
     """
     if class_name not in _SHAPES:
-        raise ValueError(f"Unknown class {class_name!r}; choose one of {', '.join(CLASSES)}.")
+        raise ValueError(f"Unknown class {class_name!r}; choose one of {', '.join(ALL_CLASSES)}.")
     width, height = _random_size(rng) if size is None else size
     if min(width, height) < 32:
         raise ValueError(f"Image size {width}x{height} is too small; both sides must be >= 32.")
@@ -204,27 +261,52 @@ def generate_dataset(
 ) -> dict[str, int]:
     """Write ``out_dir/<class>/<class>_<index:05d>.jpg`` and return the image count per class.
 
-    Each image has its own generator seeded from (seed, index of the class in ``CLASSES``, image
-    index), so the same seed gives byte-identical files whatever ``classes`` or the order.
+    Each image has its own generator seeded from (seed, index of the class in ``ALL_CLASSES``,
+    image index), so the same seed gives byte-identical files whatever ``classes`` or the order.
     Existing files are overwritten one by one.
     """
     if per_class < 1:
         raise ValueError(f"per_class must be at least 1, got {per_class}.")
-    unknown = sorted(set(classes) - set(CLASSES))
+    unknown = sorted(set(classes) - set(ALL_CLASSES))
     if unknown:
-        raise ValueError(f"Unknown classes {unknown}; choose from {', '.join(CLASSES)}.")
+        raise ValueError(f"Unknown classes {unknown}; choose from {', '.join(ALL_CLASSES)}.")
     names = list(dict.fromkeys(classes))
     if len(names) < 2:
         raise ValueError(f"A classifier needs at least 2 distinct classes, got {names}.")
 
-    counts: dict[str, int] = {}
+    jobs = []
     for name in names:
         folder = Path(out_dir) / name
         folder.mkdir(parents=True, exist_ok=True)
-        for index in range(per_class):
-            rng = np.random.default_rng([seed, CLASSES.index(name), index])
-            image = render_image(name, rng)
-            quality = int(rng.integers(70, 96))
-            image.save(folder / f"{name}_{index:05d}.jpg", format="JPEG", quality=quality)
-        counts[name] = per_class
-    return counts
+        jobs += [(folder, name, seed, index) for index in range(per_class)]
+    _run_jobs(jobs)
+    return dict.fromkeys(names, per_class)
+
+
+_Job = tuple[Path, str, int, int]
+PARALLEL_FROM = 100  # fewer images than this are drawn in-process: starting workers costs more
+
+
+def _write_image(job: _Job) -> None:
+    folder, name, seed, index = job
+    rng = np.random.default_rng([seed, ALL_CLASSES.index(name), index])
+    image = render_image(name, rng)
+    quality = int(rng.integers(70, 96))
+    image.save(folder / f"{name}_{index:05d}.jpg", format="JPEG", quality=quality)
+
+
+def _run_jobs(jobs: list[_Job]) -> None:
+    """Draw on every core: each image has its own seed, so the files do not depend on the order.
+
+    Workers are spawned, not forked: the caller may have torch loaded, and forking a process that
+    holds its thread pools is unsafe.
+    """
+    workers = min(os.cpu_count() or 1, 8)
+    if len(jobs) < PARALLEL_FROM or workers == 1:
+        for job in jobs:
+            _write_image(job)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        for _ in pool.map(_write_image, jobs, chunksize=16):
+            pass

@@ -10,6 +10,7 @@ exactly as training did.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,9 +41,10 @@ from app.training.plots import (
     plot_confusion_matrix,
     plot_training_curves,
 )
+from app.training.recipe import apply_recipe
 from app.training.runtime import Precision, seed_everything
 from app.training.trainer import Trainer
-from app.training.weights import load_backbone, resolve_starting_weights
+from app.training.weights import StartingWeights, load_backbone, resolve_starting_weights
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ class FinetuneResult:
     history: list[dict[str, float]]
     report: ClassificationReport
     calibration: CalibrationFit
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -86,9 +89,10 @@ def _load_splits(config: FinetuneConfig) -> _Splits:
     return _Splits(list(train.classes), train_samples, val_samples)
 
 
-def _new_state(config: FinetuneConfig, model: ResNet, classes: list[str]) -> TrainingCheckpoint:
-    """Resolve the starting weights into ``model`` and describe the fresh run."""
-    weights = resolve_starting_weights(config.pretrained, config.arch)
+def _new_state(
+    config: FinetuneConfig, weights: StartingWeights, model: ResNet, classes: list[str]
+) -> TrainingCheckpoint:
+    """Load the starting weights into ``model`` and describe the fresh run."""
     if weights.state is not None:
         load_backbone(model, weights.state, f"{weights.description} (as a {config.arch} backbone)")
     spec = config.preprocessing(weights.mean, weights.std, weights.interpolation)
@@ -129,13 +133,19 @@ def _check_out(out: Path, force: bool) -> None:
         raise ValueError(f"{out}: is a folder with other files, not a bundle; choose another --out")
 
 
-def _resumable(config: FinetuneConfig) -> TrainingCheckpoint:
-    """The checkpoint to resume, refused with one line if the run is over or the options disagree.
+def _resumable(
+    config: FinetuneConfig, train_images: int
+) -> tuple[TrainingCheckpoint, FinetuneConfig]:
+    """The checkpoint to resume and the run's options, the unset ones filled by the recipe the run
+    started with; refused with one line if the run is over or the options disagree.
 
     ``--epochs`` is the run's total: resuming continues after the checkpoint's epoch up to it.
     """
     path = config.resume
     state = TrainingCheckpoint.load(path)
+    spec = state.preprocessing
+    sizes = (spec["input_size"], spec["resize_size"])
+    config = apply_recipe(config, state.backbone_pretrained, sizes, train_images)
     if state.epoch >= config.epochs:
         raise ValueError(
             f"{path}: this run already finished its {state.epoch} epochs; --epochs is the total, "
@@ -146,7 +156,6 @@ def _resumable(config: FinetuneConfig) -> TrainingCheckpoint:
             f"{path}: this run stopped early after epoch {state.epoch} (no improvement for "
             f"{state.stale_epochs} epochs); raise --patience to train further"
         )
-    spec = state.preprocessing
     asked = {"--input-size": config.input_size, "--resize-size": config.resize_size}
     held = {"--input-size": spec["input_size"], "--resize-size": spec["resize_size"]}
     for option, value in asked.items():
@@ -160,21 +169,26 @@ def _resumable(config: FinetuneConfig) -> TrainingCheckpoint:
             f"{path}: --pretrained {config.pretrained} contradicts the checkpoint's "
             f"{state.pretrained}; resume with the run's own options"
         )
-    return state
+    return state, config
 
 
 def finetune(config: FinetuneConfig) -> FinetuneResult:
     """Run the whole fine-tune described by ``config``; see the module docstring for the flow."""
+    started = time.monotonic()
     _check_out(config.out, config.force)
-    resumed = _resumable(config) if config.resume is not None else None
+    splits = _load_splits(config)
+    resumed = None
+    if config.resume is not None:
+        resumed, config = _resumable(config, len(splits.train))
     device = resolve_device(config.device)
     precision = Precision.for_device(device)
     seed_everything(config.seed)
-    splits = _load_splits(config)
     # From scratch, zero-initialised residual branches make every block start as the identity.
     model = build_resnet(config.arch, len(splits.classes), zero_init_residual=True)
     if resumed is None:
-        state = _new_state(config, model, splits.classes)
+        weights = resolve_starting_weights(config.pretrained, config.arch)
+        config = apply_recipe(config, weights.pretrained, weights.trained_at, len(splits.train))
+        state = _new_state(config, weights, model, splits.classes)
     else:
         state = resumed
         state.check_compatible(config.resume, config.arch, splits.classes)
@@ -184,7 +198,9 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     model.to(device, memory_format=torch.channels_last)
 
     train_loader = make_loader(
-        ImageDataset(splits.train, train_transform(spec)),
+        # Decoded at the draft scale, as serving and validation decode: the same pixels, and on
+        # small input sizes most of the decode time saved.
+        ImageDataset(splits.train, train_transform(spec), draft_size=spec.resize_size),
         batch_size=config.batch_size,
         workers=config.workers,
         device=device,
@@ -210,7 +226,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         trainer.load_state_dict(state.trainer)
     logger.info("device: %s, mixed precision: %s", device, precision.describe())
 
-    for epoch in range(state.epoch + 1, config.epochs + 1):
+    first_epoch, loop_started = state.epoch + 1, time.monotonic()
+    for epoch in range(first_epoch, config.epochs + 1):
         if config.patience and state.stale_epochs >= config.patience:
             logger.info(
                 "early stopping: validation accuracy has not improved for %d epochs",
@@ -218,6 +235,14 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
             )
             break
         _run_epoch(config, epoch, state, trainer, train_loader, val_loader)
+        per_epoch = (time.monotonic() - loop_started) / (epoch - first_epoch + 1)
+        if epoch < config.epochs:
+            logger.info(
+                "run: %s so far, about %s to go for %d more epochs (less if it stops early)",
+                format_duration(time.monotonic() - started),
+                format_duration(per_epoch * (config.epochs - epoch)),
+                config.epochs - epoch,
+            )
 
     model.load_state_dict(state.best_model)
     final = evaluate_model(model, val_loader, splits.classes, precision)
@@ -232,8 +257,9 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         fit.calibration.abstain_threshold,
     )
     bundle_dir = _write_bundle(config, model, state, spec, splits, fit.calibration)
-    plot_training_curves(state.history, state.best_epoch, bundle_dir / CURVES_FILE)
-    plot_confusion_matrix(final.report, bundle_dir / CONFUSION_FILE)
+    title = f"{config.arch} on {config.data} (starting weights: {state.pretrained})"
+    plot_training_curves(state.history, state.best_epoch, title, bundle_dir / CURVES_FILE)
+    plot_confusion_matrix(final.report, title, bundle_dir / CONFUSION_FILE)
     logger.info("wrote bundle %s", bundle_dir)
     return FinetuneResult(
         bundle_dir=bundle_dir,
@@ -244,6 +270,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         history=state.history,
         report=final.report,
         calibration=fit,
+        seconds=time.monotonic() - started,
     )
 
 
@@ -311,6 +338,12 @@ def _run_epoch(
     state.model = trainer.model.state_dict()
     state.trainer = trainer.state_dict()
     state.save(config.checkpoint_path)
+
+
+def format_duration(seconds: float) -> str:
+    """``4m05s`` (or ``12s``): the scale people read a training run's time in."""
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest:02d}s" if minutes else f"{rest}s"
 
 
 def _validation_name(config: FinetuneConfig) -> str:

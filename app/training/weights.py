@@ -25,17 +25,23 @@ from app.model.resnet import ResNet
 from app.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Interpolation
 
 HEAD_PREFIX = "fc."
+IMAGENET_SIZES = (224, 256)  # torchvision's ImageNet crop and resize
 
 
 @dataclass(frozen=True)
 class StartingWeights:
-    """A backbone state dict (None: random init) and the normalisation its training used."""
+    """A backbone state dict (None: random init) and the preprocessing its training used.
+
+    ``trained_at`` is the (input size, resize size) the weights were trained at: a fine-tune keeps
+    it unless told otherwise, because learned features are tuned to the scale they saw.
+    """
 
     description: str
     state: dict[str, torch.Tensor] | None
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: Interpolation = "bilinear"
+    trained_at: tuple[int, int] | None = IMAGENET_SIZES
 
     @property
     def pretrained(self) -> bool:
@@ -58,6 +64,7 @@ def _imagenet(arch: str) -> StartingWeights:
         mean=tuple(preset.mean),
         std=tuple(preset.std),
         interpolation=preset.interpolation.value,
+        trained_at=(preset.crop_size[0], preset.resize_size[0]),
     )
 
 
@@ -76,6 +83,7 @@ def _bundle(directory: Path, arch: str) -> StartingWeights:
         mean=spec.mean,
         std=spec.std,
         interpolation=spec.interpolation,
+        trained_at=(spec.input_size, spec.resize_size),
     )
 
 
@@ -86,7 +94,7 @@ def resolve_starting_weights(source: str, arch: str) -> StartingWeights:
     own normalisation, which the fine-tuned model must keep using.
     """
     if source == "none":
-        return StartingWeights(description="none", state=None)
+        return StartingWeights(description="none", state=None, trained_at=None)
     if source == "imagenet":
         return _imagenet(arch)
     path = Path(source)

@@ -75,7 +75,11 @@ def test_mutated_images_over_http_get_200_or_a_clear_4xx(demo_server: ServerProc
             )
             assert response.status_code in (200, 400, 413), response.text
             if response.status_code != 200:
-                assert response.json()["error"]["code"] in ("invalid_image", "image_too_large", "empty_body")
+                assert response.json()["error"]["code"] in (
+                    "invalid_image",
+                    "image_too_large",
+                    "empty_body",
+                )
     assert demo_server.get("/health/live").status_code == 200
 
 

@@ -7,11 +7,13 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from app.cli import main
 from app.client import ResnetClient, ResnetServeError
-from tests.conftest import CLI, REPO, ServerProcess, free_port
+from tests.conftest import CLI, REPO, ServerProcess, encode, free_port, known_image
 
 
 def predict(*args: str) -> subprocess.CompletedProcess[str]:
@@ -126,3 +128,28 @@ def test_a_missing_bundle_exits_2_with_one_line(tmp_path: Path, image_dir: dict[
     done = predict(next(iter(image_dir)), "--bundle", str(tmp_path / "nowhere"))
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "nowhere" in done.stderr
+
+
+def test_noise_abstains_with_the_bundles_threshold_in_the_table_csv_and_json_lines(
+    tmp_path: Path,
+) -> None:
+    """Offline, as the server does: below the bundle's abstain threshold the answer is flagged."""
+    pixels = np.random.default_rng(1).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    noise, star = tmp_path / "noise.jpg", tmp_path / "star.jpg"
+    Image.fromarray(pixels).save(noise, format="JPEG")
+    star.write_bytes(encode(known_image("star", 1)))
+    bundle = str(REPO / "models" / "demo")
+    table = predict(str(noise), str(star), "--bundle", bundle)
+    assert table.returncode == 0, table.stderr
+    lines = {line.split()[0]: line for line in table.stdout.splitlines()}
+    assert lines[str(noise)].endswith("(abstained: below the abstain threshold)")
+    assert "abstained" not in lines[str(star)]
+    done = predict(str(noise), str(star), "--bundle", bundle, "--output", str(tmp_path / "o.csv"))
+    assert done.returncode == 0, done.stderr
+    with (tmp_path / "o.csv").open(newline="") as file:
+        assert {row["path"]: row["abstained"] for row in csv.DictReader(file)} == {
+            str(noise): "true",
+            str(star): "false",
+        }
+    done = predict(str(noise), "--bundle", bundle, "--output", str(tmp_path / "o.jsonl"))
+    assert json.loads((tmp_path / "o.jsonl").read_text())["abstained"] is True

@@ -6,12 +6,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.cli import main
+from app.training import demo_data
 from app.training.demo_data import (
+    ALL_CLASSES,
     CLASSES,
     MAX_ASPECT,
     MAX_SIDE,
     MIN_ASPECT,
     MIN_SIDE,
+    NEW_CLASSES,
     generate_dataset,
     render_image,
 )
@@ -50,6 +54,18 @@ def test_image_does_not_depend_on_which_other_classes_are_generated(tmp_path: Pa
     assert subset == {k: everything[k] for k in subset}
 
 
+def test_drawing_on_several_processes_writes_the_files_one_process_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    classes = ("pentagon", "heart")  # two of the classes the demo model never saw
+    generate_dataset(tmp_path / "parallel", seed=2, per_class=50, classes=classes)
+    monkeypatch.setattr(demo_data, "PARALLEL_FROM", 10_000)
+    generate_dataset(tmp_path / "serial", seed=2, per_class=50, classes=classes)
+    parallel = _files(tmp_path / "parallel")
+    assert len(parallel) == 100
+    assert parallel == _files(tmp_path / "serial")
+
+
 def test_writes_one_folder_per_class_with_numbered_rgb_jpegs_of_varied_size(tmp_path: Path) -> None:
     counts = generate_dataset(tmp_path / "new" / "out", seed=0, per_class=4)
 
@@ -76,7 +92,7 @@ def test_rerun_into_existing_folders_overwrites_file_by_file(tmp_path: Path) -> 
     assert _files(tmp_path) == before
 
 
-@pytest.mark.parametrize("name", CLASSES)
+@pytest.mark.parametrize("name", ALL_CLASSES)
 @pytest.mark.parametrize("size", [(400, 200), (170, 420), None])
 def test_shape_lies_inside_the_centred_square_with_a_margin(
     name: str, size: tuple[int, int] | None
@@ -114,7 +130,7 @@ def test_render_image_honours_an_explicit_size() -> None:
     ("kwargs", "message"),
     [
         ({"per_class": 0}, "per_class must be at least 1"),
-        ({"classes": ("circle", "hexagon")}, "Unknown classes ['hexagon']"),
+        ({"classes": ("circle", "octagon")}, "Unknown classes ['octagon']"),
         ({"classes": ("circle",)}, "at least 2 distinct classes"),
         ({"classes": ("ring", "ring")}, "at least 2 distinct classes"),
     ],
@@ -133,3 +149,15 @@ def test_render_image_refuses_unknown_class_and_tiny_size() -> None:
         render_image("oval", rng)
     with pytest.raises(ValueError, match="too small"):
         render_image("circle", rng, (20, 200))
+
+
+@pytest.mark.parametrize(
+    ("classes", "expected"),
+    [("new", NEW_CLASSES), ("demo", CLASSES), ("heart, ring", ("heart", "ring"))],
+)
+def test_demo_data_command_takes_a_class_set_or_a_list(
+    tmp_path: Path, classes: str, expected: tuple[str, ...]
+) -> None:
+    out = tmp_path / "data"
+    assert main(["demo-data", str(out), "--per-class", "1", "--classes", classes]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected)

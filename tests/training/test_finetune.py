@@ -146,6 +146,12 @@ def test_one_epoch_finetune_via_cli_writes_loadable_bundle_and_plots(
         printed.out,
     )
     assert re.search(r"calibration: temperature [\d.]+, ECE [\d.]+ before", printed.err)
+    summary = printed.out.strip().splitlines()[-1]
+    assert re.fullmatch(
+        rf"done in \d+s: bundle {re.escape(str(out))}, validation accuracy \d+\.\d\d%, "
+        r"ECE \d\.\d{4} \(calibrated\)",
+        summary,
+    ), summary
 
     bundle = load_bundle(out)
     assert bundle.manifest.name == "tiny"
@@ -315,6 +321,28 @@ def test_pth_of_another_arch_names_the_file(
     torch.save(torchvision.models.resnet50(weights=None).state_dict(), source)
     with pytest.raises(BundleError, match=re.escape(f"{source} (as a resnet18 backbone)")):
         finetune(fast_config(tiny_data, pretrained=str(source)))
+
+
+def test_imagenet_weights_load_from_the_torch_hub_cache_with_no_network(
+    tiny_data: Path,
+    fast_config: ConfigFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--pretrained imagenet`` goes through torchvision's weights API; a file in the hub cache
+    under the weights' own file name is what it reads, as on a machine that downloaded it once."""
+    weights = torchvision.models.ResNet18_Weights.DEFAULT
+    cached = torchvision.models.resnet18(weights=None).state_dict()
+    cache = tmp_path / "torch-home" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(cached, cache / Path(weights.url).name)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    # Frozen for the whole (one-epoch) run: the bundle's backbone is the cached one, untouched.
+    result = finetune(fast_config(tiny_data, pretrained="imagenet", freeze_epochs=1))
+    bundle = load_bundle(result.bundle_dir)
+    assert bundle.manifest.provenance.pretrained == f"imagenet: torchvision {weights}"
+    assert bundle.manifest.preprocessing.interpolation == "bilinear"
+    assert torch.equal(bundle.model.state_dict()["conv1.weight"], cached["conv1.weight"])
 
 
 def test_imagenet_download_failure_is_a_clear_error(
