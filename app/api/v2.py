@@ -17,10 +17,11 @@ from app.api.errors import ApiError
 from app.api.inference_errors import inference_errors
 from app.api.uploads import read_body, until_disconnect, upload_deadline
 from app.api.v2_codec import (
+    ABSTAINED,
     HEADER_LENGTH,
     IMAGE_INPUT,
-    OUTPUT,
     PIXELS_INPUT,
+    PROBABILITIES,
     encode_response,
     parse_request,
     split_body,
@@ -129,7 +130,10 @@ async def model_metadata(
             TensorMetadata(name=IMAGE_INPUT, datatype="BYTES", shape=[-1]),
             TensorMetadata(name=PIXELS_INPUT, datatype="UINT8", shape=[-1, 3, size, size]),
         ],
-        outputs=[TensorMetadata(name=OUTPUT, datatype="FP32", shape=[-1, manifest.num_classes])],
+        outputs=[
+            TensorMetadata(name=PROBABILITIES, datatype="FP32", shape=[-1, manifest.num_classes]),
+            TensorMetadata(name=ABSTAINED, datatype="BOOL", shape=[-1]),
+        ],
     )
 
 

@@ -28,15 +28,19 @@ import torch
 from app.inference import ImageResult, InvalidInputError
 
 HEADER_LENGTH = "inference-header-content-length"
-IMAGE_INPUT, PIXELS_INPUT, OUTPUT = "IMAGE", "PIXELS", "PROBABILITIES"
+IMAGE_INPUT, PIXELS_INPUT = "IMAGE", "PIXELS"
+# The model's outputs, in the order a request that names none receives them.
+PROBABILITIES, ABSTAINED = "PROBABILITIES", "ABSTAINED"
+OUTPUTS = (PROBABILITIES, ABSTAINED)
 PIXEL_TYPES = {"UINT8": np.uint8, "FP32": np.float32}
 ELEMENT_BYTES = {"UINT8": 1, "FP32": 4}
 
 
 @dataclass(frozen=True)
 class OutputRequest:
+    name: str
     binary: bool
-    classification: int | None
+    classification: int | None = None
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ class InferRequest:
     request_id: str | None
     images: list[bytes] | None
     pixels: torch.Tensor | None
-    output: OutputRequest
+    outputs: list[OutputRequest]
 
     @property
     def count(self) -> int:
@@ -90,7 +94,7 @@ def parse_request(
         if datatype != "BYTES" or len(shape) != 1 or shape[0] < 1:
             raise _invalid(f"{IMAGE_INPUT} must be BYTES with shape [N], N >= 1")
         images = _binary_bytes(raw, shape[0]) if raw is not None else _json_bytes(tensor, shape[0])
-        return InferRequest(header.get("id"), images, None, _output(header))
+        return InferRequest(header.get("id"), images, None, _outputs(header))
     if name == PIXELS_INPUT:
         expected = [shape[0] if shape else 0, *image_shape]
         if datatype not in PIXEL_TYPES or shape != expected or shape[0] < 1:
@@ -98,7 +102,7 @@ def parse_request(
                 f"{PIXELS_INPUT} must be UINT8 or FP32 with shape [N,"
                 f"{','.join(map(str, image_shape))}], got {datatype} {shape}"
             )
-        return InferRequest(header.get("id"), None, _pixels(tensor, raw, shape), _output(header))
+        return InferRequest(header.get("id"), None, _pixels(tensor, raw, shape), _outputs(header))
     raise _invalid(f"unknown input {name!r}: expected {IMAGE_INPUT} or {PIXELS_INPUT}")
 
 
@@ -161,50 +165,79 @@ def _pixels(tensor: dict[str, Any], raw: bytes | None, shape: list[int]) -> torc
     return torch.from_numpy(np.rint(array).astype(np.uint8).reshape(shape))
 
 
-def _output(header: dict[str, Any]) -> OutputRequest:
+def _outputs(header: dict[str, Any]) -> list[OutputRequest]:
+    """The outputs asked for, each at most once; none asked for means all of them."""
     default_binary = bool((header.get("parameters") or {}).get("binary_data_output", False))
-    outputs = header.get("outputs") or []
-    if not isinstance(outputs, list) or len(outputs) > 1:
-        raise _invalid(f"one output at most: {OUTPUT}")
-    if not outputs:
-        return OutputRequest(default_binary, None)
-    wanted = outputs[0]
-    if not isinstance(wanted, dict) or wanted.get("name") != OUTPUT:
-        raise _invalid(f"unknown output: the model has one, {OUTPUT}")
+    wanted = header.get("outputs") or []
+    if not isinstance(wanted, list):
+        raise _invalid("outputs must be a list")
+    if not wanted:
+        return [OutputRequest(name, default_binary) for name in OUTPUTS]
+    requests = [_output(output, default_binary) for output in wanted]
+    names = [request.name for request in requests]
+    if len(set(names)) != len(names):
+        raise _invalid("each output may be asked for once")
+    return requests
+
+
+def _output(wanted: Any, default_binary: bool) -> OutputRequest:
+    if not isinstance(wanted, dict) or wanted.get("name") not in OUTPUTS:
+        raise _invalid(f"unknown output: the model has {', '.join(OUTPUTS)}")
     parameters = wanted.get("parameters") or {}
     classification = parameters.get("classification")
-    if classification is not None and (not isinstance(classification, int) or classification < 1):
-        raise _invalid("classification must be a positive integer")
-    return OutputRequest(bool(parameters.get("binary_data", default_binary)), classification)
+    if classification is not None:
+        if wanted["name"] != PROBABILITIES:
+            raise _invalid(f"classification applies to {PROBABILITIES} only")
+        if not isinstance(classification, int) or classification < 1:
+            raise _invalid("classification must be a positive integer")
+    binary = bool(parameters.get("binary_data", default_binary))
+    return OutputRequest(wanted["name"], binary, classification)
 
 
-def encode_response(
-    model: str, request: InferRequest, results: list[ImageResult], labels: list[str]
-) -> tuple[bytes, int | None]:
-    """The response body, and the JSON header's length when binary data follows it."""
-    output: dict[str, Any] = {"name": OUTPUT}
-    if request.output.classification:
-        k = min(request.output.classification, len(labels))
+def _probabilities(
+    output: OutputRequest, results: list[ImageResult], labels: list[str]
+) -> tuple[dict[str, Any], list[Any], bytes]:
+    """``FP32 [N,classes]``, or with the classification extension ``score:index:label`` strings."""
+    if output.classification:
+        k = min(output.classification, len(labels))
         rows = [torch.topk(r.probabilities, k) for r in results]
         strings = [
             f"{score:f}:{index}:{labels[index]}"
             for scores, indices in rows
             for score, index in zip(scores.tolist(), indices.tolist(), strict=True)
         ]
-        output |= {"datatype": "BYTES", "shape": [len(results), k]}
-        values: list[Any] = strings
         binary = b"".join(struct.pack("<I", len(s.encode())) + s.encode() for s in strings)
-    else:
-        probabilities = torch.stack([r.probabilities for r in results]).numpy()
-        output |= {"datatype": "FP32", "shape": list(probabilities.shape)}
-        values = probabilities.reshape(-1).tolist()
-        binary = probabilities.astype("<f4").tobytes()
-    body: dict[str, Any] = {"model_name": model, "model_version": "1", "outputs": [output]}
+        return {"datatype": "BYTES", "shape": [len(results), k]}, strings, binary
+    probabilities = torch.stack([r.probabilities for r in results]).numpy()
+    tensor = {"datatype": "FP32", "shape": list(probabilities.shape)}
+    return tensor, probabilities.reshape(-1).tolist(), probabilities.astype("<f4").tobytes()
+
+
+def _abstained(results: list[ImageResult]) -> tuple[dict[str, Any], list[Any], bytes]:
+    """``BOOL [N]``: true where the top score is below the abstain threshold."""
+    flags = [r.abstained for r in results]
+    return {"datatype": "BOOL", "shape": [len(flags)]}, flags, bytes(flags)
+
+
+def encode_response(
+    model: str, request: InferRequest, results: list[ImageResult], labels: list[str]
+) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header's length when binary data follows it."""
+    outputs, binary = [], b""
+    for wanted in request.outputs:
+        if wanted.name == PROBABILITIES:
+            tensor, values, raw = _probabilities(wanted, results, labels)
+        else:
+            tensor, values, raw = _abstained(results)
+        output = {"name": wanted.name} | tensor
+        if wanted.binary:
+            output["parameters"] = {"binary_data_size": len(raw)}
+            binary += raw
+        else:
+            output["data"] = values
+        outputs.append(output)
+    body: dict[str, Any] = {"model_name": model, "model_version": "1", "outputs": outputs}
     if request.request_id is not None:
         body["id"] = request.request_id
-    if not request.output.binary:
-        output["data"] = values
-        return json.dumps(body).encode(), None
-    output["parameters"] = {"binary_data_size": len(binary)}
     header = json.dumps(body).encode()
-    return header + binary, len(header)
+    return header + binary, (len(header) if binary else None)

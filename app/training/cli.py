@@ -114,7 +114,11 @@ With pretrained weights the new head trains alone for --freeze-epochs epochs, th
 unfrozen at --backbone-lr-scale times the learning rate (--no-unfreeze keeps it frozen). From
 --pretrained none everything trains at the full rate from the first step. The schedule is per-step:
 linear warm-up, then cosine decay. Mixed precision is used on CUDA only. A checkpoint is written
-after every epoch; --resume continues a run (pass the same arguments)."""
+after every epoch; --resume continues a run (pass the same arguments).
+
+Options left unset follow a recipe chosen by the starting weights and sized by the data (the first
+log line prints it): from scratch 64 px, ~400 steps of 64 images, lr 2e-3; from pretrained weights
+their own input size, ~150 steps of 32 images, lr 3e-3, a fifth of the epochs head-only."""
 
 
 def _config_defaults() -> dict[str, Any]:
@@ -158,14 +162,28 @@ def _add_finetune(commands: Subparsers) -> None:
         "(torchvision's weights, downloaded or from the torch hub cache), a torchvision .pth "
         "state dict, or one of our bundle folders of the same --arch",
     )
-    add("--input-size", type=int, help="square crop the model sees (default: %(default)s)")
+    add(
+        "--input-size",
+        type=int,
+        help="square crop the model sees (default: 64 from scratch, else the weights' own)",
+    )
     add(
         "--resize-size",
         type=int,
-        help="shorter side before the centre crop (default: input size / 0.875)",
+        help="shorter side before the centre crop (default: the recipe's when --input-size is "
+        "not given, else input size / 0.875)",
     )
-    add("--epochs", type=int, help="maximum epochs (default: %(default)s)")
-    add("--freeze-epochs", type=int, help="head-only epochs when pretrained (default: %(default)s)")
+    add(
+        "--epochs",
+        type=int,
+        help="maximum epochs (default: enough for the recipe's 400 steps from scratch or 150 "
+        "from pretrained weights)",
+    )
+    add(
+        "--freeze-epochs",
+        type=int,
+        help="head-only epochs when pretrained (default: a fifth of the epochs)",
+    )
     add(
         "--no-unfreeze",
         dest="unfreeze",
@@ -185,7 +203,8 @@ def _add_finetune(commands: Subparsers) -> None:
     add(
         "--lr",
         type=float,
-        help="peak learning rate of the head (default: 1e-3 for adamw, 0.05 for sgd)",
+        help="peak learning rate of the head (default: 2e-3 from scratch and 3e-3 from "
+        "pretrained weights for adamw, 0.05 for sgd)",
     )
     add(
         "--weight-decay",
@@ -194,7 +213,12 @@ def _add_finetune(commands: Subparsers) -> None:
     )
     add("--warmup-epochs", type=float, help="linear warm-up length (default: %(default)s)")
     add("--label-smoothing", type=float, help="(default: %(default)s)")
-    add("--batch-size", type=int, help="(default: %(default)s)")
+    add(
+        "--batch-size",
+        type=int,
+        help="(default: 64 from scratch, 32 from pretrained weights, smaller for a few dozen "
+        "images)",
+    )
     add(
         "--workers",
         type=int,
@@ -205,7 +229,8 @@ def _add_finetune(commands: Subparsers) -> None:
     add(
         "--patience",
         type=int,
-        help="stop after this many epochs without a better val accuracy; 0: never (default: %(default)s)",
+        help="stop after this many epochs without a better val accuracy; 0: never "
+        "(default: a third of the epochs, at least 5)",
     )
     add(
         "--checkpoint-dir",

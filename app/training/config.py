@@ -44,7 +44,7 @@ class FinetuneConfig:
     input_size: int | None = None
     resize_size: int | None = None
     epochs: int | None = None
-    freeze_epochs: int = 2
+    freeze_epochs: int | None = None
     unfreeze: bool = True
     backbone_lr_scale: float = 0.1
     optimizer: OptimizerName = "adamw"
@@ -56,7 +56,7 @@ class FinetuneConfig:
     workers: int = field(default_factory=default_workers)
     device: str = "auto"
     seed: int = 0
-    patience: int = 5
+    patience: int | None = None
     checkpoint_dir: Path | None = None
     resume: Path | None = None
     weights_dtype: WeightsDtype = "fp32"
@@ -79,7 +79,7 @@ class FinetuneConfig:
                 "resize size must be at least the input size and at most 2048",
             ),
             (self.epochs is None or self.epochs >= 1, "epochs must be at least 1"),
-            (self.freeze_epochs >= 0, "freeze epochs must be >= 0"),
+            (self.freeze_epochs is None or self.freeze_epochs >= 0, "freeze epochs must be >= 0"),
             (self.backbone_lr_scale > 0, "backbone lr scale must be positive"),
             (self.lr is None or self.lr > 0, "learning rate must be positive"),
             (self.weight_decay is None or self.weight_decay >= 0, "weight decay must be >= 0"),
@@ -87,7 +87,10 @@ class FinetuneConfig:
             (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
             (self.batch_size is None or self.batch_size >= 1, "batch size must be at least 1"),
             (self.workers >= 0, "workers must be >= 0"),
-            (self.patience >= 0, "patience must be >= 0 (0 turns early stopping off)"),
+            (
+                self.patience is None or self.patience >= 0,
+                "patience must be >= 0 (0 turns early stopping off)",
+            ),
             (self.bundle_name != "", "a bundle name is needed: pass --name"),
         ]
         for ok, message in checks:

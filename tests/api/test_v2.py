@@ -9,6 +9,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
+from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from app.training.demo_data import CLASSES
@@ -45,7 +46,10 @@ def test_health_metadata_and_readiness_through_the_triton_client(client) -> None
         "IMAGE": [-1],
         "PIXELS": [-1, 3, SIZE, SIZE],
     }
-    assert metadata["outputs"][0]["shape"] == [-1, len(CLASSES)]
+    assert [(o["name"], o["datatype"], o["shape"]) for o in metadata["outputs"]] == [
+        ("PROBABILITIES", "FP32", [-1, len(CLASSES)]),
+        ("ABSTAINED", "BOOL", [-1]),
+    ]
 
 
 def test_unknown_model_or_version_is_404_in_the_protocols_error_shape(
@@ -67,6 +71,23 @@ def test_binary_images_give_probabilities_as_binary_or_json(client, binary_outpu
     assert probabilities.shape == (3, len(CLASSES)) and probabilities.dtype == np.float32
     assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
     assert _labels(probabilities) == SHAPES
+
+
+@pytest.mark.parametrize("binary_output", [True, False])
+def test_abstained_output_flags_noise_below_the_bundles_threshold(
+    client, binary_output: bool
+) -> None:
+    noise = np.random.default_rng(1).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    images = [encode(Image.fromarray(noise)), IMAGES[1]]
+    tensor = triton.InferInput("IMAGE", [2], "BYTES")
+    tensor.set_data_from_numpy(np.array(images, dtype=np.object_), binary_data=True)
+    outputs = [
+        triton.InferRequestedOutput(name, binary_data=binary_output)
+        for name in ("ABSTAINED", "PROBABILITIES")
+    ]
+    result = client.infer(MODEL["name"], [tensor], outputs=outputs)
+    assert result.as_numpy("ABSTAINED").tolist() == [True, False]
+    assert _labels(result.as_numpy("PROBABILITIES"))[1] == "star"
 
 
 def test_classification_extension_answers_score_index_label(client) -> None:
@@ -108,9 +129,15 @@ def test_plain_json_request_with_base64_images(demo_server: ServerProcess) -> No
     assert response.status_code == 200, response.text
     answer = response.json()
     assert answer["id"] == "json-1" and answer["model_name"] == MODEL["name"]
-    output = answer["outputs"][0]
+    output, abstained = answer["outputs"]  # no outputs named: all of them, in JSON
     assert output["shape"] == [3, len(CLASSES)] and output["datatype"] == "FP32"
     assert _labels(np.array(output["data"]).reshape(output["shape"])) == SHAPES
+    assert abstained == {
+        "name": "ABSTAINED",
+        "datatype": "BOOL",
+        "shape": [3],
+        "data": [False, False, False],
+    }
 
 
 def test_plain_json_pixels_of_the_wrong_size_are_400(demo_server: ServerProcess) -> None:
@@ -131,3 +158,33 @@ def test_a_bad_image_is_400_with_the_protocols_error_shape(client) -> None:
         client.infer(MODEL["name"], [tensor])
     assert error.value.status() == "400"
     assert "not a recognised image" in error.value.message()
+
+
+@pytest.mark.parametrize(
+    ("outputs", "message"),
+    [
+        ([{"name": "LOGITS"}], "unknown output: the model has PROBABILITIES, ABSTAINED"),
+        ([{"name": "ABSTAINED"}, {"name": "ABSTAINED"}], "each output may be asked for once"),
+        (
+            [{"name": "ABSTAINED", "parameters": {"classification": 2}}],
+            "classification applies to PROBABILITIES only",
+        ),
+    ],
+)
+def test_outputs_the_model_cannot_answer_are_400(
+    demo_server: ServerProcess, outputs: list[dict[str, object]], message: str
+) -> None:
+    body = {
+        "inputs": [
+            {
+                "name": "IMAGE",
+                "shape": [1],
+                "datatype": "BYTES",
+                "data": [base64.b64encode(IMAGES[0]).decode()],
+            }
+        ],
+        "outputs": outputs,
+    }
+    response = httpx.post(demo_server.url + f"/v2/models/{MODEL['name']}/infer", json=body)
+    assert response.status_code == 400
+    assert response.json() == {"error": message}

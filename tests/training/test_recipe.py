@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from app.training.config import FinetuneConfig
-from app.training.recipe import FROM_SCRATCH, apply_recipe
+from app.training.recipe import FROM_PRETRAINED, FROM_SCRATCH, apply_recipe
 
 DATA, OUT = Path("data"), Path("out")
 
@@ -17,6 +17,7 @@ def test_from_scratch_trains_small_images_for_more_epochs() -> None:
     assert (config.input_size, config.resize_size) == (64, 64)
     # 960 images are 15 steps of 64: 27 epochs for the recipe's 400 steps.
     assert (config.epochs, config.batch_size, config.lr) == (27, 64, 2e-3)
+    assert config.patience == 9  # a third of the epochs
 
 
 def test_from_pretrained_keeps_the_size_the_weights_were_trained_at() -> None:
@@ -24,17 +25,20 @@ def test_from_pretrained_keeps_the_size_the_weights_were_trained_at() -> None:
         FinetuneConfig(data=DATA, out=OUT), pretrained=True, trained_at=(112, 128), train_images=96
     )
     assert (config.input_size, config.resize_size) == (112, 128)
-    # 96 images are 3 steps of 32: 50 epochs would reach 150 steps, the recipe stops at 30.
-    assert (config.epochs, config.batch_size, config.lr) == (30, 32, 1e-3)
+    # 96 images are 4 steps of 24 (a smaller batch, so an epoch is several steps): 38 epochs.
+    assert (config.epochs, config.batch_size, config.lr) == (38, 24, 3e-3)
+    assert (config.freeze_epochs, config.patience) == (8, 13)
 
 
 def test_options_given_win_over_the_recipe() -> None:
-    given = FinetuneConfig(data=DATA, out=OUT, input_size=96, epochs=3, batch_size=8, lr=5e-4)
+    given = FinetuneConfig(
+        data=DATA, out=OUT, input_size=96, epochs=3, batch_size=8, lr=5e-4, patience=0
+    )
     config = apply_recipe(given, pretrained=False, trained_at=None, train_images=960)
     # Only the input size was given: the resize keeps the usual ratio to it, not the recipe's 64.
     assert (config.input_size, config.resize_size) == (96, None)
     assert config.preprocessing((0, 0, 0), (1, 1, 1), "bilinear").resize_size == 110
-    assert (config.epochs, config.batch_size, config.lr) == (3, 8, 5e-4)
+    assert (config.epochs, config.batch_size, config.lr, config.patience) == (3, 8, 5e-4, 0)
 
 
 def test_sgd_keeps_its_own_default_learning_rate() -> None:
@@ -46,4 +50,10 @@ def test_sgd_keeps_its_own_default_learning_rate() -> None:
 def test_epochs_aim_at_a_number_of_steps_within_bounds() -> None:
     assert FROM_SCRATCH.epochs_for(train_images=1920, batch_size=64) == 14  # 30 steps an epoch
     assert FROM_SCRATCH.epochs_for(train_images=100_000, batch_size=64) == 10  # the minimum
-    assert FROM_SCRATCH.epochs_for(train_images=10, batch_size=64) == 60  # the maximum
+    assert FROM_SCRATCH.epochs_for(train_images=10, batch_size=8) == 60  # the maximum
+
+
+def test_a_few_dozen_images_get_smaller_batches_but_never_below_eight() -> None:
+    assert FROM_PRETRAINED.batch_size_for(1000) == 32
+    assert FROM_PRETRAINED.batch_size_for(48) == 12
+    assert FROM_PRETRAINED.batch_size_for(12) == 8
