@@ -86,14 +86,17 @@ def _add_demo_data(commands: Subparsers) -> None:
         "--classes",
         type=_class_names,
         default=CLASS_SETS["demo"],
-        help="'demo' (the demo model's 8 shapes, the default), 'new' (6 shapes it never saw: "
-        f"{', '.join(CLASS_SETS['new'])}) or a comma-separated list of names",
+        help="comma-separated class names or sets: 'demo' (the demo model's 8 shapes, the "
+        f"default), 'new' (6 shapes it never saw: {', '.join(CLASS_SETS['new'])}), 'clutter' "
+        "(no shape: backgrounds and strokes)",
     )
     parser.set_defaults(handler=_demo_data)
 
 
 def _class_names(value: str) -> tuple[str, ...]:
-    return CLASS_SETS.get(value) or tuple(name.strip() for name in value.split(","))
+    """Comma-separated class names and set names: ``demo,clutter`` is the 8 demo shapes and clutter."""
+    names = (name.strip() for name in value.split(","))
+    return tuple(chosen for name in names for chosen in CLASS_SETS.get(name, (name,)))
 
 
 def _demo_data(args: argparse.Namespace) -> int:

@@ -32,7 +32,10 @@ CLASSES: tuple[str, ...] = (
 )
 # Shapes the demo model never saw: a new small task for showing what fine-tuning from it buys.
 NEW_CLASSES: tuple[str, ...] = ("pentagon", "hexagon", "crescent", "arrow", "heart", "diamond")
-ALL_CLASSES = CLASSES + NEW_CLASSES
+# No shape at all: the backgrounds alone, some with a few thin strokes. A model trained with it has
+# a class to answer for images of none of its shapes (docs/finetuning.md measures what it buys).
+CLUTTER = "clutter"
+ALL_CLASSES = (*CLASSES, *NEW_CLASSES, CLUTTER)
 # What ``demo-data --classes`` accepts besides a comma-separated list of class names.
 CLASS_SETS: dict[str, tuple[str, ...]] = {"demo": CLASSES, "new": NEW_CLASSES}
 
@@ -173,6 +176,12 @@ def _diamond(draw: ImageDraw.ImageDraw, p: _Placement, rng: np.random.Generator)
     p.polygon(draw, [(p.r, 0.0), (0.0, width), (-p.r, 0.0), (0.0, -width)])
 
 
+def _clutter(draw: ImageDraw.ImageDraw, p: _Placement, rng: np.random.Generator) -> None:
+    for _ in range(int(rng.integers(0, 5))):  # none at all in one image of five
+        (x0, y0), (x1, y1) = rng.uniform(0, p.side, size=(2, 2))
+        draw.line([(x0, y0), (x1, y1)], fill=255, width=int(rng.integers(2, 7)))
+
+
 # class -> (drawer, circumradius range as a fraction of the square's side)
 _SHAPES: dict[str, tuple[_Drawer, tuple[float, float]]] = {
     "circle": (_circle, (0.16, 0.38)),
@@ -189,6 +198,7 @@ _SHAPES: dict[str, tuple[_Drawer, tuple[float, float]]] = {
     "arrow": (_arrow, (0.24, 0.40)),
     "heart": (_heart, (0.22, 0.38)),
     "diamond": (_diamond, (0.22, 0.40)),
+    CLUTTER: (_clutter, (0.20, 0.40)),
 }
 
 
