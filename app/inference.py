@@ -147,7 +147,9 @@ class InferenceCall:
         """An ``asyncio.timeout`` at this call's deadline, for the stages the route awaits."""
         return asyncio.timeout_at(self.deadline)
 
-    async def classify_encoded(self, uploads: list[bytes], top_k: int) -> list[ImageResult]:
+    async def classify_encoded(
+        self, uploads: list[bytes], top_k: int | None = None
+    ) -> list[ImageResult]:
         """Decode untrusted image bytes (within the budgets) and classify them, in order."""
         images = await self.pipeline.prepare_all(uploads, self.ticket)
         return await self.classify(images, top_k)
@@ -159,7 +161,9 @@ class InferenceCall:
         self.decoded_at = time.perf_counter()
         return image
 
-    async def classify_pixels(self, pixels: torch.Tensor, top_k: int) -> list[ImageResult]:
+    async def classify_pixels(
+        self, pixels: torch.Tensor, top_k: int | None = None
+    ) -> list[ImageResult]:
         """Classify uint8 pixels (N, 3, S, S) already at the model's input size."""
         expected = self.pipeline.runner.image_shape
         if pixels.dim() != 4 or tuple(pixels.shape[1:]) != expected:
@@ -170,7 +174,11 @@ class InferenceCall:
         self.ticket.hold_images(len(pixels))
         return await self.classify(list(pixels.unbind(0)), top_k)
 
-    async def classify(self, images: list[torch.Tensor], top_k: int) -> list[ImageResult]:
+    async def classify(
+        self, images: list[torch.Tensor], top_k: int | None = None
+    ) -> list[ImageResult]:
+        """Classify decoded images, in order; ``top_k`` None leaves ``ImageResult.top`` empty for a
+        caller that ranks the probabilities itself (the v2 route's classification extension)."""
         self.decoded_at = time.perf_counter()
         if self.remaining_s <= 0:
             raise DeadlineExceededError("deadline passed while the images were decoded")
@@ -182,7 +190,7 @@ class InferenceCall:
             metrics.queue_wait.observe(output.queue_wait_s)
             metrics.inference.observe(output.compute_s)
             metrics.batch_size.observe(output.batch_size)
-            top = runner.top_k(output.value, top_k)
+            top = runner.top_k(output.value, top_k) if top_k else []
             results.append(
                 ImageResult(
                     output.value,

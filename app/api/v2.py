@@ -177,11 +177,11 @@ async def infer(
                     f"{settings.max_images_per_request}",
                 )
             request.state.images = parsed.count
-            top_k = service.top_k(1)  # unused here: the classification extension sets its own
+            # No top-k here: the classification extension ranks the probabilities itself.
             work = (
-                call.classify_encoded(parsed.images, top_k)
+                call.classify_encoded(parsed.images)
                 if parsed.images is not None
-                else call.classify_pixels(parsed.pixels, top_k)  # type: ignore[arg-type]
+                else call.classify_pixels(parsed.pixels)  # type: ignore[arg-type]
             )
             results = await until_disconnect(request, work)
     request.state.batch_size = max(result.batch_size for result in results)
