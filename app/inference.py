@@ -45,8 +45,9 @@ class InvalidParameterError(InvalidInputError):
 class ImageResult:
     """One image's answer: its probabilities, top-k classes and the timings of its batch.
 
-    ``abstained`` is true when the top score is below the abstain threshold: the model's answer is
-    too unsure to act on (likely an image of none of its classes).
+    ``abstained`` is true when the top score is below the abstain threshold (the model's answer is
+    too unsure to act on, likely an image of none of its classes), or when the top class is one of
+    ``abstain_labels`` (a trained "none of these" class).
     """
 
     probabilities: torch.Tensor
@@ -88,6 +89,12 @@ class InferenceService:
         if calibration is None or calibration.abstain_threshold is None:
             return 0.0
         return calibration.abstain_threshold
+
+    @property
+    def abstain_indices(self) -> frozenset[int]:
+        """Class indices answered abstained whatever their score (``abstain_labels``)."""
+        names = self.settings.abstain_label_names
+        return frozenset(i for i, label in enumerate(self.manifest.labels) if label in names)
 
     def top_k(self, requested: int | None) -> int:
         """``requested`` checked against the number of classes; the default is 5, or fewer."""
@@ -184,7 +191,7 @@ class InferenceCall:
             raise DeadlineExceededError("deadline passed while the images were decoded")
         outputs = await self.pipeline.classify(images, self.remaining_s)
         metrics, runner = self.service.metrics, self.pipeline.runner
-        threshold = self.service.abstain_threshold
+        threshold, rejected = self.service.abstain_threshold, self.service.abstain_indices
         results = []
         for output in outputs:
             metrics.queue_wait.observe(output.queue_wait_s)
@@ -198,8 +205,14 @@ class InferenceCall:
                     output.batch_size,
                     output.queue_wait_s,
                     output.compute_s,
-                    abstained=float(output.value.max()) < threshold,
+                    abstained=_abstains(output.value, threshold, rejected),
                 )
             )
         metrics.images.inc(len(results))
         return results
+
+
+def _abstains(probabilities: torch.Tensor, threshold: float, rejected: frozenset[int]) -> bool:
+    """Too unsure (top score below the threshold), or the top class is one that means "none"."""
+    score, index = probabilities.max(dim=0)
+    return float(score) < threshold or int(index) in rejected

@@ -23,6 +23,7 @@ from app.api.observer import RequestObserver
 from app.devices import DeviceError, resolve_device
 from app.inference import InferenceService
 from app.metrics import ServiceMetrics
+from app.model.bundle import BundleError
 from app.pipeline import InferencePipeline
 from app.runner import ModelRunner, RunnerOptions
 from app.settings import Settings
@@ -96,7 +97,15 @@ def load_runner(settings: Settings) -> ModelRunner:
     device = resolve_device(settings.device)
     if settings.gpu_decode and device.type != "cuda":  # refused before the weights are loaded
         raise DeviceError(f"gpu_decode needs a CUDA device; the model would run on {device}")
-    return ModelRunner.load(str(settings.model_dir), settings.device, settings.precision, options)
+    runner = ModelRunner.load(str(settings.model_dir), settings.device, settings.precision, options)
+    unknown = sorted(settings.abstain_label_names - set(runner.labels))
+    if unknown:
+        runner.close()
+        raise BundleError(
+            f"{settings.model_dir}: abstain_labels names {', '.join(unknown)}, not among the "
+            f"bundle's labels ({', '.join(runner.labels)})"
+        )
+    return runner
 
 
 def create_app(

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
         le=1,
         description="Answer abstained: true below this top score; unset: the bundle's, 0: never.",
     )
+    abstain_labels: str = Field(
+        "",
+        description="Comma-separated labels answered abstained: true whatever their score "
+        "(a trained background or clutter class); empty: none.",
+    )
     max_batch_size: int = Field(32, ge=1, le=1024, description="Most images in one forward pass.")
     max_batch_delay_ms: float = Field(
         0.0, ge=0, le=1000, description="Extra wait for a fuller batch; 0 runs at once when idle."
@@ -127,6 +132,10 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level."
     )
+
+    @property
+    def abstain_label_names(self) -> frozenset[str]:
+        return frozenset(name.strip() for name in self.abstain_labels.split(",") if name.strip())
 
     @field_validator("device")
     @classmethod

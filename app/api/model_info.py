@@ -32,4 +32,5 @@ async def model_info(request: Request, service: ServiceDep) -> ModelInfo:
         provenance=manifest.provenance.model_dump(mode="json"),
         temperature=manifest.calibration.temperature if manifest.calibration else 1.0,
         abstain_threshold=service.abstain_threshold,
+        abstain_labels=sorted(service.settings.abstain_label_names),
     )

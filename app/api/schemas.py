@@ -83,3 +83,7 @@ class ModelInfo(BaseModel):
     abstain_threshold: float = Field(
         0.0, description="Top score below which an answer is `abstained` (0: never)."
     )
+    abstain_labels: list[str] = Field(
+        default_factory=list,
+        description="Labels whose answers are `abstained` whatever their score.",
+    )

@@ -219,3 +219,17 @@ def test_noise_abstains_at_the_bundles_calibrated_threshold(start_server) -> Non
 def test_abstain_threshold_setting_overrides_the_bundle(start_server) -> None:
     server = start_server(MAX_BATCH_SIZE=2, ABSTAIN_THRESHOLD=0).wait_ready()
     assert _abstained(server, [_noise_jpeg()]) == [False]
+
+
+def test_abstain_labels_flag_their_class_whatever_its_score(start_server) -> None:
+    """A "none of these" class (here the demo's star stands in for one) is answered abstained."""
+    server = start_server(MAX_BATCH_SIZE=2, ABSTAIN_THRESHOLD=0, ABSTAIN_LABELS="star").wait_ready()
+    star, circle = encode(known_image("star", 1)), encode(known_image("circle", 2))
+    assert _abstained(server, [star, circle]) == [True, False]
+    assert httpx.get(server.url + "/model").json()["abstain_labels"] == ["star"]
+
+
+def test_an_abstain_label_the_bundle_lacks_stops_start_up_with_one_line(start_server) -> None:
+    server = start_server(ABSTAIN_LABELS="clutter, star")
+    assert server.process.wait(60) == 3
+    assert "abstain_labels names clutter, not among the bundle's labels" in server.logs()
