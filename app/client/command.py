@@ -88,7 +88,7 @@ def format_table(outcomes: Sequence[Outcome]) -> str:
             continue
         top, *others = outcome.result.predictions
         rest = "".join(f"  {p.label} {p.score:.3f}" for p in others)
-        unsure = "  (abstained: below the abstain threshold)" if outcome.result.abstained else ""
+        unsure = "  (abstained)" if outcome.result.abstained else ""
         lines.append(f"{path}  {top.label.ljust(label_width)}  {top.score:.3f}{rest}{unsure}")
     return "\n".join(lines)
 

@@ -179,9 +179,10 @@ function showPrediction(card, file, answer) {
   card.setAttribute("aria-busy", "false");
   card.querySelector(".state").replaceWith(list);
   const body = card.querySelector(".result-body");
-  // Below the abstain threshold the top label is a guess: say so above the bars, not only in colour.
+  // An abstained answer (top score below the threshold, or a "none of these" class) is not to be
+  // acted on: say so above the bars, in words.
   const unsure = result.abstained
-    ? "Unsure: the top score is below the model's abstain threshold, so this may be none of its classes."
+    ? "Unsure: the model abstains on this image; it may show none of its classes."
     : "";
   if (unsure) {
     body.insertBefore(element("p", "abstained", unsure), list);

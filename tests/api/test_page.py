@@ -120,6 +120,7 @@ def test_model_describes_the_served_bundle(demo_server: ServerProcess) -> None:
         body["temperature"] == manifest["calibration"]["temperature"]
     )  # the demo ships calibrated
     assert body["abstain_threshold"] == manifest["calibration"]["abstain_threshold"]
+    assert body["abstain_labels"] == []
     assert "/model" in demo_server.get("/openapi.json").json()["paths"]
 
 
