@@ -98,14 +98,22 @@ def load_runner(settings: Settings) -> ModelRunner:
     if settings.gpu_decode and device.type != "cuda":  # refused before the weights are loaded
         raise DeviceError(f"gpu_decode needs a CUDA device; the model would run on {device}")
     runner = ModelRunner.load(str(settings.model_dir), settings.device, settings.precision, options)
-    unknown = sorted(settings.abstain_label_names - set(runner.labels))
-    if unknown:
+    try:
+        check_abstain_labels(settings, runner.labels)
+    except BundleError:
         runner.close()
+        raise
+    return runner
+
+
+def check_abstain_labels(settings: Settings, labels: list[str]) -> None:
+    """A misspelt ``abstain_labels`` entry would silently never match: refuse it instead."""
+    unknown = sorted(settings.abstain_label_names - set(labels))
+    if unknown:
         raise BundleError(
             f"{settings.model_dir}: abstain_labels names {', '.join(unknown)}, not among the "
-            f"bundle's labels ({', '.join(runner.labels)})"
+            f"bundle's labels ({', '.join(labels)})"
         )
-    return runner
 
 
 def create_app(
@@ -116,10 +124,13 @@ def create_app(
     """Build an app for ``settings`` (read from the environment when omitted).
 
     Nothing is loaded here: the lifespan loads the model, unless the caller already did (``serve``
-    does, so that a bad bundle is reported before uvicorn starts, as one line). By default the port
+    does, so that a bad bundle is reported before uvicorn starts, as one line); either way a bad
+    ``abstain_labels`` raises ``BundleError``. By default the port
     opens during warm-up (live, not ready); ``warm_before_accepting`` opens it only once warm.
     """
     settings = settings or Settings()
+    if runner is not None:  # loaded by the caller, perhaps not by load_runner: check it here
+        check_abstain_labels(settings, runner.labels)
     metrics = ServiceMetrics()
     service = InferenceService(settings=settings, state=ServiceState(), metrics=metrics)
     app = FastAPI(

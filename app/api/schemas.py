@@ -19,8 +19,9 @@ class ImagePrediction(BaseModel):
     queue_ms: float = Field(description="Time the image waited for a batch.")
     inference_ms: float = Field(description="Forward-pass time of that batch.")
     abstained: bool = Field(
-        description="The top score is below the abstain threshold: too unsure to act on "
-        "(likely an image of none of the model's classes)."
+        description="Too unsure to act on (likely an image of none of the model's classes): "
+        "the top score is below the abstain threshold, or the top class is one of the "
+        "abstain labels."
     )
 
 

@@ -8,9 +8,13 @@ Inputs the model accepts (one per request):
 - ``PIXELS``: ``UINT8`` or ``FP32`` ``[N,3,S,S]``, RGB pixels 0..255 already at the model's input size
   (no resize or crop; the model's normalisation is applied as for every image).
 
-Output ``PROBABILITIES``: ``FP32`` ``[N,num_classes]``, as JSON or, when asked (``binary_data``), as
-raw little-endian floats after the JSON header. With the classification extension
-(``"classification": k``) it becomes ``BYTES`` ``[N,k]`` of Triton's ``"score:index:label"`` strings.
+Outputs, each as JSON or, when asked (``binary_data``), as raw bytes after the JSON header, in the
+order the outputs are listed; a request that names none gets both:
+
+- ``PROBABILITIES``: ``FP32`` ``[N,num_classes]``, little-endian floats in binary. With the
+  classification extension (``"classification": k``) it becomes ``BYTES`` ``[N,k]`` of Triton's
+  ``"score:index:label"`` strings.
+- ``ABSTAINED``: ``BOOL`` ``[N]``, one byte per element in binary: /predict's ``abstained``.
 """
 
 from __future__ import annotations
@@ -214,7 +218,7 @@ def _probabilities(
 
 
 def _abstained(results: list[ImageResult]) -> tuple[dict[str, Any], list[Any], bytes]:
-    """``BOOL [N]``: true where the top score is below the abstain threshold."""
+    """``BOOL [N]``: true where the answer abstains (``ImageResult.abstained``)."""
     flags = [r.abstained for r in results]
     return {"datatype": "BOOL", "shape": [len(flags)]}, flags, bytes(flags)
 

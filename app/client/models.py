@@ -21,7 +21,9 @@ class ImageResult:
     batch_size: int
     queue_ms: float
     inference_ms: float
-    abstained: bool = False  # the top score is below the server's abstain threshold
+    abstained: bool = (
+        False  # the server abstains: top score below its threshold or an abstain label
+    )
 
     @property
     def top(self) -> ScoredLabel:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: records the run's settings (``settings``) for --resume
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
@@ -28,6 +28,8 @@ class TrainingCheckpoint:
     """The state after ``epoch`` (1-based) finished; ``history`` holds one dict per epoch.
 
     ``trainer`` is ``Trainer.state_dict()``: optimiser, learning-rate schedule and loss scaler.
+    ``settings`` are the run's own values of the options a recipe may fill (``RECORDED_SETTINGS``),
+    so that a resumed run keeps them instead of deriving new ones.
     """
 
     epoch: int
@@ -36,6 +38,7 @@ class TrainingCheckpoint:
     pretrained: str
     backbone_pretrained: bool
     preprocessing: dict[str, Any]
+    settings: dict[str, Any] = field(default_factory=dict)
     model: dict[str, torch.Tensor] = field(default_factory=dict)
     best_model: dict[str, torch.Tensor] = field(default_factory=dict)
     trainer: dict[str, dict[str, Any]] = field(default_factory=dict)

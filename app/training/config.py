@@ -6,6 +6,7 @@ in argparse, so both paths refuse the same bad values with the same message.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ from app.training.optim import OPTIMIZER_DEFAULTS, OptimizerName
 WeightsDtype = Literal["fp16", "fp32"]
 WEIGHTS_DTYPES: tuple[WeightsDtype, ...] = ("fp16", "fp32")
 RESIZE_RATIO = 0.875  # the usual ImageNet crop: 224 of 256
+# Options a recipe fills when unset, recorded in the checkpoint so that --resume keeps them.
+RECORDED_SETTINGS = ("epochs", "batch_size", "lr", "freeze_epochs", "patience")
 
 
 def default_workers() -> int:
@@ -124,6 +127,17 @@ class FinetuneConfig:
             mean=mean,
             std=std,
         )
+
+    def recorded_settings(self) -> dict[str, Any]:
+        """The filled-in values a checkpoint keeps for ``--resume`` (see ``with_recorded``)."""
+        return {name: getattr(self, name) for name in RECORDED_SETTINGS}
+
+    def with_recorded(self, recorded: dict[str, Any]) -> FinetuneConfig:
+        """This config with every recorded option the user did not give taken from ``recorded``:
+        a resumed run keeps its batch, learning rate, freezing and patience even when a larger
+        ``--epochs`` is passed to train further."""
+        unset = {name: recorded[name] for name in RECORDED_SETTINGS if getattr(self, name) is None}
+        return dataclasses.replace(self, **unset)
 
     def hyperparameters(self, backbone_pretrained: bool) -> dict[str, Any]:
         """What the bundle's provenance records about how it was trained.

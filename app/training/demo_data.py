@@ -160,7 +160,7 @@ def _arrow(draw: ImageDraw.ImageDraw, p: _Placement, rng: np.random.Generator) -
 
 
 def _heart(draw: ImageDraw.ImageDraw, p: _Placement, rng: np.random.Generator) -> None:
-    # The classic parametric heart; its farthest point is 1.08 units out, so 0.92 keeps it inside.
+    # The classic parametric heart; its farthest point is 17/16 units out, so 0.92 keeps it inside.
     points = [
         (
             16 * math.sin(t) ** 3 / 16,

@@ -104,6 +104,7 @@ def _new_state(
         pretrained=weights.description,
         backbone_pretrained=weights.pretrained,
         preprocessing=spec.model_dump(mode="json"),
+        settings=config.recorded_settings(),
     )
 
 
@@ -133,19 +134,16 @@ def _check_out(out: Path, force: bool) -> None:
         raise ValueError(f"{out}: is a folder with other files, not a bundle; choose another --out")
 
 
-def _resumable(
-    config: FinetuneConfig, train_images: int
-) -> tuple[TrainingCheckpoint, FinetuneConfig]:
-    """The checkpoint to resume and the run's options, the unset ones filled by the recipe the run
-    started with; refused with one line if the run is over or the options disagree.
+def _resumable(config: FinetuneConfig) -> tuple[TrainingCheckpoint, FinetuneConfig]:
+    """The checkpoint to resume and the run's options, the unset ones as the run recorded them;
+    refused with one line if the run is over or the options disagree.
 
     ``--epochs`` is the run's total: resuming continues after the checkpoint's epoch up to it.
     """
     path = config.resume
     state = TrainingCheckpoint.load(path)
     spec = state.preprocessing
-    sizes = (spec["input_size"], spec["resize_size"])
-    config = apply_recipe(config, state.backbone_pretrained, sizes, train_images)
+    config = config.with_recorded(state.settings)
     if state.epoch >= config.epochs:
         raise ValueError(
             f"{path}: this run already finished its {state.epoch} epochs; --epochs is the total, "
@@ -179,7 +177,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     splits = _load_splits(config)
     resumed = None
     if config.resume is not None:
-        resumed, config = _resumable(config, len(splits.train))
+        resumed, config = _resumable(config)
     device = resolve_device(config.device)
     precision = Precision.for_device(device)
     seed_everything(config.seed)

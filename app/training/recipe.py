@@ -88,14 +88,16 @@ def apply_recipe(
     """
     recipe = FROM_PRETRAINED if pretrained else FROM_SCRATCH
     sizes = (recipe.input_size, recipe.resize_size) if trained_at is None else trained_at
-    resize_size = config.resize_size
-    if resize_size is None and config.input_size is None:
-        resize_size = sizes[1]
+    input_size, resize_size = config.input_size, config.resize_size
+    if input_size is None and resize_size is None:
+        input_size, resize_size = sizes
+    elif input_size is None:
+        input_size = min(sizes[0], resize_size)  # a given resize smaller than the recipe's crop
     batch_size = config.batch_size or recipe.batch_size_for(train_images)
     epochs = config.epochs or recipe.epochs_for(train_images, batch_size)
     filled = dataclasses.replace(
         config,
-        input_size=config.input_size or sizes[0],
+        input_size=input_size,
         resize_size=resize_size,
         batch_size=batch_size,
         epochs=epochs,
@@ -109,7 +111,7 @@ def apply_recipe(
         recipe.name,
         filled.input_size,
         filled.epochs,
-        f" ({filled.freeze_epochs} with the backbone frozen)" if pretrained else "",
+        _frozen_note(filled) if pretrained else "",
         filled.batch_size,
         filled.optimizer_settings()[0],
         filled.patience,
@@ -120,3 +122,8 @@ def apply_recipe(
 def _given(value: int | None, derived: int) -> int:
     """The user's value, 0 included (it means "off" for patience and freezing), else the derived."""
     return derived if value is None else value
+
+
+def _frozen_note(config: FinetuneConfig) -> str:
+    frozen = config.freeze_epochs if config.unfreeze else "all"
+    return f" ({frozen} with the backbone frozen)"

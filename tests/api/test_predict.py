@@ -233,3 +233,17 @@ def test_an_abstain_label_the_bundle_lacks_stops_start_up_with_one_line(start_se
     server = start_server(ABSTAIN_LABELS="clutter, star")
     assert server.process.wait(60) == 3
     assert "abstain_labels names clutter, not among the bundle's labels" in server.logs()
+
+
+def test_a_runner_loaded_by_the_caller_is_checked_for_abstain_labels_too() -> None:
+    """Benchmarks and replicas load their own runner; a misspelt label must not pass silently."""
+    from app.main import create_app, load_runner
+    from app.model.bundle import BundleError
+    from app.settings import Settings
+
+    runner = load_runner(Settings(model_dir=REPO / "models" / "demo"))
+    try:
+        with pytest.raises(BundleError, match="abstain_labels names strar, not among"):
+            create_app(Settings(model_dir=REPO / "models" / "demo", abstain_labels="strar"), runner)
+    finally:
+        runner.close()

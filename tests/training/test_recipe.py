@@ -57,3 +57,28 @@ def test_a_few_dozen_images_get_smaller_batches_but_never_below_eight() -> None:
     assert FROM_PRETRAINED.batch_size_for(1000) == 32
     assert FROM_PRETRAINED.batch_size_for(48) == 12
     assert FROM_PRETRAINED.batch_size_for(12) == 8
+
+
+def test_a_resize_alone_smaller_than_the_recipes_crop_sets_the_crop_too() -> None:
+    given = FinetuneConfig(data=DATA, out=OUT, resize_size=48)
+    config = apply_recipe(given, pretrained=False, trained_at=None, train_images=960)
+    assert (config.input_size, config.resize_size) == (48, 48)
+    config = apply_recipe(
+        FinetuneConfig(data=DATA, out=OUT, resize_size=96), True, (64, 64), train_images=960
+    )
+    assert (config.input_size, config.resize_size) == (64, 96)
+
+
+def test_a_resumed_run_keeps_its_recorded_settings_when_given_more_epochs() -> None:
+    started = apply_recipe(
+        FinetuneConfig(data=DATA, out=OUT), pretrained=True, trained_at=(112, 112), train_images=96
+    )
+    recorded = started.recorded_settings()
+    resumed = FinetuneConfig(data=DATA, out=OUT, epochs=80).with_recorded(recorded)
+    assert resumed.epochs == 80
+    assert (resumed.freeze_epochs, resumed.patience, resumed.batch_size, resumed.lr) == (
+        started.freeze_epochs,
+        started.patience,
+        started.batch_size,
+        started.lr,
+    )
