@@ -12,6 +12,7 @@ No FastAPI here: the HTTP side (body reading, disconnect watching, error shapes)
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass
 
@@ -85,14 +86,12 @@ class InferenceService:
         """The top score below which an answer abstains: the setting, else the bundle's, else 0."""
         if self.settings.abstain_threshold is not None:
             return self.settings.abstain_threshold
-        calibration = self.manifest.calibration
-        if calibration is None or calibration.abstain_threshold is None:
-            return 0.0
-        return calibration.abstain_threshold
+        return self.manifest.abstain_threshold
 
-    @property
+    @functools.cached_property
     def abstain_indices(self) -> frozenset[int]:
-        """Class indices answered abstained whatever their score (``abstain_labels``)."""
+        """Class indices answered abstained whatever their score (``abstain_labels``); computed once,
+        on the first classification (the model is loaded by then and never changes)."""
         names = self.settings.abstain_label_names
         return frozenset(i for i, label in enumerate(self.manifest.labels) if label in names)
 

@@ -36,8 +36,7 @@ def classify_files(
     try:
         decode = UploadDecoder(runner.bundle.manifest.preprocessing, DATASET_MAX_PIXELS)
         k = min(top_k or 5, len(runner.labels))
-        calibration = runner.bundle.manifest.calibration
-        threshold = (calibration.abstain_threshold if calibration else None) or 0.0
+        threshold = runner.bundle.manifest.abstain_threshold
         outcomes: list[Outcome] = []
         for start in range(0, len(paths), BATCH_SIZE):
             batch = paths[start : start + BATCH_SIZE]

@@ -81,10 +81,9 @@ class ModelRunner:
         self.options = options
         self.dtype = DTYPES[precision]
         self.labels = bundle.manifest.labels
-        calibration = bundle.manifest.calibration
         # Softmax temperature from the bundle's calibration; a plain float, so a captured CUDA graph
         # bakes it in like any other constant of _compute.
-        self.temperature = calibration.temperature if calibration else 1.0
+        self.temperature = bundle.manifest.temperature
         self.on_cuda = device.type == "cuda"
         self.memory_format = torch.channels_last if self.on_cuda else torch.contiguous_format
         self.model = bundle.model.to(memory_format=self.memory_format)

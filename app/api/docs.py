@@ -28,12 +28,15 @@ def install_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc
     assets = files("fastapi_offline") / "static"
     app.mount(DOCS_ASSETS_URL, StaticFiles(directory=str(assets)), name="docs-assets")
 
-    def asset(request: Request, name: str) -> str:
+    def prefixed(request: Request, path: str) -> str:
         # root_path: behind a proxy that strips a prefix, the browser must ask with the prefix.
-        return f"{request.scope.get('root_path', '').rstrip('/')}{DOCS_ASSETS_URL}/{name}"
+        return f"{request.scope.get('root_path', '').rstrip('/')}{path}"
+
+    def asset(request: Request, name: str) -> str:
+        return prefixed(request, f"{DOCS_ASSETS_URL}/{name}")
 
     def openapi_url(request: Request) -> str:
-        return f"{request.scope.get('root_path', '').rstrip('/')}{app.openapi_url}"
+        return prefixed(request, app.openapi_url)
 
     @app.get(docs_url, include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:

@@ -30,7 +30,7 @@ async def model_info(request: Request, service: ServiceDep) -> ModelInfo:
         preprocessing=PreprocessingInfo(**spec.model_dump()),
         weights_sha256=manifest.weights_sha256,
         provenance=manifest.provenance.model_dump(mode="json"),
-        temperature=manifest.calibration.temperature if manifest.calibration else 1.0,
+        temperature=manifest.temperature,
         abstain_threshold=service.abstain_threshold,
         abstain_labels=sorted(service.settings.abstain_label_names),
     )

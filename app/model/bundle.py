@@ -109,6 +109,19 @@ class BundleManifest(BaseModel):
             raise ValueError("labels must be unique")
         return self
 
+    @property
+    def temperature(self) -> float:
+        """The softmax temperature of the served scores, 1 for an uncalibrated bundle."""
+        return self.calibration.temperature if self.calibration else 1.0
+
+    @property
+    def abstain_threshold(self) -> float:
+        """The calibrated abstain threshold, 0 (never abstain) for an uncalibrated bundle."""
+        calibration = self.calibration
+        if calibration is None or calibration.abstain_threshold is None:
+            return 0.0
+        return calibration.abstain_threshold
+
 
 @dataclass(frozen=True)
 class Bundle:

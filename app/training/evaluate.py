@@ -157,9 +157,8 @@ def _ood_report(
     batch_size: int,
     workers: int,
 ) -> OodReport:
-    calibration = loaded.bundle.manifest.calibration
-    temperature = calibration.temperature if calibration else 1.0
-    threshold = (calibration.abstain_threshold or 0.0) if calibration else 0.0
+    manifest = loaded.bundle.manifest
+    temperature, threshold = manifest.temperature, manifest.abstain_threshold
     paths = scan_unlabelled_folder(folder)
     # Label 0 is a placeholder: only the logits of these images are used.
     ood = _evaluate_samples(loaded, [(path, 0) for path in paths], batch_size, workers)
@@ -197,7 +196,7 @@ def evaluate_bundle(
     manifest = loaded.bundle.manifest
     data = scan_image_folder(folder, classes=manifest.labels)
     result = _evaluate_samples(loaded, data.samples, batch_size, workers)
-    temperature = manifest.calibration.temperature if manifest.calibration else 1.0
+    temperature = manifest.temperature
     served = torch.softmax(result.logits / temperature, dim=1)
     ood = None
     if ood_folder is not None:

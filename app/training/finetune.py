@@ -174,13 +174,13 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     """Run the whole fine-tune described by ``config``; see the module docstring for the flow."""
     started = time.monotonic()
     _check_out(config.out, config.force)
-    splits = _load_splits(config)
     resumed = None
     if config.resume is not None:
         resumed, config = _resumable(config)
     device = resolve_device(config.device)
     precision = Precision.for_device(device)
     seed_everything(config.seed)
+    splits = _load_splits(config)
     # From scratch, zero-initialised residual branches make every block start as the identity.
     model = build_resnet(config.arch, len(splits.classes), zero_init_residual=True)
     if resumed is None:
