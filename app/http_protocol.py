@@ -65,15 +65,25 @@ class RefusedAtDoorError(Exception):
 Door = Callable[[bytes, bytes], ApiError | None]
 """Asked with a request's method and path once its headers are in: an error answers it at once."""
 
+RejectionCounter = Callable[[str], None]
+"""Told the code of each error this layer answers itself (431, 408, 400), for the metrics."""
 
-def edge_protocol(settings: Settings, door: Door | None = None) -> type[EdgeHttpProtocol]:
-    """The protocol class to give ``uvicorn.Config(http=...)``, bound to ``settings``' limits and
-    to ``door``, the app's early admission check.
 
-    uvicorn builds one protocol per connection with a fixed signature, so both travel as class
+def edge_protocol(
+    settings: Settings, door: Door | None = None, count_rejection: RejectionCounter | None = None
+) -> type[EdgeHttpProtocol]:
+    """The protocol class to give ``uvicorn.Config(http=...)``, bound to ``settings``' limits, to
+    ``door``, the app's early admission check, and to ``count_rejection``, which counts the errors
+    answered here (the door counts its own refusals).
+
+    uvicorn builds one protocol per connection with a fixed signature, so they travel as class
     attributes of a subclass made here.
     """
-    attributes = {"settings": settings, "door": staticmethod(door) if door else None}
+    attributes = {
+        "settings": settings,
+        "door": staticmethod(door) if door else None,
+        "count_rejection": staticmethod(count_rejection) if count_rejection else None,
+    }
     return type("EdgeHttpProtocol", (EdgeHttpProtocol,), attributes)
 
 
@@ -97,6 +107,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
 
     settings: ClassVar[Settings]
     door: ClassVar[Door | None] = None
+    count_rejection: ClassVar[RejectionCounter | None] = None
 
     def __init__(
         self,
@@ -163,7 +174,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         except httptools.HttpParserError as exc:
             cause = exc.__context__
             if isinstance(cause, RefusedAtDoorError):
-                self._reject(cause.error, log=False)  # counted by the door; a flood stays quiet
+                self._reject(cause.error, from_door=True)
             elif isinstance(cause, TooManyHeadersError):
                 count = self.settings.max_header_count
                 self._reject(
@@ -250,12 +261,18 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         message = f"request headers not received within {timeout:g} s"
         self._reject(ApiError(408, "header_timeout", message))
 
-    def _reject(self, error: ApiError, log: bool = True) -> None:
-        """Answer ``error`` in the JSON shape and close; an answer already owed goes out first."""
+    def _reject(self, error: ApiError, from_door: bool = False) -> None:
+        """Answer ``error`` in the JSON shape and close; an answer already owed goes out first.
+
+        A refusal ``from_door`` is neither logged nor counted here: the door counts it, and a flood
+        of them must not turn the log into a second attack.
+        """
         self.rejected = True
         self._cancel_header_timer()
-        if log:
+        if not from_door:
             self.logger.warning("rejected a request from %s: %s", self.client, error.message)
+            if self.count_rejection is not None:
+                self.count_rejection(error.code)
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             if cycle.response_started or not cycle.more_body:

@@ -109,7 +109,11 @@ def serve(
         host=settings.host,
         port=settings.port,
         lifespan="on",
-        http=edge_protocol(settings, door=admission_door(app.state.service)),
+        http=edge_protocol(
+            settings,
+            door=admission_door(app.state.service),
+            count_rejection=app.state.service.metrics.count_rejection,
+        ),
         timeout_keep_alive=settings.keep_alive_timeout_s,
         access_log=False,
         log_config=None,

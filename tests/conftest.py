@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.model.bundle import BundleManifest, save_bundle
 from app.model.resnet import ResNet, build_resnet
@@ -63,6 +64,22 @@ class ServerProcess:
 
     def get(self, path: str, **kwargs) -> httpx.Response:
         return httpx.get(self.url + path, timeout=10, **kwargs)
+
+    def metrics(self) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+        """Every sample on /metrics: sample name -> sorted labels -> value."""
+        response = self.get("/metrics")
+        assert response.status_code == 200, response.text
+        samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+        for family in text_string_to_metric_families(response.text):
+            for sample in family.samples:
+                labels = tuple(sorted(sample.labels.items()))
+                samples.setdefault(sample.name, {})[labels] = sample.value
+        return samples
+
+    def rejections(self) -> dict[str, float]:
+        """``resnet_serve_rejected_requests_total`` by reason."""
+        counted = self.metrics()["resnet_serve_rejected_requests_total"]
+        return {dict(labels)["reason"]: value for labels, value in counted.items()}
 
     def wait_until(self, path: str, status: int, timeout_s: float = 60) -> None:
         """Poll ``path`` until it answers ``status``; fail with the server log otherwise."""

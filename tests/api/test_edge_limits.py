@@ -240,3 +240,21 @@ def test_malformed_requests_get_400_bad_request_json(
     assert answer.headers["connection"] == "close"
     assert answer.error_code() == "bad_request"
     assert json.loads(answer.body)["error"]["message"] == "malformed HTTP request"
+
+
+def test_errors_answered_at_the_edge_are_counted_by_reason(server: ServerProcess) -> None:
+    before = server.rejections()
+    with connect(server) as sock:
+        sock.sendall(head_of_size(MAX_HEADER_BYTES + 1))
+        assert parse(read_until_closed(sock)).status == 431
+    with connect(server) as sock:
+        sock.sendall(b"\x16\x03\x01 not http\r\n\r\n")
+        assert parse(read_until_closed(sock)).status == 400
+    with connect(server) as sock:
+        sock.sendall(b"GET /health/live HTTP/1.1\r\n")
+        assert parse(read_until_closed(sock)).status == 408
+    after = server.rejections()
+    assert {reason: after[reason] - before[reason] for reason in before} == {
+        reason: 1.0 if reason in ("too_large", "bad_request", "deadline") else 0.0
+        for reason in before
+    }

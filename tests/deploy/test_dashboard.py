@@ -11,7 +11,6 @@ import re
 from importlib.metadata import version
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ServerProcess, encode, known_image
 from tests.deploy.manifests import REPO
@@ -56,22 +55,6 @@ def dashboard_metrics() -> set[str]:
     return names
 
 
-def scrape(server: ServerProcess) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    """Every sample on /metrics: sample name -> sorted labels -> value."""
-    response = server.get("/metrics")
-    assert response.status_code == 200, response.text
-    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-    return samples
-
-
-def rejections(server: ServerProcess) -> dict[str, float]:
-    counted = scrape(server)["resnet_serve_rejected_requests_total"]
-    return {dict(labels)["reason"]: value for labels, value in counted.items()}
-
-
 def post_image(server: ServerProcess, body: bytes) -> httpx.Response:
     return httpx.post(
         server.url + "/predict", files={"file": ("x.jpg", body, "image/jpeg")}, timeout=30
@@ -106,7 +89,7 @@ def test_every_dashboard_metric_is_on_a_running_servers_metrics(
 ) -> None:
     assert post_image(demo_server, encode(known_image("star", 7))).status_code == 200
     assert post_image(demo_server, b"not an image").status_code == 400
-    exposed = set(scrape(demo_server))
+    exposed = set(demo_server.metrics())
     wanted = dashboard_metrics()
     assert all(name.startswith("resnet_serve_") for name in wanted), wanted
     if demo_server.get("/health/ready").json()["device"].startswith("cuda"):
@@ -118,7 +101,7 @@ def test_every_dashboard_metric_is_on_a_running_servers_metrics(
 
 
 def test_bad_image_is_counted_as_a_bad_image_rejection(demo_server: ServerProcess) -> None:
-    before = rejections(demo_server)
+    before = demo_server.rejections()
     assert set(before) == {
         "overloaded",
         "deadline",
@@ -134,14 +117,14 @@ def test_bad_image_is_counted_as_a_bad_image_rejection(demo_server: ServerProces
     assert answer.status_code == 400
     assert answer.json()["error"]["code"] == "invalid_image"
     assert post_image(demo_server, encode(known_image("ring", 8))).status_code == 200
-    after = rejections(demo_server)
+    after = demo_server.rejections()
     assert {reason: after[reason] - before[reason] for reason in before} == {
         reason: 1.0 if reason == "bad_image" else 0.0 for reason in before
     }
 
 
 def test_model_build_and_start_up_times_are_exported(demo_server: ServerProcess) -> None:
-    samples = scrape(demo_server)
+    samples = demo_server.metrics()
     (model,) = samples["resnet_serve_model_info"]
     health = demo_server.get("/health/ready").json()
     assert dict(model) == {
