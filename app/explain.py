@@ -28,10 +28,10 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.nn import functional
 
-from app.inference import InvalidParameterError
+from app.errors import InvalidParameterError
 from app.runner import ModelRunner
 
-DEFAULT_MAX_PENDING = 3  # one computing, two waiting behind it
+DEFAULT_MAX_PENDING = 3  # one computing, two waiting behind it (the explain_max_pending default)
 OVERLAY_ALPHA = 0.5
 
 

@@ -88,10 +88,11 @@ def edge_protocol(
 
 
 def render_error(
-    error: ApiError, default_headers: list[tuple[bytes, bytes]], close: bool = True
+    error: ApiError, default_headers: list[tuple[bytes, bytes]], path: str, close: bool = True
 ) -> bytes:
-    """A whole response in the app's JSON error shape, as bytes to write."""
-    response = error_response(error.status, error.code, error.message, error.headers)
+    """A whole response in the app's JSON error shape for ``path`` (the request's, if it got that
+    far), as bytes to write."""
+    response = error_response(error, path)
     headers = [*default_headers, *response.raw_headers]
     if close:
         headers.append((b"connection", b"close"))
@@ -234,9 +235,15 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         waits_for_continue = any(name == b"expect" for name, _ in self.headers)
         if waits_for_continue or not self.parser.should_keep_alive():
             raise RefusedAtDoorError(error)
-        self.transport.write(render_error(error, self.server_state.default_headers, close=False))
+        headers = self.server_state.default_headers
+        self.transport.write(render_error(error, headers, self._path(), close=False))
         self.discarding = 0
         self._arm_header_timer()  # a body that stops arriving ends the connection
+
+    def _path(self) -> str:
+        """The path of the request being answered, as far as the parser has read it: it chooses
+        the error's shape (the Open Inference Protocol's under /v2)."""
+        return getattr(self, "url", b"").partition(b"?")[0].decode("latin-1")
 
     # Limits
     def _arm_header_timer(self) -> None:
@@ -281,7 +288,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             # Its body can no longer arrive: the app sees a disconnect, the client our answer.
             cycle.disconnected = True
             cycle.message_event.set()
-        self.transport.write(render_error(error, self.server_state.default_headers))
+        self.transport.write(render_error(error, self.server_state.default_headers, self._path()))
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.linger_timer = self.loop.call_later(LINGER_S, self.transport.close)

@@ -1,10 +1,11 @@
 """The one object every inference route calls, whatever its protocol: ``InferenceService``.
 
-It owns what /predict, the Open Inference Protocol and /explain share: readiness, the model's
-description, top-k, admission, the request deadline, decoding, batching and the inference metrics.
-A route parses its request, opens an ``InferenceCall`` with ``begin``, hands it images (encoded, or
-pixels already at the model's input size) and formats the ``ImageResult`` list it gets back. What
-fails is raised as the pipeline's own exceptions, mapped to HTTP once, in ``app.api.errors``.
+It owns what /predict, the Open Inference Protocol, /explain and the health routes share: health
+and readiness, the model's description, top-k, admission, the request deadline, decoding, batching,
+the explainer and the inference metrics. A route parses its request, opens an ``InferenceCall`` with
+``begin``, hands it images (encoded, or pixels already at the model's input size) and formats the
+``ImageResult`` list it gets back. What fails is raised as the pipeline's own exceptions (and those
+of ``app.errors``), mapped to HTTP once, in ``app.api.inference_errors``.
 
 No FastAPI here: the HTTP side (body reading, disconnect watching, error shapes) stays in ``app/api``.
 """
@@ -14,32 +15,25 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from app.admission import Ticket
 from app.batcher import DeadlineExceededError
+from app.errors import DrainingError, InvalidInputError, InvalidParameterError, NotReadyError
+from app.explain import Explainer
 from app.metrics import ServiceMetrics
 from app.model.bundle import BundleManifest
 from app.pipeline import InferencePipeline
 from app.runner import ScoredClass
 from app.settings import Settings
-from app.state import ServiceState
+from app.state import Phase, ServiceState
 
 DEFAULT_TOP_K = 5
-
-
-class NotReadyError(Exception):
-    """The model is not loaded and warm, or the server is draining; the message says which."""
-
-
-class InvalidInputError(ValueError):
-    """A request's tensors do not fit the model (a 400, not a server fault)."""
-
-
-class InvalidParameterError(InvalidInputError):
-    """A request parameter is out of range for this model (422, like FastAPI's own checks)."""
+# A batch is never called stuck sooner: a short request deadline is no reason to restart a
+# process whose slowest batch (a large model, a full batch, a busy CPU) takes a few seconds.
+MIN_STUCK_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +53,32 @@ class ImageResult:
     abstained: bool = False
 
 
+@dataclass(frozen=True)
+class HealthReport:
+    """What the health routes of every protocol answer from: the phase, or ``stuck`` when a batch
+    has outlived every deadline, and what is served on what."""
+
+    status: str  # starting, ready, draining, failed or stuck
+    reason: str
+    model: str | None
+    arch: str | None
+    device: str | None
+    precision: str | None
+    max_batch_size: int
+    queue_depth: int
+    saturation: float
+    uptime_s: float
+
+    @property
+    def live(self) -> bool:
+        """False when only a restart helps: start-up failed for good, or inference is hung."""
+        return self.status not in (Phase.FAILED, "stuck")
+
+    @property
+    def ready(self) -> bool:
+        return self.status == Phase.READY
+
+
 @dataclass
 class InferenceService:
     """Everything inference needs, created by ``create_app``; ``pipeline`` is set once loaded."""
@@ -67,12 +87,55 @@ class InferenceService:
     state: ServiceState
     metrics: ServiceMetrics
     pipeline: InferencePipeline | None = None
+    _explainer: asyncio.Future[Explainer] | None = field(default=None, repr=False)
 
     def ready_pipeline(self) -> InferencePipeline:
-        """The pipeline, or ``NotReadyError`` while starting, draining or failed."""
+        """The pipeline, or ``NotReadyError`` (``DrainingError``) while starting, draining or failed."""
+        if self.state.phase is Phase.DRAINING:
+            raise DrainingError(self.state.reason)
         if not self.state.ready or self.pipeline is None:
             raise NotReadyError(self.state.reason)
         return self.pipeline
+
+    def health(self) -> HealthReport:
+        state, pipeline = self.state, self.pipeline
+        status, reason = state.phase.value, state.reason
+        running_s = pipeline.batcher.longest_batch_s if pipeline else 0.0
+        if state.phase is not Phase.FAILED and running_s > max(
+            self.settings.request_timeout_s, MIN_STUCK_S
+        ):
+            status = "stuck"
+            reason = f"a batch has been running for {running_s:.0f}s, beyond the request deadline"
+        manifest = pipeline.runner.bundle.manifest if pipeline else None
+        return HealthReport(
+            status=status,
+            reason=reason,
+            model=manifest.name if manifest else None,
+            arch=manifest.arch if manifest else None,
+            device=str(pipeline.runner.device) if pipeline else None,
+            precision=pipeline.runner.precision if pipeline else None,
+            max_batch_size=self.settings.max_batch_size,
+            queue_depth=self.queue_depth,
+            saturation=round(self.saturation, 3),
+            uptime_s=round(state.uptime_s, 3),
+        )
+
+    @property
+    def queue_depth(self) -> int:
+        """Images waiting for a batch."""
+        return self.pipeline.batcher.queue_depth if self.pipeline else 0
+
+    @property
+    def saturation(self) -> float:
+        """Fill of the fullest admission bound, 0..1."""
+        return self.pipeline.gate.saturation if self.pipeline else 0.0
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """The model's input, (3, S, S) (``NotReadyError`` until it is loaded)."""
+        if self.pipeline is None:
+            raise NotReadyError(self.state.reason)
+        return self.pipeline.runner.image_shape
 
     @property
     def manifest(self) -> BundleManifest:
@@ -118,6 +181,27 @@ class InferenceService:
         self.start_draining()
         if self.pipeline is not None:
             await self.pipeline.stop()
+        made = self._explainer
+        if made is not None and made.done() and not made.cancelled() and not made.exception():
+            await asyncio.to_thread(made.result().close)  # the one computing ends; queued ones drop
+
+    async def explainer(self) -> Explainer:
+        """The Grad-CAM explainer, made on first use: its model copy costs memory (and a GPU's, on
+        one) that a server nobody asks to explain should not pay. Concurrent first calls share one;
+        a failed copy is retried by the next call."""
+        runner = self.ready_pipeline().runner
+        if self._explainer is None:
+            max_pending = self.settings.explain_max_pending
+            self._explainer = asyncio.ensure_future(
+                asyncio.to_thread(Explainer, runner, max_pending)
+            )
+        making = self._explainer
+        try:
+            return await asyncio.shield(making)  # one caller's timeout must not cancel it for all
+        except Exception:
+            if making.done() and self._explainer is making:
+                self._explainer = None
+            raise
 
     def begin(self) -> InferenceCall:
         """Admit one request before its body is read: ``NotReadyError`` or ``OverloadedError``."""
@@ -171,7 +255,7 @@ class InferenceCall:
         self, pixels: torch.Tensor, top_k: int | None = None
     ) -> list[ImageResult]:
         """Classify uint8 pixels (N, 3, S, S) already at the model's input size."""
-        expected = self.pipeline.runner.image_shape
+        expected = self.service.image_shape
         if pixels.dim() != 4 or tuple(pixels.shape[1:]) != expected:
             raise InvalidInputError(
                 f"pixels must have shape [N,{','.join(map(str, expected))}], "

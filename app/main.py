@@ -82,7 +82,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.start_draining()
         warm_up.cancel()
         await service.stop()
-        await explain.close_explainer(app)
         logger.info("stopped")
 
 
@@ -146,8 +145,8 @@ def create_app(
     app.state.warm_before_accepting = warm_before_accepting
     metrics.watch(
         in_flight=lambda: service.state.requests_in_flight,
-        queue_depth=lambda: service.pipeline.batcher.queue_depth if service.pipeline else 0,
-        saturation=lambda: service.pipeline.gate.saturation if service.pipeline else 0.0,
+        queue_depth=lambda: service.queue_depth,
+        saturation=lambda: service.saturation,
     )
     install_error_handlers(app)
     keyed = inference_dependencies(settings)

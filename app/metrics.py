@@ -16,10 +16,12 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 # Error codes (``ApiError.code``) grouped into the few reasons a dashboard can show side by side.
-# A code missing here (a new one, or ``client_closed_request``) counts as ``bad_request``.
+# Every code the app answers is here (tests/unit/test_metrics.py checks); one missing would count as
+# ``bad_request``.
 REJECTION_REASONS = {
     "overloaded": "overloaded",
     "queue_full": "overloaded",
+    "explain_busy": "overloaded",
     "deadline_exceeded": "deadline",
     "upload_timeout": "deadline",
     "header_timeout": "deadline",
@@ -37,6 +39,8 @@ REJECTION_REASONS = {
     "invalid_parameter": "bad_request",
     "invalid_input": "bad_request",
     "bad_request": "bad_request",
+    "model_not_found": "bad_request",
+    "client_closed_request": "bad_request",
     "unauthorized": "unauthorized",
     "shutting_down": "draining",
     "not_ready": "not_ready",

@@ -115,6 +115,13 @@ class Settings(BaseSettings):
         le=64,
         description="Threads that decode and preprocess; 0: 1 on CPU, one per core (up to 8) on CUDA.",
     )
+    explain_max_pending: int = Field(
+        3,
+        ge=1,
+        le=64,
+        description="Most /explain requests computing or waiting at once (one computes at a "
+        "time, on its own thread); beyond it 503 explain_busy.",
+    )
     drain_timeout_s: float = Field(
         20.0, ge=0, description="On SIGTERM, how long queued work may take to finish."
     )

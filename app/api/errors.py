@@ -1,4 +1,5 @@
-"""One JSON error shape for every failure: ``{"error": {"code": ..., "message": ...}}``."""
+"""One JSON error shape for every failure: ``{"error": {"code": ..., "message": ...}}``, and the
+Open Inference Protocol's ``{"error": message}`` for paths under /v2."""
 
 from __future__ import annotations
 
@@ -34,21 +35,20 @@ def retry_after_headers(retry_after_s: float) -> dict[str, str]:
     }
 
 
-def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
-    )
+def error_response(error: ApiError, path: str) -> JSONResponse:
+    """``error`` answered to a request for ``path``: our shape, or the Open Inference Protocol's
+    ``{"error": message}`` under /v2 (its clients read nothing else)."""
+    if path == "/v2" or path.startswith("/v2/"):
+        body: dict = {"error": error.message}
+    else:
+        body = {"error": {"code": error.code, "message": error.message}}
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
 def _answer(
     request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    """Our error shape, or the Open Inference Protocol's ``{"error": message}`` under /v2."""
-    if request.url.path == "/v2" or request.url.path.startswith("/v2/"):
-        return JSONResponse({"error": message}, status_code=status, headers=headers)
-    return error_response(status, code, message, headers)
+    return error_response(ApiError(status, code, message, headers), request.url.path)
 
 
 def _count_rejection(request: Request, code: str) -> None:

@@ -1,7 +1,8 @@
 """POST /explain: one image in, a Grad-CAM heat map of one class out (PNG overlay or JSON).
 
 Admitted, deadlined and decoded exactly like /predict; the Grad-CAM itself runs on the
-``Explainer``'s own thread and model copy (``app.explain``), created on the first request.
+``Explainer``'s own thread and model copy (``app.explain``), which the service makes on the first
+request.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import string
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from app.api.dependencies import ServiceDep
@@ -85,7 +86,7 @@ async def explain(
         index = target_index(service.manifest.labels, target)
         with service.begin() as call:
             async with call.timeout():
-                explainer = await _explainer(request.app, call)
+                explainer = await service.explainer()
                 explainer.check_capacity()  # before the body is read, like admission
                 async with upload_deadline(settings.upload_timeout_s):
                     parts += await _read_one_image(request, settings.max_body_bytes)
@@ -115,29 +116,6 @@ async def _explain(
     call: InferenceCall, explainer: Explainer, data: bytes, target: int | None
 ) -> Explanation:
     return await explainer.explain(await call.decode(data), target)
-
-
-async def _explainer(app: FastAPI, call: InferenceCall) -> Explainer:
-    """The app's explainer, made on first use: its model copy costs memory (and a GPU's, on one)
-    that a server nobody asks to explain should not pay. Concurrent first requests share one."""
-    if getattr(app.state, "explainer", None) is None:
-        app.state.explainer = asyncio.ensure_future(
-            asyncio.to_thread(Explainer, call.pipeline.runner)
-        )
-    making: asyncio.Future[Explainer] = app.state.explainer
-    try:
-        return await asyncio.shield(making)  # one caller's timeout must not cancel it for all
-    except Exception:
-        if making.done() and app.state.explainer is making:
-            app.state.explainer = None  # a failed copy is retried by the next request
-        raise
-
-
-async def close_explainer(app: FastAPI) -> None:
-    """For the lifespan's exit: finish the explanation in progress, drop the queued ones."""
-    making: asyncio.Future[Explainer] | None = getattr(app.state, "explainer", None)
-    if making is not None and making.done() and not making.cancelled() and not making.exception():
-        await asyncio.to_thread(making.result().close)
 
 
 def _explained_headers(explanation: Explanation) -> dict[str, str]:

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from app.admission import OverloadedError
 from app.api.errors import ApiError, retry_after_headers
 from app.batcher import BatcherClosedError, DeadlineExceededError, QueueFullError
+from app.errors import DrainingError, InvalidInputError, InvalidParameterError, NotReadyError
 from app.explain import ExplainerBusyError
-from app.inference import InvalidInputError, InvalidParameterError, NotReadyError
 from app.pipeline import DecodeBudgetError, RejectedImageError
 from app.preprocessing import ImageTooLargeError
 
@@ -45,6 +45,8 @@ def as_api_error(
 ) -> ApiError:
     """The HTTP answer to ``exc``, raised by an inference call."""
     match exc:
+        case DrainingError():
+            return ApiError(503, "shutting_down", "server is shutting down", {"Retry-After": "1"})
         case NotReadyError():
             return ApiError(503, "not_ready", str(exc), {"Retry-After": "1"})
         case ExplainerBusyError():

@@ -33,8 +33,13 @@ class PredictResponse(BaseModel):
     total_ms: float
 
 
+class LivenessResponse(BaseModel):
+    status: str = Field(description="alive; or failed, or stuck (with a 503).")
+    reason: str | None = Field(None, description="Why it is not alive.")
+
+
 class HealthResponse(BaseModel):
-    status: str
+    status: str = Field(description="starting, ready, draining, failed or stuck.")
     reason: str = ""
     model: str | None = None
     arch: str | None = None

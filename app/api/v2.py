@@ -27,7 +27,6 @@ from app.api.v2_codec import (
     split_body,
 )
 from app.inference import InferenceService
-from app.state import Phase
 
 MODEL_VERSION = "1"
 ERROR = {"content": {"application/json": {"example": {"error": "unknown model x"}}}}
@@ -105,12 +104,12 @@ async def server_metadata() -> ServerMetadata:
 
 @router.get("/health/live", response_class=Response, responses=EMPTY_STATUS)
 async def server_live(service: ServiceDep) -> Response:
-    return Response(status_code=503 if service.state.phase is Phase.FAILED else 200)
+    return Response(status_code=200 if service.health().live else 503)
 
 
 @router.get("/health/ready", response_class=Response, responses=EMPTY_STATUS)
 async def server_ready(service: ServiceDep) -> Response:
-    return Response(status_code=200 if service.state.ready else 503)
+    return Response(status_code=200 if service.health().ready else 503)
 
 
 @router.get("/models/{name}", responses=V2_ERRORS)
@@ -145,7 +144,7 @@ async def model_metadata(
 )
 async def model_ready(service: ServiceDep, name: str, version: str | None = None) -> Response:
     _served_model(service, name, version)
-    return Response(status_code=200 if service.state.ready else 503)
+    return Response(status_code=200 if service.health().ready else 503)
 
 
 @infer_router.post(
@@ -168,7 +167,7 @@ async def infer(
             async with upload_deadline(settings.upload_timeout_s):
                 body = await read_body(request, settings.max_body_bytes)
             header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
-            parsed = parse_request(header, binary, call.pipeline.runner.image_shape)
+            parsed = parse_request(header, binary, service.image_shape)
             if parsed.count > settings.max_images_per_request:
                 raise ApiError(
                     413,

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.inference import ImageResult, InvalidInputError
+from app.errors import InvalidInputError
+from app.inference import ImageResult
 
 HEADER_LENGTH = "inference-header-content-length"
 IMAGE_INPUT, PIXELS_INPUT = "IMAGE", "PIXELS"

@@ -4,6 +4,7 @@ bounded, fair and cancelled with its request, and every deadline holds."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 import time
@@ -120,17 +121,28 @@ def test_a_refused_request_keeps_its_connection_for_the_next_one(
                 b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
                 b"Content-Length: %d\r\n\r\n" % len(JPEG)
             )
+            infer = b'{"inputs": []}'
+            infer_head = (
+                b"POST /v2/models/demo/infer HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(infer)
+            )
             with _raw_request(server, post + JPEG) as sock:
                 refused = _read_response(sock)
+                sock.sendall(infer_head + infer)
+                refused_v2 = _read_response(sock)
                 sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
                 live = _read_response(sock)
             assert (await busy).status_code == 200
-            return refused + b"\n--\n" + live
+            return b"\n--\n".join([refused, refused_v2, live])
 
-    refused, _, live = asyncio.run(scenario()).partition(b"\n--\n")
+    refused, refused_v2, live = asyncio.run(scenario()).split(b"\n--\n")
     assert refused.startswith(b"HTTP/1.1 503 ")
     assert b'"code":"overloaded"' in refused and b"retry-after-ms: " in refused
     assert b"connection: close" not in refused.lower()
+    # The Open Inference Protocol's shape under /v2, refused at the door all the same.
+    assert refused_v2.startswith(b"HTTP/1.1 503 ")
+    (message,) = json.loads(refused_v2.partition(b"\r\n\r\n")[2]).values()
+    assert message.startswith("server is at capacity (1 requests are in flight")
     assert live.startswith(b"HTTP/1.1 200 ")
 
 

@@ -132,6 +132,17 @@ def test_huge_header_block_gets_431_at_once_and_other_clients_stay_served(
     assert time.monotonic() - started < 0.5
 
 
+def test_a_head_too_large_under_v2_gets_431_in_the_protocols_error_shape(
+    server: ServerProcess,
+) -> None:
+    start = b"POST /v2/models/demo/infer HTTP/1.1\r\nHost: test\r\nX-Pad: "
+    with connect(server) as sock:
+        sock.sendall(start + b"a" * MAX_HEADER_BYTES)
+        answer = parse(read_until_closed(sock))
+    assert answer.status == 431
+    assert json.loads(answer.body) == {"error": f"request head exceeds {MAX_HEADER_BYTES} bytes"}
+
+
 def test_more_headers_than_the_limit_get_431_too_many_headers(server: ServerProcess) -> None:
     extra = b"".join(b"X-%d: 1\r\n" % n for n in range(MAX_HEADER_COUNT))  # + Host: one too many
     with connect(server) as sock:

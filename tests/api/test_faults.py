@@ -75,7 +75,7 @@ def test_out_of_memory_splits_the_batch_and_every_request_is_answered(start_faul
     assert "retrying as two halves" in server.logs()
 
 
-def test_a_stuck_batch_gets_504_at_the_deadline_fails_liveness_and_exits_on_signals(
+def test_a_stuck_batch_gets_504_at_the_deadline_fails_both_liveness_probes_and_exits_on_signals(
     start_faulty,
 ) -> None:
     server = start_faulty("stuck", request_timeout_s=1.5, max_batch_size=1).wait_ready()
@@ -88,6 +88,9 @@ def test_a_stuck_batch_gets_504_at_the_deadline_fails_liveness_and_exits_on_sign
     server.wait_until("/health/live", 503, timeout_s=15)  # after 10 s: a restart is the only cure
     assert server.get("/health/live").json()["status"] == "stuck"
     assert server.get("/health/ready").status_code == 503
+    # The Open Inference Protocol's probes (what KServe checks) agree.
+    assert server.get("/v2/health/live").status_code == 503
+    assert server.get("/v2/health/ready").status_code == 503
     started = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
     time.sleep(0.5)

@@ -66,11 +66,13 @@ def test_deadline_passed_while_queued_returns_504(start_server, slow_bundle: Pat
     assert server.get("/health/live").status_code == 200
 
 
-def test_sigterm_under_load_answers_every_admitted_request(start_server, slow_bundle: Path) -> None:
+def test_sigterm_under_load_answers_every_admitted_request_and_refuses_new_work_as_draining(
+    start_server, slow_bundle: Path
+) -> None:
     server = start_server(model_dir=slow_bundle, max_batch_size=2, drain_timeout_s=60).wait_ready()
     clients = 40
 
-    async def scenario() -> tuple[list[httpx.Response], int, int]:
+    async def scenario() -> tuple[list[httpx.Response], int, httpx.Response, float]:
         async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
             posts = [
                 asyncio.create_task(
@@ -84,19 +86,22 @@ def test_sigterm_under_load_answers_every_admitted_request(start_server, slow_bu
             server.process.terminate()
             await asyncio.sleep(0.2)
             ready = (await client.get("/health/ready")).status_code
-            refused = (
-                await client.post("/predict", content=JPEG, headers={"Content-Type": "image/jpeg"})
-            ).status_code
-            return await asyncio.gather(*posts), ready, refused
+            refused = await client.post(
+                "/predict", content=JPEG, headers={"Content-Type": "image/jpeg"}
+            )
+            draining = server.rejections()["draining"]
+            return await asyncio.gather(*posts), ready, refused, draining
 
-    responses, ready_while_draining, new_work_while_draining = asyncio.run(scenario())
+    responses, ready_while_draining, new_work_while_draining, draining = asyncio.run(scenario())
     statuses = [r.status_code for r in responses]
     # Requests that were still being uploaded when the signal came may be refused with 503;
     # every admitted one is answered, and none is lost or fails.
     assert set(statuses) <= {200, 503}
     assert statuses.count(200) >= clients * 3 // 4
     assert ready_while_draining == 503
-    assert new_work_while_draining == 503
+    assert new_work_while_draining.status_code == 503
+    assert new_work_while_draining.json()["error"]["code"] == "shutting_down"
+    assert draining >= 1  # counted as a refusal while draining, not as a server still starting
     assert server.process.wait(30) == 0
     assert "stopped" in server.logs()
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from app.errors import InvalidParameterError
 from app.explain import Explainer, ExplainerBusyError, Explanation, grad_cam, target_index
-from app.inference import InvalidParameterError
 from app.model.bundle import load_bundle
 from app.preprocessing import pixel_transform
 from app.runner import ModelRunner, RunnerOptions
