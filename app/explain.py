@@ -80,7 +80,8 @@ def target_index(labels: Sequence[str], target: str | None) -> int | None:
         return None
     if target in labels:
         return labels.index(target)
-    if target.isdigit() and int(target) < len(labels):
+    # ASCII digits only ("²" is a digit to str.isdigit, not to int), and few enough for int().
+    if target.isascii() and target.isdigit() and len(target) < 10 and int(target) < len(labels):
         return int(target)
     raise InvalidParameterError(
         f"target {target!r} is neither a label of this model nor an index 0..{len(labels) - 1}"

@@ -76,8 +76,13 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], 
         raise _invalid(f"Inference-Header-Content-Length {header_length!r} does not fit the body")
     try:
         header = json.loads(body[:size])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except json.JSONDecodeError as exc:
         raise _invalid(f"request header is not valid JSON: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # Not UTF-8, an integer of thousands of digits, or nesting deeper than Python recurses.
+        raise _invalid(
+            "request header is not valid JSON, or nests or counts beyond reason"
+        ) from None
     if not isinstance(header, dict):
         raise _invalid("request header must be a JSON object")
     return header, body[size:]
@@ -111,8 +116,18 @@ def parse_request(
     raise _invalid(f"unknown input {name!r}: expected {IMAGE_INPUT} or {PIXELS_INPUT}")
 
 
+def _parameters(holder: dict[str, Any]) -> dict[str, Any]:
+    """The ``parameters`` object of a request, input or output; absent is empty."""
+    parameters = holder.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise _invalid("parameters must be a JSON object")
+    return parameters
+
+
 def _tensor_bytes(tensor: dict[str, Any], binary: bytes) -> bytes | None:
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    size = _parameters(tensor).get("binary_data_size")
     if size is None:
         return None
     if not isinstance(size, int) or size != len(binary):
@@ -161,7 +176,7 @@ def _pixels(tensor: dict[str, Any], raw: bytes | None, shape: list[int]) -> torc
         data = tensor.get("data")
         try:
             array = np.asarray(data, dtype=np.float64).reshape(-1)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise _invalid(f"{PIXELS_INPUT} data must be numbers") from None
         if array.size != count:
             raise _invalid(f"{PIXELS_INPUT} has {array.size} values for shape {shape}")
@@ -172,7 +187,7 @@ def _pixels(tensor: dict[str, Any], raw: bytes | None, shape: list[int]) -> torc
 
 def _outputs(header: dict[str, Any]) -> list[OutputRequest]:
     """The outputs asked for, each at most once; none asked for means all of them."""
-    default_binary = bool((header.get("parameters") or {}).get("binary_data_output", False))
+    default_binary = bool(_parameters(header).get("binary_data_output", False))
     wanted = header.get("outputs") or []
     if not isinstance(wanted, list):
         raise _invalid("outputs must be a list")
@@ -188,7 +203,7 @@ def _outputs(header: dict[str, Any]) -> list[OutputRequest]:
 def _output(wanted: Any, default_binary: bool) -> OutputRequest:
     if not isinstance(wanted, dict) or wanted.get("name") not in OUTPUTS:
         raise _invalid(f"unknown output: the model has {', '.join(OUTPUTS)}")
-    parameters = wanted.get("parameters") or {}
+    parameters = _parameters(wanted)
     classification = parameters.get("classification")
     if classification is not None:
         if wanted["name"] != PROBABILITIES:

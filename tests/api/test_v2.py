@@ -188,3 +188,63 @@ def test_outputs_the_model_cannot_answer_are_400(
     response = httpx.post(demo_server.url + f"/v2/models/{MODEL['name']}/infer", json=body)
     assert response.status_code == 400
     assert response.json() == {"error": message}
+
+
+IMAGE_DATA = {"name": "IMAGE", "shape": [1], "datatype": "BYTES", "data": ["aGk="]}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"[" * 200_000, "not valid JSON, or nests or counts beyond reason"),
+        (
+            b'{"inputs": [{"name": "PIXELS", "shape": [1], "datatype": "FP32", "data": [%s]}]}'
+            % (b"9" * 5000),
+            "not valid JSON, or nests or counts beyond reason",
+        ),
+        (json.dumps({"inputs": [IMAGE_DATA], "parameters": "x"}).encode(), "parameters must be"),
+        (
+            json.dumps({"inputs": [IMAGE_DATA | {"parameters": [1]}]}).encode(),
+            "parameters must be",
+        ),
+        (
+            json.dumps(
+                {"inputs": [IMAGE_DATA], "outputs": [{"name": "ABSTAINED", "parameters": [2]}]}
+            ).encode(),
+            "parameters must be",
+        ),
+        (
+            json.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "PIXELS",
+                            "shape": [1, 3, SIZE, SIZE],
+                            "datatype": "FP32",
+                            "data": [10**400] + [0] * (3 * SIZE * SIZE - 1),
+                        }
+                    ]
+                }
+            ).encode(),
+            "PIXELS data must be numbers",
+        ),
+    ],
+    ids=[
+        "deep-nesting",
+        "huge-integer",
+        "parameters-string",
+        "input-parameters-list",
+        "output-parameters-list",
+        "overflowing-pixel",
+    ],
+)
+def test_hostile_json_bodies_are_400_never_500(
+    demo_server: ServerProcess, body: bytes, message: str
+) -> None:
+    response = httpx.post(
+        demo_server.url + f"/v2/models/{MODEL['name']}/infer",
+        content=body,
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"]

@@ -100,7 +100,7 @@ def test_target_is_a_label_or_an_index() -> None:
     assert target_index(labels, "dog") == 1
     assert target_index(labels, "2") == 2
     assert target_index(labels, "7") == 2  # a label wins over an index
-    for unknown in ("bird", "3", "-1", "1.0", ""):
+    for unknown in ("bird", "3", "-1", "1.0", "", "\u00b2", "9" * 5000):  # ² is no index
         with pytest.raises(InvalidParameterError, match="neither a label"):
             target_index(labels, unknown)
 
