@@ -24,6 +24,7 @@ from app.devices import DeviceError, resolve_device
 from app.inference import InferenceService
 from app.metrics import ServiceMetrics
 from app.model.bundle import BundleError
+from app.pillow_setup import harden_pillow
 from app.pipeline import InferencePipeline
 from app.runner import ModelRunner, RunnerOptions
 from app.settings import Settings
@@ -68,6 +69,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics.set_model_load_seconds(runner.load_seconds)
     if runner.on_cuda:
         metrics.watch_gpu(runner.device)
+    harden_pillow()
     pipeline = InferencePipeline(runner, settings)
     service.pipeline = pipeline
     service.state.mark_warming_up()

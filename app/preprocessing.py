@@ -131,8 +131,12 @@ def pillow_errors(max_pixels: int) -> Iterator[None]:
             "not a recognised image, or not one of the supported formats "
             f"({', '.join(SUPPORTED_FORMATS)})"
         ) from exc
-    except (OSError, SyntaxError, ValueError, EOFError, TypeError) as exc:
-        logger.debug("Pillow could not decode an image: %s", exc)
+    except MemoryError:
+        raise  # the server's trouble, not the image's
+    except Exception as exc:
+        # OSError, SyntaxError, ValueError, EOFError, TypeError in practice; a plugin may also
+        # raise struct.error, IndexError, KeyError, ZeroDivisionError on hostile bytes.
+        logger.debug("Pillow could not decode an image: %r", exc)
         raise ImageDecodeError("corrupt or truncated image") from exc
 
 

@@ -6,9 +6,11 @@ import io
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,3 +188,21 @@ def known_image(class_name: str, seed: int) -> Image.Image:
 def labelled_jpegs() -> list[tuple[str, bytes]]:
     """Two JPEGs per demo class, with their true label."""
     return [(name, encode(known_image(name, seed))) for seed, name in enumerate(CLASSES * 2)]
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A few dozen bytes of PNG whose header claims ``width`` x ``height`` RGB pixels: what a
+    decompression bomb looks like before it is decoded."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 
 import httpx
+from PIL import Image
 
-from tests.conftest import ServerProcess, encode, known_image
+from tests.conftest import ServerProcess, encode, known_image, png_claiming
 
 # Request targets as they go on the wire; uvicorn percent-decodes them into the path that is logged.
 HOSTILE_TARGETS = {
@@ -103,3 +105,27 @@ def test_bearer_token_and_image_bytes_never_reach_the_log(start_server) -> None:
         ]
     assert "secret123" not in log and "secret456" not in log
     assert "body-marker-7f3a" not in log
+
+
+def _corrupt_deflate_tiff() -> bytes:
+    """A TIFF whose compressed strips are damaged: libtiff itself complains of those."""
+    buffer = io.BytesIO()
+    Image.radial_gradient("L").resize((300, 300)).save(
+        buffer, "TIFF", compression="tiff_adobe_deflate"
+    )
+    data = bytearray(buffer.getvalue())
+    for index in range(200, 2000, 7):
+        data[index] ^= 0x5A
+    return bytes(data)
+
+
+def test_images_pillow_and_libtiff_would_complain_of_leave_only_json_lines(start_server) -> None:
+    server = start_server(LOG_FORMAT="json", MAX_BATCH_SIZE=2).wait_ready()
+    # 100 MP: over Pillow's ceiling (89 MP), where it would only warn, under twice it.
+    for body, status in ((png_claiming(10_000, 10_000), 413), (_corrupt_deflate_tiff(), 400)):
+        response = httpx.post(server.url + "/predict", files={"file": ("x", body)}, timeout=30)
+        assert response.status_code == status, response.text
+    server.terminate()
+    lines = [line for line in server.logs().split("\n") if line]
+    assert [json.loads(line)["level"] for line in lines]  # every line is one whole object
+    assert "Decoding error" not in server.logs() and "DecompressionBomb" not in server.logs()

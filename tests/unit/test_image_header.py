@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import pytest
 from PIL import Image
 
 from app.image_header import read_header
 from app.preprocessing import ImageDecodeError, ImageTooLargeError
+from tests.conftest import png_claiming
 
 
 def _encode(image: Image.Image, fmt: str) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt)
     return buffer.getvalue()
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG signature and IHDR claiming any size: what a bomb looks like to a header reader."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b""))
 
 
 def test_a_jpeg_costs_its_draft_scale_and_other_formats_their_full_size() -> None:
@@ -42,12 +30,12 @@ def test_a_jpeg_costs_its_draft_scale_and_other_formats_their_full_size() -> Non
 
 def test_the_pixel_limit_is_enforced_from_the_header() -> None:
     with pytest.raises(ImageTooLargeError, match="12000x12000 = 144000000 pixels; the limit is 10"):
-        read_header(_png_header_only(12_000, 12_000), 10_000_000)
+        read_header(png_claiming(12_000, 12_000), 10_000_000)
 
 
 def test_a_size_beyond_pillows_own_ceiling_names_the_configured_limit() -> None:
     with pytest.raises(ImageTooLargeError, match="the limit is 40000000"):
-        read_header(_png_header_only(60_000, 60_000), 40_000_000)
+        read_header(png_claiming(60_000, 60_000), 40_000_000)
 
 
 @pytest.mark.parametrize("data", [b"", b"not an image", b"\xff\xd8\xff" + b"junk" * 10])

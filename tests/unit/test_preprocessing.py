@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import io
 import math
-import struct
 import warnings
-import zlib
 
 import numpy as np
 import pytest
@@ -23,6 +21,7 @@ from app.preprocessing import (
     to_rgb,
     train_transform,
 )
+from tests.conftest import png_claiming
 
 SPEC = PreprocessingSpec(input_size=32, resize_size=36, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
@@ -94,21 +93,6 @@ def test_bad_bytes_raise_decode_error(data: bytes) -> None:
         decode_image(data, 10**6)
 
 
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def _png_claiming(width: int, height: int) -> bytes:
-    """A few dozen bytes of PNG whose header claims ``width`` x ``height`` RGB pixels."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + _png_chunk(b"IEND", b"")
-    )
-
-
 def _with_bad_ihdr_crc() -> bytes:
     data = bytearray(_encode(Image.new("RGB", (50, 50)), "PNG"))
     data[8 + 4 + 4 + 13] ^= 0xFF  # first CRC byte: signature, length, type, 13 header bytes
@@ -152,14 +136,14 @@ def test_unrecognised_image_message_lists_the_supported_formats() -> None:
 
 def test_bomb_over_pillows_ceiling_names_the_configured_limit() -> None:
     with pytest.raises(ImageTooLargeError) as caught:
-        decode_image(_png_claiming(50_000, 50_000), max_pixels=40_000_000)
+        decode_image(png_claiming(50_000, 50_000), max_pixels=40_000_000)
     assert str(caught.value) == "image is 2500000000 pixels; the limit is 40000000"
 
 
 def _between_pillows_warning_and_error() -> tuple[int, bytes]:
     """A header 1.5x Pillow's MAX_IMAGE_PIXELS: where Pillow only warns and would decode."""
     side = math.isqrt(int(1.5 * Image.MAX_IMAGE_PIXELS))
-    return side, _png_claiming(side, side)
+    return side, png_claiming(side, side)
 
 
 def test_image_pillow_only_warns_about_is_still_refused() -> None:
@@ -230,3 +214,15 @@ def test_pixel_transform_is_eval_transform_before_normalisation() -> None:
     assert pixels.dtype == torch.uint8
     normalised = (pixels.float() / 255 - 0.5) / 0.5
     torch.testing.assert_close(normalised, eval_transform(SPEC)(image))
+
+
+@pytest.mark.parametrize("error", [IndexError("tile"), KeyError("mode"), ZeroDivisionError()])
+def test_any_error_a_decoder_plugin_raises_is_a_corrupt_image(
+    monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    def plugin_fails(*_: object, **__: object) -> Image.Image:
+        raise error
+
+    monkeypatch.setattr(Image, "open", plugin_fails)
+    with pytest.raises(ImageDecodeError, match=r"^corrupt or truncated image$"):
+        decode_image(b"bytes a plugin chokes on", max_pixels=10_000)
