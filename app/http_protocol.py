@@ -15,6 +15,9 @@ costs seconds of event loop) nor the time a client takes to send it. Limits, per
   a client that raced its first request against the timeout would read a 408 as that request's
   answer. Idle time between requests stays uvicorn's ``timeout_keep_alive``.
 - A malformed request answers 400 ``bad_request`` (uvicorn answers plain text naming no cause).
+- A request answered before its body was read (refused at the door, or a 401, 404 or 413 from
+  the app) has its body read and dropped: it must end within ``header_timeout_s`` and
+  ``max_body_bytes``, or the connection is closed.
 
 Trade-offs:
 
@@ -221,7 +224,22 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             super().on_message_complete()
             return
         self.discarding = None
+        self._cancel_header_timer()  # the body's time is up; the next request has its own
         self._arm_header_timer()  # the idle limit until the next request, as after any answer
+
+    def on_response_complete(self) -> None:
+        cycle = self.cycle
+        if cycle is not None and cycle.response_complete and cycle.more_body:
+            # Answered before its body was read (401, 404, 413, ...): the rest of the body is read
+            # and dropped like a refused request's, within the same time and size, not waited for
+            # without end (uvicorn stops its keep-alive timer on every byte that arrives).
+            self._discard_body()
+        super().on_response_complete()
+
+    def _discard_body(self) -> None:
+        """Drop the current request's remaining body; a stall or an excess ends the connection."""
+        self.discarding = 0
+        self._arm_header_timer()
 
     def _refuse_at_door(self, error: ApiError) -> None:
         """Answer a refused request before uvicorn builds it for the app, then discard its body.
@@ -237,8 +255,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             raise RefusedAtDoorError(error)
         headers = self.server_state.default_headers
         self.transport.write(render_error(error, headers, self._path(), close=False))
-        self.discarding = 0
-        self._arm_header_timer()  # a body that stops arriving ends the connection
+        self._discard_body()
 
     def _path(self) -> str:
         """The path of the request being answered, as far as the parser has read it: it chooses

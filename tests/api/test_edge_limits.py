@@ -269,3 +269,52 @@ def test_errors_answered_at_the_edge_are_counted_by_reason(server: ServerProcess
         reason: 1.0 if reason in ("too_large", "bad_request", "deadline") else 0.0
         for reason in before
     }
+
+
+def trickle_until_closed(sock: socket.socket, interval_s: float, limit_s: float) -> float:
+    """Send a byte per ``interval_s`` until the server closes; the seconds that took."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        try:
+            sock.sendall(b"x")
+        except OSError:  # reset or broken pipe: closed
+            return time.monotonic() - started
+        readable, _, _ = select.select([sock], [], [], interval_s)
+        if readable and not sock.recv(65536):
+            return time.monotonic() - started
+    pytest.fail(f"the connection was still open after {limit_s} s of trickling")
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /no-such-route HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n\r\n",
+        b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: image/jpeg\r\n"
+        b"Content-Length: 10000000000\r\n\r\n",  # 413 from the declared length alone
+    ],
+    ids=["404", "413-declared-length"],
+)
+def test_a_body_trickled_after_an_early_answer_cannot_hold_the_connection(
+    server: ServerProcess, head: bytes
+) -> None:
+    with connect(server) as sock:
+        sock.sendall(head)
+        assert read_one(sock).status in (404, 413)
+        held_s = trickle_until_closed(sock, interval_s=0.1, limit_s=HEADER_TIMEOUT_S * 4)
+    assert held_s <= HEADER_TIMEOUT_S + SLACK_S
+
+
+def test_a_body_flooded_after_an_early_answer_is_cut_off(server: ServerProcess) -> None:
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: image/jpeg\r\n"
+        b"Content-Length: 10000000000\r\n\r\n"
+    )
+    sent = 0
+    with connect(server) as sock:
+        sock.sendall(head)
+        assert read_one(sock).status == 413
+        with pytest.raises(OSError):  # reset or broken pipe once the server has had enough
+            while sent < 200 * 2**20:
+                sock.sendall(bytes(2**20))
+                sent += 2**20
+    assert sent <= 20 * 2**20  # the body limit (10 MiB) and what the socket buffers held
