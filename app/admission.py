@@ -51,6 +51,8 @@ class AdmissionGate:
             reason = f"{self.requests} requests are in flight; the limit is {limits.max_requests}"
         elif self.images >= limits.max_images:
             reason = f"{self.images} images are admitted; the limit is {limits.max_images}"
+        elif self.decode_pixels >= limits.max_decode_pixels:
+            reason = self.decode_queue_full
         else:
             return None
         return self._overloaded(reason)
@@ -82,6 +84,13 @@ class AdmissionGate:
             self.requests / limits.max_requests,
             self.images / limits.max_images,
             self.decode_pixels / limits.max_decode_pixels,
+        )
+
+    @property
+    def decode_queue_full(self) -> str:
+        return (
+            f"{self.decode_pixels} pixels are queued for decoding; the limit is "
+            f"{self.limits.max_decode_pixels}"
         )
 
     def refuse(self, message: str) -> None:
@@ -121,10 +130,7 @@ class Ticket:
         """
         gate = self._gate
         if gate.decode_pixels and gate.decode_pixels + pixels > gate.limits.max_decode_pixels:
-            gate.refuse(
-                f"{gate.decode_pixels} pixels are queued for decoding; the limit is "
-                f"{gate.limits.max_decode_pixels}"
-            )
+            gate.refuse(gate.decode_queue_full)
         gate.decode_pixels += pixels
         self.decode_pixels += pixels
 

@@ -39,6 +39,7 @@ import asyncio
 from asyncio import TimerHandle
 from collections.abc import Callable
 from typing import Any, ClassVar
+from urllib.parse import unquote_to_bytes
 
 import httptools
 from uvicorn.config import Config
@@ -88,6 +89,17 @@ def edge_protocol(
         "count_rejection": staticmethod(count_rejection) if count_rejection else None,
     }
     return type("EdgeHttpProtocol", (EdgeHttpProtocol,), attributes)
+
+
+def request_path(target: bytes) -> bytes:
+    """The path the app will route ``target`` to, as uvicorn derives it: an absolute-form target
+    (``http://host/predict``) gives its path, and percent-escapes are decoded (``/%70redict``).
+    A target that is no URL at all gives ``b""``."""
+    try:
+        path = httptools.parse_url(target).path or b""
+    except httptools.HttpParserInvalidURLError:
+        return b""
+    return unquote_to_bytes(path) if b"%" in path else path
 
 
 def render_error(
@@ -203,7 +215,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self.in_head = False
         self._cancel_header_timer()
         if self.door is not None:
-            refused = self.door(self.parser.get_method(), self.url.partition(b"?")[0])
+            refused = self.door(self.parser.get_method(), request_path(self.url))
             if refused is not None:
                 self._refuse_at_door(refused)
                 return
@@ -260,7 +272,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     def _path(self) -> str:
         """The path of the request being answered, as far as the parser has read it: it chooses
         the error's shape (the Open Inference Protocol's under /v2)."""
-        return getattr(self, "url", b"").partition(b"?")[0].decode("latin-1")
+        return request_path(getattr(self, "url", b"")).decode("latin-1")
 
     # Limits
     def _arm_header_timer(self) -> None:

@@ -42,14 +42,24 @@ def test_images_of_admitted_requests_count_against_the_image_bound() -> None:
 
 def test_decode_pixels_are_bounded_but_an_idle_decoder_always_takes_a_request() -> None:
     gate = _gate(pixels=1000)
-    big = gate.admit()
+    big, other = gate.admit(), gate.admit()
     big.hold_decode_pixels(1500)  # nothing else is decoding: let it in
-    other = gate.admit()
     with pytest.raises(OverloadedError, match="1500 pixels are queued"):
         other.hold_decode_pixels(10)
     big.release_decode_pixels(1500)
     other.hold_decode_pixels(10)
     assert gate.decode_pixels == 10
+
+
+def test_a_full_decode_queue_refuses_new_requests_at_the_door() -> None:
+    gate = _gate(pixels=1000)
+    busy = gate.admit()
+    busy.hold_decode_pixels(1000)
+    assert "1000 pixels are queued for decoding" in str(gate.refusal())
+    with pytest.raises(OverloadedError, match="pixels are queued"):
+        gate.admit()
+    busy.release_decode_pixels(1)
+    assert gate.refusal() is None
 
 
 def test_close_returns_everything_once() -> None:
