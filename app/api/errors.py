@@ -28,7 +28,9 @@ class ApiError(Exception):
 
 
 def retry_after_headers(retry_after_s: float) -> dict[str, str]:
-    """``Retry-After`` in whole seconds (the standard), ``Retry-After-Ms`` for clients that read it."""
+    """``Retry-After`` in whole seconds, at least 1: RFC 9110 allows only whole seconds there, and
+    clients and proxies parse nothing else; ``Retry-After-Ms`` carries the estimate in
+    milliseconds for clients that can use it. Every 503 carries both."""
     return {
         "Retry-After": str(max(1, math.ceil(retry_after_s))),
         "Retry-After-Ms": str(round(retry_after_s * 1000)),

@@ -46,9 +46,11 @@ def as_api_error(
     """The HTTP answer to ``exc``, raised by an inference call."""
     match exc:
         case DrainingError():
-            return ApiError(503, "shutting_down", "server is shutting down", {"Retry-After": "1"})
+            return ApiError(
+                503, "shutting_down", "server is shutting down", retry_after_headers(1.0)
+            )
         case NotReadyError():
-            return ApiError(503, "not_ready", str(exc), {"Retry-After": "1"})
+            return ApiError(503, "not_ready", str(exc), retry_after_headers(1.0))
         case ExplainerBusyError():
             return ApiError(503, "explain_busy", str(exc), retry_after_headers(exc.retry_after_s))
         case OverloadedError():
@@ -57,7 +59,9 @@ def as_api_error(
             message = "server is at capacity; retry shortly"
             return ApiError(503, "queue_full", message, retry_after_headers(1.0))
         case BatcherClosedError():
-            return ApiError(503, "shutting_down", "server is shutting down", {"Retry-After": "1"})
+            return ApiError(
+                503, "shutting_down", "server is shutting down", retry_after_headers(1.0)
+            )
         case RejectedImageError():
             name = name_of(exc.index)
             if isinstance(exc.cause, ImageTooLargeError):

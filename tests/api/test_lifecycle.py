@@ -52,6 +52,7 @@ def test_live_before_ready_during_warm_up(start_server, slow_bundle: Path) -> No
     error = _post(server)
     assert error.status_code == 503
     assert error.json()["error"]["code"] == "not_ready"
+    assert (error.headers["retry-after"], error.headers["retry-after-ms"]) == ("1", "1000")
     server.wait_ready()
     assert _post(server).status_code == 200
 
