@@ -5,13 +5,18 @@ from app.client import ResnetClient
 with ResnetClient("http://127.0.0.1:8000") as client:
     for result in client.predict(["cat.jpg", "dog.png"], top_k=3).results:
         print(result.top.label, result.top.score)
+    Path("cat-heat-map.png").write_bytes(client.explain("cat.jpg").png)
 """
 
-from app.client.client import DEFAULT_URL, AsyncResnetClient, ImageInput, ResnetClient
+from app.client.client import DEFAULT_URL, AsyncResnetClient, ImageInput, ResnetClient, Target
 from app.client.models import (
+    Explanation,
     Health,
+    HeatMap,
     ImageResult,
+    ModelInfo,
     Prediction,
+    Preprocessing,
     ResnetClientError,
     ResnetConnectionError,
     ResnetServeError,
@@ -21,13 +26,18 @@ from app.client.models import (
 __all__ = [
     "DEFAULT_URL",
     "AsyncResnetClient",
+    "Explanation",
     "Health",
+    "HeatMap",
     "ImageInput",
     "ImageResult",
+    "ModelInfo",
     "Prediction",
+    "Preprocessing",
     "ResnetClient",
     "ResnetClientError",
     "ResnetConnectionError",
     "ResnetServeError",
     "ScoredLabel",
+    "Target",
 ]

@@ -14,7 +14,10 @@ from typing import Any, Self, TypeVar
 import httpx
 
 from app.client.models import (
+    Explanation,
     Health,
+    HeatMap,
+    ModelInfo,
     Prediction,
     ResnetConnectionError,
     ResnetServeError,
@@ -23,6 +26,7 @@ from app.client.models import (
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 60.0
 ImageInput = str | os.PathLike[str] | bytes
+Target = str | int | None  # a label, or an index into ``ModelInfo.labels``; None: the top class
 T = TypeVar("T")
 
 
@@ -31,20 +35,23 @@ def _http_options(url: str, api_key: str | None, timeout: float) -> dict[str, An
     return {"base_url": url, "headers": headers, "timeout": timeout}
 
 
+def _file_part(image: ImageInput, position: int) -> tuple[str, bytes, str]:
+    """One multipart file: a path's name and bytes, or bytes named by their position."""
+    if isinstance(image, bytes):
+        name, data = f"image-{position}", image
+    else:
+        name, data = Path(image).name, Path(image).read_bytes()
+    # A filename makes it a file part; the server sniffs the format, not the content type.
+    return name, data, "application/octet-stream"
+
+
 def _predict_request(
     images: ImageInput | Sequence[ImageInput], top_k: int | None, request_id: str | None
 ) -> dict[str, Any]:
     """Keyword arguments for ``POST /predict``: every image as one multipart ``files`` part."""
     if isinstance(images, str | bytes | os.PathLike):  # one image, not a sequence of characters
         images = [images]
-    files = []
-    for position, image in enumerate(images):
-        if isinstance(image, bytes):
-            name, data = f"image-{position}", image
-        else:
-            name, data = Path(image).name, Path(image).read_bytes()
-        # A filename makes it a file part; the server sniffs the format, not the content type.
-        files.append(("files", (name, data, "application/octet-stream")))
+    files = [("files", _file_part(image, position)) for position, image in enumerate(images)]
     if not files:
         raise ValueError("predict needs at least one image")
     return {
@@ -52,6 +59,14 @@ def _predict_request(
         "params": {} if top_k is None else {"top_k": top_k},
         "headers": {"X-Request-ID": request_id} if request_id else {},
     }
+
+
+def _explain_request(image: ImageInput, target: Target, *, as_json: bool) -> dict[str, Any]:
+    """Keyword arguments for ``POST /explain``: the image as the multipart ``file`` part."""
+    params = {"format": "json" if as_json else "png"}
+    if target is not None:
+        params["target"] = str(target)
+    return {"files": [("file", _file_part(image, 0))], "params": params}
 
 
 @contextmanager
@@ -64,30 +79,56 @@ def _no_answer_as_error(url: str) -> Iterator[None]:
 
 def _decode(response: httpx.Response, parse: Callable[[dict[str, Any]], T], ok: bool) -> T:
     """``parse`` the body when ``ok``; otherwise raise the server's error, or say what came back."""
-    request_id = response.headers.get("x-request-id")
+    body = _json(response)
+    if ok and isinstance(body, dict):
+        try:
+            return parse(body)
+        except (KeyError, TypeError):
+            pass  # JSON, but not the API's: reported below
+    raise _error(response, body)
+
+
+def _json(response: httpx.Response) -> object:
     try:
-        body = response.json()
+        return response.json()
     except ValueError:
-        body = None
-    if isinstance(body, dict):
-        if ok:
-            try:
-                return parse(body)
-            except (KeyError, TypeError):
-                pass  # JSON, but not the API's: reported below
-        error = body.get("error")
-        if isinstance(error, dict) and "code" in error and "message" in error:
-            status, code, message = response.status_code, error["code"], error["message"]
-            raise ResnetServeError(status, str(code), str(message), request_id)
+        return None
+
+
+def _error(response: httpx.Response, body: object) -> ResnetServeError:
+    """The server's own error from a JSON ``body``, or one saying what came back instead."""
+    request_id = response.headers.get("x-request-id")
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and "code" in error and "message" in error:
+        status, code, message = response.status_code, error["code"], error["message"]
+        return ResnetServeError(status, str(code), str(message), request_id)
     snippet = " ".join(response.text.split())[:200] or "(empty body)"
     message = (
         f"{response.reason_phrase or 'unexpected answer'} (not a resnet-serve answer): {snippet}"
     )
-    raise ResnetServeError(response.status_code, "unexpected_response", message, request_id)
+    return ResnetServeError(response.status_code, "unexpected_response", message, request_id)
 
 
 def _prediction(response: httpx.Response) -> Prediction:
     return _decode(response, Prediction.from_json, response.is_success)
+
+
+def _model_info(response: httpx.Response) -> ModelInfo:
+    return _decode(response, ModelInfo.from_json, response.is_success)
+
+
+def _explanation(response: httpx.Response) -> Explanation:
+    """The PNG and the ``X-Explained-*`` headers; any other answer is decoded as an error."""
+    if response.is_success and response.headers.get("content-type") == "image/png":
+        try:
+            return Explanation.from_headers(response.headers, response.content)
+        except (KeyError, ValueError):
+            pass  # a PNG without the headers: not the API's, reported below
+    raise _error(response, _json(response))
+
+
+def _heat_map(response: httpx.Response) -> HeatMap:
+    return _decode(response, HeatMap.from_json, response.is_success)
 
 
 def _health(response: httpx.Response) -> Health:
@@ -121,6 +162,24 @@ class ResnetClient:
         request = _predict_request(images, top_k, request_id)
         with _no_answer_as_error(self.url):
             return _prediction(self._http.post("/predict", **request))
+
+    def model(self) -> ModelInfo:
+        """What is served: name, labels in output order, input size, preprocessing, provenance."""
+        with _no_answer_as_error(self.url):
+            return _model_info(self._http.get("/model"))
+
+    def explain(self, image: ImageInput, target: Target = None) -> Explanation:
+        """Grad-CAM of ``target`` (a label or an index; default the top class) for one image, as a
+        PNG overlay on the model's input crop."""
+        request = _explain_request(image, target, as_json=False)
+        with _no_answer_as_error(self.url):
+            return _explanation(self._http.post("/explain", **request))
+
+    def explain_map(self, image: ImageInput, target: Target = None) -> HeatMap:
+        """``explain`` as numbers: the Grad-CAM map itself instead of a picture of it."""
+        request = _explain_request(image, target, as_json=True)
+        with _no_answer_as_error(self.url):
+            return _heat_map(self._http.post("/explain", **request))
 
     def health(self) -> Health:
         """The readiness document; ``ready`` is False (not an error) while the server is not ready."""
@@ -157,6 +216,24 @@ class AsyncResnetClient:
         request = _predict_request(images, top_k, request_id)
         with _no_answer_as_error(self.url):
             return _prediction(await self._http.post("/predict", **request))
+
+    async def model(self) -> ModelInfo:
+        """What is served: name, labels in output order, input size, preprocessing, provenance."""
+        with _no_answer_as_error(self.url):
+            return _model_info(await self._http.get("/model"))
+
+    async def explain(self, image: ImageInput, target: Target = None) -> Explanation:
+        """Grad-CAM of ``target`` (a label or an index; default the top class) for one image, as a
+        PNG overlay on the model's input crop."""
+        request = _explain_request(image, target, as_json=False)
+        with _no_answer_as_error(self.url):
+            return _explanation(await self._http.post("/explain", **request))
+
+    async def explain_map(self, image: ImageInput, target: Target = None) -> HeatMap:
+        """``explain`` as numbers: the Grad-CAM map itself instead of a picture of it."""
+        request = _explain_request(image, target, as_json=True)
+        with _no_answer_as_error(self.url):
+            return _heat_map(await self._http.post("/explain", **request))
 
     async def health(self) -> Health:
         """The readiness document; ``ready`` is False (not an error) while the server is not ready."""

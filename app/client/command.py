@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -19,6 +20,9 @@ from app.client.models import ImageResult, ResnetConnectionError, ResnetServeErr
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# 128 + SIGPIPE: what a shell reports for a Unix tool whose reader left (`yes | head -1`), so a
+# `set -o pipefail` script sees this command as it sees any other. Not 0: some lines went unread.
+EXIT_STDOUT_CLOSED = 141
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,20 @@ def write_output(outcomes: Sequence[Outcome], path: Path) -> None:
                 writer.writerow([outcome.path, top.label, score, top.index, abstained, ""])
 
 
+def _print_results(text: str) -> bool:
+    """Print ``text`` to stdout; False (and no traceback) when its reader has gone (``| head``)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python flushes stdout again on the way out, which would fail the same way; /dev/null
+        # takes what is left instead.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return False
+    return True
+
+
 def run_predict(
     arguments: Sequence[str],
     url: str,
@@ -138,7 +156,8 @@ def run_predict(
     bundle: Path | None = None,
     output: Path | None = None,
 ) -> int:
-    """The command: 0 when every image was classified, 1 if any failed, 2 when nothing could run.
+    """The command: 0 when every image was classified, 1 if any failed, 2 when nothing could run,
+    141 when stdout closed early.
 
     With ``bundle`` the images are classified here, with no server; with ``output`` the results
     are also written to a CSV or JSON-lines file.
@@ -168,9 +187,10 @@ def run_predict(
         except ResnetConnectionError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
-    print(format_json(outcomes) if as_json else format_table(outcomes))
-    if output is not None:
+    if output is not None:  # first: a reader that closes stdout early must not cost the file
         write_output(outcomes, output)
+    if not _print_results(format_json(outcomes) if as_json else format_table(outcomes)):
+        return EXIT_STDOUT_CLOSED
     failed = sum(outcome.result is None for outcome in outcomes)
     if failed:
         print(f"{failed} of {len(outcomes)} images failed", file=sys.stderr)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,91 @@ class Health:
             saturation=body["saturation"],
             uptime_s=body["uptime_s"],
         )
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How the server turns an image into model input: resize the shorter side, centre-crop,
+    normalise with ``mean`` and ``std`` (RGB, 0..1)."""
+
+    resize_size: int
+    input_size: int
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A ``GET /model`` answer: what is served, so a caller can check labels and input size."""
+
+    name: str
+    arch: str
+    num_classes: int
+    labels: tuple[str, ...]  # in output order: a ``ScoredLabel.index`` points here
+    input_size: int
+    preprocessing: Preprocessing
+    weights_sha256: str | None
+    provenance: dict[str, Any]  # pretraining, data set, epochs, metrics, ... as the bundle says
+    temperature: float
+    abstain_threshold: float
+    abstain_labels: tuple[str, ...]
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> ModelInfo:
+        spec = body["preprocessing"]
+        return cls(
+            name=body["name"],
+            arch=body["arch"],
+            num_classes=body["num_classes"],
+            labels=tuple(body["labels"]),
+            input_size=body["input_size"],
+            preprocessing=Preprocessing(
+                resize_size=spec["resize_size"],
+                input_size=spec["input_size"],
+                interpolation=spec["interpolation"],
+                mean=tuple(spec["mean"]),
+                std=tuple(spec["std"]),
+            ),
+            weights_sha256=body.get("weights_sha256"),
+            provenance=body["provenance"],
+            temperature=body.get("temperature", 1.0),
+            abstain_threshold=body.get("abstain_threshold", 0.0),
+            abstain_labels=tuple(body.get("abstain_labels", ())),
+        )
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A ``POST /explain`` answer: the class explained and its Grad-CAM heat map over the model's
+    input crop, as a PNG overlay (``input_size`` square)."""
+
+    explained: ScoredLabel
+    png: bytes
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str], png: bytes) -> Explanation:
+        # The label is percent-encoded UTF-8: header values carry ASCII only.
+        explained = ScoredLabel(
+            label=unquote(headers["x-explained-label"]),
+            index=int(headers["x-explained-index"]),
+            score=float(headers["x-explained-score"]),
+        )
+        return cls(explained, png)
+
+
+@dataclass(frozen=True)
+class HeatMap:
+    """A ``POST /explain?format=json`` answer: the Grad-CAM map itself, for a caller that draws
+    or measures it; rows top to bottom, values 0..1, ``input_size`` square."""
+
+    explained: ScoredLabel
+    rows: tuple[tuple[float, ...], ...]
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> HeatMap:
+        explained = ScoredLabel(label=body["label"], index=body["index"], score=body["score"])
+        return cls(explained, tuple(tuple(row) for row in body["map"]))
 
 
 class ResnetClientError(Exception):

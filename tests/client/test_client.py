@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import subprocess
 import sys
@@ -12,15 +13,26 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from app.client import (
     AsyncResnetClient,
+    HeatMap,
+    ModelInfo,
     Prediction,
     ResnetClient,
     ResnetConnectionError,
     ResnetServeError,
 )
-from tests.conftest import REPO, ServerProcess, free_port
+from tests.conftest import (
+    DEMO_BUNDLE,
+    REPO,
+    ServerProcess,
+    encode,
+    free_port,
+    known_image,
+    write_bundle,
+)
 
 HEAVY_MODULES = ("torch", "torchvision", "PIL", "numpy", "fastapi")
 
@@ -105,6 +117,69 @@ def test_health_reports_the_ready_demo_model(demo_server: ServerProcess) -> None
         health = client.health()
     assert (health.ready, health.status, health.model) == (True, "ready", "demo")
     assert 0.0 <= health.saturation <= 1.0
+
+
+def test_model_describes_the_demo_bundle_as_its_model_json_does(
+    demo_server: ServerProcess,
+) -> None:
+    manifest = json.loads((DEMO_BUNDLE / "model.json").read_text())
+    with ResnetClient(demo_server.url) as client:
+        info = client.model()
+    assert isinstance(info, ModelInfo)
+    assert (info.name, info.arch, info.num_classes) == ("demo", "resnet18", 8)
+    assert info.labels == tuple(manifest["labels"])
+    assert info.input_size == manifest["preprocessing"]["input_size"] == 112
+    assert info.preprocessing.mean == tuple(manifest["preprocessing"]["mean"])
+    assert info.weights_sha256 == manifest["weights_sha256"]
+    assert info.provenance["epochs"] == manifest["provenance"]["epochs"]
+
+
+def test_explain_returns_a_png_of_the_input_size_and_the_class_explained(
+    demo_server: ServerProcess,
+) -> None:
+    star = encode(known_image("star", 1))
+    with ResnetClient(demo_server.url) as client:
+        top = client.explain(star)
+        cross = client.explain(star, target="cross")
+        by_index = client.explain(star, target=2)
+    with Image.open(io.BytesIO(top.png)) as overlay:
+        assert (overlay.format, overlay.size) == ("PNG", (112, 112))
+    assert (top.explained.label, top.explained.index) == ("star", 5)
+    assert 0.5 < top.explained.score <= 1.0
+    assert (cross.explained.label, cross.explained.index) == ("cross", 2)
+    assert by_index.explained == cross.explained
+
+
+def test_a_label_that_needs_percent_encoding_comes_back_decoded(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """Header values are ASCII: the server percent-encodes a label, the client decodes it."""
+    bundle = write_bundle(tmp_path / "accents", ["café 100%", "b"], input_size=32)
+    server = start_server(model_dir=bundle).wait_ready()
+    with ResnetClient(server.url) as client:
+        explanation = client.explain(encode(known_image("star", 1)), target=0)
+    assert explanation.explained.label == "café 100%"
+
+
+def test_async_explain_map_returns_the_map_at_the_input_size(demo_server: ServerProcess) -> None:
+    async def explain() -> HeatMap:
+        async with AsyncResnetClient(demo_server.url) as client:
+            return await client.explain_map(encode(known_image("ring", 2)), target="ring")
+
+    heat_map = asyncio.run(explain())
+    assert (heat_map.explained.label, heat_map.explained.index) == ("ring", 3)
+    assert len(heat_map.rows) == 112
+    assert {len(row) for row in heat_map.rows} == {112}
+    assert max(max(row) for row in heat_map.rows) == 1.0
+    assert min(min(row) for row in heat_map.rows) >= 0.0
+
+
+def test_an_unknown_explain_target_raises_the_servers_message(demo_server: ServerProcess) -> None:
+    with ResnetClient(demo_server.url) as client, pytest.raises(ResnetServeError) as caught:
+        client.explain(encode(known_image("star", 1)), target="unicorn")
+    error = caught.value
+    assert (error.status, error.code) == (422, "invalid_parameter")
+    assert error.message == "target 'unicorn' is neither a label of this model nor an index 0..7"
 
 
 def test_the_api_key_is_sent_as_a_bearer_token(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -80,6 +81,29 @@ def test_a_bad_file_exits_1_and_its_line_shows_the_servers_message(
     assert json.loads(done.stdout) == [
         {"path": str(broken), "error": {"code": "invalid_image", "message": caught.value.message}}
     ]
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_reader_that_closed_stdout_ends_the_command_quietly_with_141(
+    demo_server: ServerProcess, image_dir: dict[str, str], as_json: bool
+) -> None:
+    """``resnet-serve predict ... | head -1``: no BrokenPipeError traceback, the shell's SIGPIPE
+    status. The pipe's read end is closed before the command starts, so its write must fail."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        args = [*image_dir, "--url", demo_server.url, *(["--json"] if as_json else [])]
+        done = subprocess.run(
+            [str(CLI), "predict", *args],
+            cwd=REPO,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, "")
 
 
 def test_an_unreachable_server_exits_2_with_one_line_naming_the_url(
