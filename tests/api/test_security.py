@@ -3,6 +3,7 @@ and a tampered weights file refused at start-up."""
 
 from __future__ import annotations
 
+import base64
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,8 +105,53 @@ def test_predict_with_any_configured_key_is_classified(
     assert response.json()["results"][0]["predictions"][0]["label"] == "star"
 
 
+INFERENCE_CALLS = {
+    "/predict": {"files": {"file": ("x.jpg", JPEG, "image/jpeg")}},
+    "/explain": {"files": {"file": ("x.jpg", JPEG, "image/jpeg")}},
+    "/v2/models/demo/infer": {
+        "json": {
+            "inputs": [
+                {
+                    "name": "IMAGE",
+                    "shape": [1],
+                    "datatype": "BYTES",
+                    "data": [base64.b64encode(JPEG).decode()],
+                }
+            ]
+        }
+    },
+}
+INFERENCE_CALLS["/v2/models/demo/versions/1/infer"] = INFERENCE_CALLS["/v2/models/demo/infer"]
+
+
+@pytest.mark.parametrize("path", INFERENCE_CALLS)
+def test_every_inference_route_needs_a_key_and_takes_any_configured_one(
+    keyed_server: ServerProcess, path: str
+) -> None:
+    def post(headers: dict[str, str] | None) -> httpx.Response:
+        return httpx.post(
+            keyed_server.url + path, headers=headers, timeout=30, **INFERENCE_CALLS[path]
+        )
+
+    for headers in (None, _bearer(WRONG_KEY)):
+        refused = post(headers)
+        assert refused.status_code == 401, (path, refused.text)
+        assert refused.headers["www-authenticate"] == "Bearer"
+    assert post(_bearer(FILE_KEY)).status_code == 200
+
+
 def test_operations_routes_and_docs_stay_open_without_a_key(keyed_server: ServerProcess) -> None:
-    for path in ("/health", "/health/live", "/health/ready", "/metrics", "/docs", "/openapi.json"):
+    for path in (
+        "/health",
+        "/health/live",
+        "/health/ready",
+        "/metrics",
+        "/docs",
+        "/openapi.json",
+        "/model",
+        "/v2/health/ready",
+        "/v2/models/demo",
+    ):
         assert keyed_server.get(path).status_code == 200, path
 
 
