@@ -38,7 +38,8 @@ async def _warm_up(service: InferenceService, pipeline: InferencePipeline) -> No
         seconds = await pipeline.start()
     except Exception as exc:
         logger.exception("warm-up failed")
-        service.state.mark_failed(f"warm-up failed: {exc}")
+        # Health routes answer without a key: the cause (paths, driver text) stays in the log.
+        service.state.mark_failed(f"warm-up failed ({type(exc).__name__}); the server log has why")
         return
     service.metrics.set_warmup_seconds(seconds)
     service.state.mark_ready()

@@ -2,7 +2,8 @@
 
 Only batches holding a black image (all pixels 0, which warm-up never sends) misbehave, as the
 ``FAULT`` variable says: ``stuck`` (the forward pass never returns), ``fail`` (it raises) or ``oom``
-(CUDA out-of-memory for any such batch of more than one image, which the runner must split).
+(CUDA out-of-memory for any such batch of more than one image, which the runner must split);
+``warmup`` fails every forward pass, warm-up's first, with internals in its message.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from app.server import serve
 from app.settings import Settings
 
 NEVER = threading.Event()
+WARMUP_FAILURE = "CUDA error at /opt/secret/kernels.cu:42 (simulated)"
 
 
 def _poisoned(images: Sequence[torch.Tensor]) -> bool:
@@ -32,6 +34,8 @@ def load_faulty(settings: Settings) -> ModelRunner:
     forward = runner._forward
 
     def faulty_forward(images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        if fault == "warmup":
+            raise RuntimeError(WARMUP_FAILURE)
         if _poisoned(images):
             if fault == "stuck":
                 NEVER.wait()

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.api.faulty_server import WARMUP_FAILURE
 from tests.conftest import DEMO_BUNDLE, ServerProcess, encode, known_image
 
 BLACK = encode(Image.new("RGB", (64, 64)), "PNG")  # the cue for tests/api/faulty_server.py
@@ -50,6 +51,21 @@ async def _posts(url: str, images: list[bytes]) -> list[httpx.Response]:
                 for i in images
             )
         )
+
+
+def test_a_failed_warm_up_fails_liveness_without_telling_probes_its_internals(
+    start_faulty,
+) -> None:
+    server = start_faulty("warmup", max_batch_size=1)
+    server.wait_until("/health/live", 503)
+    live = server.get("/health/live").json()
+    assert live == {
+        "status": "failed",
+        "reason": "warm-up failed (RuntimeError); the server log has why",
+    }
+    assert server.get("/health/ready").status_code == 503
+    assert server.get("/v2/health/live").status_code == 503
+    assert WARMUP_FAILURE in server.logs()
 
 
 def test_a_failing_batch_answers_500_without_internals_and_the_next_batch_is_served(
