@@ -189,8 +189,8 @@ class ServiceMetrics:
             registry=self.registry,
         ).set_function(lambda: torch.cuda.memory_reserved(device))
         try:
-            # NVML comes from the optional nvidia-ml-py (pynvml) package, which the locks leave
-            # out: without it this raises, and the utilisation gauge is not exported.
+            # NVML comes from nvidia-ml-py (pynvml), locked for Linux; without it, or without an
+            # NVML driver library, this raises and the utilisation gauge is not exported.
             torch.cuda.utilization(device)
         except Exception as exc:
             logger.info("GPU utilisation not exported: %s", exc)
