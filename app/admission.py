@@ -1,7 +1,7 @@
 """Admission at the door: bounded requests, images and decode work, refused in microseconds.
 
 A request is admitted (or refused with ``OverloadedError``) before its body is read, as one request
-holding one image. Once its body is parsed it reserves the rest of its images, and once its image
+holding one image and the body bytes it declares (``body_reservation``). Once its body is parsed it reserves the rest of its images, and once its image
 headers are read it reserves their decode cost in pixels. Everything is returned when the request
 ends, whatever the outcome. Refusing at the door is what keeps a 503 fast under overload: a refused
 request never waits for the decode pool or the batcher to find out that there is no room.
@@ -31,6 +31,23 @@ class AdmissionLimits:
     max_requests: int
     max_images: int
     max_decode_pixels: int
+    max_body_bytes: int  # of all admitted requests together
+
+
+def declared_length(header: str | bytes | None) -> int | None:
+    """A ``Content-Length`` value, or None when there is none or it is no plain decimal count."""
+    # ASCII digits only ("\xb2" is a digit to str.isdigit, not to int), and few enough for int().
+    if header is not None and header.isascii() and header.isdigit() and len(header) < 20:
+        return int(header)
+    return None
+
+
+def body_reservation(declared: str | bytes | None, max_body_bytes: int) -> int:
+    """The body bytes a request holds from admission: its ``Content-Length``, or the per-request
+    limit when it declares none (a chunked upload may send that much). A declared length over the
+    limit reserves only the limit: such a request is answered 413 before it reads a byte."""
+    length = declared_length(declared)
+    return max_body_bytes if length is None else min(length, max_body_bytes)
 
 
 class AdmissionGate:
@@ -41,11 +58,13 @@ class AdmissionGate:
         self.requests = 0
         self.images = 0
         self.decode_pixels = 0
+        self.body_bytes = 0
         self._parallel_batches = batches_in_flight
         self._seconds_per_image = 0.01  # replaced by measurements after the first batch
 
-    def refusal(self) -> OverloadedError | None:
-        """Why a request arriving now would be refused, without admitting it (None: it fits)."""
+    def refusal(self, body_bytes: int = 0) -> OverloadedError | None:
+        """Why a request of ``body_bytes`` arriving now would be refused, without admitting it
+        (None: it fits). When no body is held, any one fits: the per-request limit is the cap."""
         limits = self.limits
         if self.requests >= limits.max_requests:
             reason = f"{self.requests} requests are in flight; the limit is {limits.max_requests}"
@@ -53,17 +72,23 @@ class AdmissionGate:
             reason = f"{self.images} images are admitted; the limit is {limits.max_images}"
         elif self.decode_pixels >= limits.max_decode_pixels:
             reason = self.decode_queue_full
+        elif self.body_bytes and self.body_bytes + body_bytes > limits.max_body_bytes:
+            reason = (
+                f"{self.body_bytes} bytes of request bodies are admitted; the limit is "
+                f"{limits.max_body_bytes}"
+            )
         else:
             return None
         return self._overloaded(reason)
 
-    def admit(self) -> Ticket:
-        """Admit one request holding one image, or raise ``OverloadedError``."""
-        if refused := self.refusal():
+    def admit(self, body_bytes: int = 0) -> Ticket:
+        """Admit one request holding one image and ``body_bytes``, or raise ``OverloadedError``."""
+        if refused := self.refusal(body_bytes):
             raise refused
         self.requests += 1
         self.images += 1
-        return Ticket(self)
+        self.body_bytes += body_bytes
+        return Ticket(self, body_bytes)
 
     def record_batch(self, batch_size: int, compute_s: float) -> None:
         """Feed the per-image time estimate behind ``Retry-After`` from a finished batch."""
@@ -84,6 +109,7 @@ class AdmissionGate:
             self.requests / limits.max_requests,
             self.images / limits.max_images,
             self.decode_pixels / limits.max_decode_pixels,
+            self.body_bytes / limits.max_body_bytes,
         )
 
     @property
@@ -106,9 +132,10 @@ class AdmissionGate:
 class Ticket:
     """What one admitted request holds; ``close`` returns all of it (idempotent)."""
 
-    def __init__(self, gate: AdmissionGate) -> None:
+    def __init__(self, gate: AdmissionGate, body_bytes: int = 0) -> None:
         self._gate = gate
         self.images = 1
+        self.body_bytes = body_bytes
         self.decode_pixels = 0
         self.closed = False
 
@@ -154,4 +181,5 @@ class Ticket:
         gate.requests -= 1
         gate.images -= self.images
         gate.decode_pixels -= self.decode_pixels
-        self.images = self.decode_pixels = 0
+        gate.body_bytes -= self.body_bytes
+        self.images = self.decode_pixels = self.body_bytes = 0

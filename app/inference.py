@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from app.admission import Ticket
+from app.admission import Ticket, body_reservation
 from app.batcher import DeadlineExceededError
 from app.errors import DrainingError, InvalidInputError, InvalidParameterError, NotReadyError
 from app.explain import Explainer
@@ -203,16 +203,18 @@ class InferenceService:
                 self._explainer = None
             raise
 
-    def begin(self) -> InferenceCall:
-        """Admit one request before its body is read: ``NotReadyError`` or ``OverloadedError``."""
+    def begin(self, declared_length: str | None) -> InferenceCall:
+        """Admit one request before its body is read, by its ``Content-Length`` header (None when
+        it declares none): ``NotReadyError`` or ``OverloadedError``."""
         pipeline = self.ready_pipeline()
-        return InferenceCall(self, pipeline, pipeline.admit())
+        body_bytes = body_reservation(declared_length, self.settings.max_body_bytes)
+        return InferenceCall(self, pipeline, pipeline.admit(body_bytes))
 
 
 class InferenceCall:
     """One admitted request: its admission ticket and its deadline, counted from ``begin``.
 
-    Use as ``with service.begin() as call:``; leaving returns everything it holds.
+    Use as ``with service.begin(content_length) as call:``; leaving returns everything it holds.
     """
 
     def __init__(self, service: InferenceService, pipeline: InferencePipeline, ticket: Ticket):

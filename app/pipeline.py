@@ -87,6 +87,7 @@ class InferencePipeline:
                 max_requests=settings.max_requests_in_flight,
                 max_images=settings.max_queue_size,
                 max_decode_pixels=settings.max_decode_pixels,
+                max_body_bytes=settings.max_body_bytes_in_flight,
             ),
             runner.batches_in_flight,
         )
@@ -100,9 +101,9 @@ class InferencePipeline:
             await self.gpu_decoder.start()
         return seconds
 
-    def admit(self) -> Ticket:
-        """Admit one request before its body is read, or raise ``OverloadedError``."""
-        return self.gate.admit()
+    def admit(self, body_bytes: int) -> Ticket:
+        """Admit one request of ``body_bytes`` before its body is read, or raise ``OverloadedError``."""
+        return self.gate.admit(body_bytes)
 
     async def prepare_all(self, uploads: list[bytes], ticket: Ticket) -> list[torch.Tensor]:
         """Decode a request's untrusted images into model inputs, in order, within its budgets.

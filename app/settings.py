@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     )
     max_header_count: int = Field(100, ge=8, description="Most request headers; beyond it 431.")
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest request body.")
+    max_body_bytes_in_flight: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        description="Body bytes of all admitted inference requests (Content-Length, else "
+        "MAX_BODY_BYTES each); beyond it 503 at once.",
+    )
     max_image_pixels: int = Field(
         40_000_000, ge=1024, description="Largest decoded image (width x height)."
     )
@@ -155,6 +161,8 @@ class Settings(BaseSettings):
     def _check_queue(self) -> Settings:
         if self.max_queue_size < max(self.max_batch_size, self.max_images_per_request):
             raise ValueError("max_queue_size must be >= max_batch_size and max_images_per_request")
+        if self.max_body_bytes > self.max_body_bytes_in_flight:
+            raise ValueError("max_body_bytes_in_flight must be >= max_body_bytes")
         if not self.max_image_pixels <= self.max_request_pixels <= self.max_decode_pixels:
             raise ValueError(
                 "pixel limits must satisfy max_image_pixels <= max_request_pixels <= "

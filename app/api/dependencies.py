@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.admission import body_reservation
 from app.api.errors import ApiError, retry_after_headers
 from app.http_protocol import Door
 from app.inference import InferenceService
@@ -34,11 +35,13 @@ def admission_door(service: InferenceService) -> Door:
     log into a second attack).
     """
 
-    def door(method: bytes, path: bytes) -> ApiError | None:
+    max_body_bytes = service.settings.max_body_bytes
+
+    def door(method: bytes, path: bytes, declared_length: bytes | None) -> ApiError | None:
         route = inference_route(path)
         if method != b"POST" or service.pipeline is None or route is None:
             return None
-        refused = service.pipeline.gate.refusal()
+        refused = service.pipeline.gate.refusal(body_reservation(declared_length, max_body_bytes))
         if refused is None:
             return None
         service.metrics.count_rejection("overloaded")

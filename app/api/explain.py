@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.dependencies import ServiceDep
 from app.api.errors import ApiError
@@ -30,6 +30,22 @@ _HEADER_SAFE = "".join(c for c in string.printable if c.isprintable() and c != "
 
 
 class ExplainResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "label": "star",
+                    "index": 5,
+                    "score": 0.9999976,
+                    "width": 112,
+                    "height": 112,
+                    # Two of the 112 rows, four of their 112 values each: a real map is 112 x 112.
+                    "map": [[0.0, 0.0012, 0.0031, 0.0057], [0.0008, 0.4127, 0.8621, 0.9655]],
+                }
+            ]
+        }
+    )
+
     label: str = Field(description="The class explained.")
     index: int = Field(description="Its position in the model's label list.")
     score: float = Field(description="Its softmax probability.")
@@ -84,7 +100,7 @@ async def explain(
         request.state.request_id, settings.request_timeout_s, lambda _: parts[0].name
     ):
         index = target_index(service.manifest.labels, target)
-        with service.begin() as call:
+        with service.begin(request.headers.get("content-length")) as call:
             async with call.timeout():
                 explainer = await service.explainer()
                 explainer.check_capacity()  # before the body is read, like admission

@@ -7,10 +7,16 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.dependencies import ServiceDep
+from app.api.errors import retry_after_headers
 from app.api.schemas import HealthResponse, LivenessResponse
 
 router = APIRouter()
-NOT_LIVE = {503: {"description": "Start-up failed for good, or a batch is stuck: restart."}}
+NOT_LIVE = {
+    503: {
+        "model": LivenessResponse,
+        "description": "Start-up failed for good, or a batch is stuck: restart.",
+    }
+}
 NOT_READY = {
     503: {
         "model": HealthResponse,
@@ -41,7 +47,7 @@ async def ready(service: ServiceDep) -> JSONResponse:
     body = HealthResponse.model_validate(health, from_attributes=True).model_dump()
     if health.ready:
         return JSONResponse(body)
-    return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+    return JSONResponse(body, status_code=503, headers=retry_after_headers(1.0))
 
 
 @router.get("/metrics", response_class=PlainTextResponse)

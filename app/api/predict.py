@@ -61,7 +61,7 @@ async def predict(
     # Admission comes first, before a byte of the body is read: a refusal costs microseconds.
     with inference_errors(request_id, settings.request_timeout_s, lambda i: parts[i].name):
         k = service.top_k(top_k)
-        with service.begin() as call:
+        with service.begin(request.headers.get("content-length")) as call:
             async with call.timeout():
                 async with upload_deadline(settings.upload_timeout_s):
                     parts += await read_images(

@@ -1,10 +1,14 @@
-"""Response bodies of the public API (they also document it in /docs)."""
+"""Bodies of the public API, which also document it in /docs: /predict's, /explain's error shape,
+the operations routes' and /model's (the Open Inference Protocol's are in ``v2_schemas``).
+
+Each response carries an example with the bundled demo model's values, so /docs shows a real answer.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ScoredLabel(BaseModel):
@@ -26,6 +30,32 @@ class ImagePrediction(BaseModel):
 
 
 class PredictResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "demo",
+                    "request_id": "2d46ee258f3745c7ab34954521433354",
+                    "results": [
+                        {
+                            "predictions": [
+                                {"label": "star", "index": 5, "score": 0.9999976},
+                                {"label": "cross", "index": 2, "score": 0.0000018},
+                                {"label": "triangle", "index": 7, "score": 0.0000005},
+                            ],
+                            "batch_size": 4,
+                            "queue_ms": 1.204,
+                            "inference_ms": 3.87,
+                            "abstained": False,
+                        }
+                    ],
+                    "preprocess_ms": 1.62,
+                    "total_ms": 7.413,
+                }
+            ]
+        }
+    )
+
     model: str
     request_id: str
     results: list[ImagePrediction] = Field(description="One entry per image, in input order.")
@@ -34,11 +64,54 @@ class PredictResponse(BaseModel):
 
 
 class LivenessResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"status": "alive"},
+                {
+                    "status": "stuck",
+                    "reason": "a batch has been running for 95s, beyond the request deadline",
+                },
+            ]
+        }
+    )
+
     status: str = Field(description="alive; or failed, or stuck (with a 503).")
     reason: str | None = Field(None, description="Why it is not alive.")
 
 
 class HealthResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "ready",
+                    "reason": "",
+                    "model": "demo",
+                    "arch": "resnet18",
+                    "device": "cuda:0",
+                    "precision": "bf16",
+                    "max_batch_size": 32,
+                    "queue_depth": 3,
+                    "saturation": 0.012,
+                    "uptime_s": 3605.218,
+                },
+                {
+                    "status": "starting",
+                    "reason": "warming up",
+                    "model": "demo",
+                    "arch": "resnet18",
+                    "device": "cuda:0",
+                    "precision": "bf16",
+                    "max_batch_size": 32,
+                    "queue_depth": 0,
+                    "saturation": 0.0,
+                    "uptime_s": 4.87,
+                },
+            ]
+        }
+    )
+
     status: str = Field(description="starting, ready, draining, failed or stuck.")
     reason: str = ""
     model: str | None = None
@@ -59,6 +132,20 @@ class ErrorBody(BaseModel):
 
 
 class ErrorResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": {
+                        "code": "invalid_image",
+                        "message": "file[0] (cat.txt): not a recognised image, or not one of the "
+                        "supported formats (JPEG, PNG, WEBP, BMP, GIF, TIFF)",
+                    }
+                }
+            ]
+        }
+    )
+
     error: ErrorBody
 
 
@@ -73,6 +160,48 @@ class PreprocessingInfo(BaseModel):
 
 
 class ModelInfo(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "demo",
+                    "arch": "resnet18",
+                    "num_classes": 8,
+                    "labels": [
+                        "checkerboard",
+                        "circle",
+                        "cross",
+                        "ring",
+                        "square",
+                        "star",
+                        "stripes",
+                        "triangle",
+                    ],
+                    "input_size": 112,
+                    "preprocessing": {
+                        "resize_size": 112,
+                        "input_size": 112,
+                        "interpolation": "bilinear",
+                        "mean": [0.485, 0.456, 0.406],
+                        "std": [0.229, 0.224, 0.225],
+                    },
+                    "weights_sha256": "9d65ebc7600c973ce16e628fd84f1ef0"
+                    "d53bc15a60bf615eb117ecd4d4e3a6aa",
+                    "provenance": {
+                        "pretrained": "none",
+                        "dataset": "runs/demo-data",
+                        "epochs": 30,
+                        "best_epoch": 28,
+                        "metrics": {"val_accuracy": 0.9975, "val_loss": 0.1012},
+                    },
+                    "temperature": 0.2515,
+                    "abstain_threshold": 0.99993,
+                    "abstain_labels": [],
+                }
+            ]
+        }
+    )
+
     name: str
     arch: str
     num_classes: int

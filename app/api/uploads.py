@@ -17,6 +17,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
+from app.admission import declared_length
 from app.api.errors import ApiError
 
 FILE_FIELDS = ("file", "files")
@@ -50,7 +51,8 @@ def _too_large(limit: int) -> ApiError:
 
 async def _limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    length = declared_length(declared)
+    if length is not None and length > limit:
         raise _too_large(limit)
     received = 0
     try:

@@ -70,7 +70,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], 
     """The JSON header and the binary tail (empty without the binary extension)."""
     if header_length is None:
         size = len(body)
-    elif header_length.isdigit() and int(header_length) <= len(body):
+    elif header_length.isascii() and header_length.isdigit() and int(header_length) <= len(body):
         size = int(header_length)
     else:
         raise _invalid(f"Inference-Header-Content-Length {header_length!r} does not fit the body")

@@ -276,3 +276,30 @@ def test_the_deadline_holds_over_a_slow_upload_with_504_at_the_deadline(start_se
         answer = _read_response(sock)
     assert answer.startswith(b"HTTP/1.1 504 "), answer[:100]
     assert 0.9 < time.monotonic() - started < 1.8
+
+
+def test_bodies_past_the_in_flight_byte_budget_are_refused_at_the_door(start_server) -> None:
+    server = start_server(
+        max_body_bytes=1_000_000, max_body_bytes_in_flight=1_500_000, upload_timeout_s=10
+    ).wait_ready()
+    stalled_head = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+        b"Content-Length: 1000000\r\n\r\n"
+    )
+    with _raw_request(server, stalled_head):  # holds 1,000,000 bytes while it (never) uploads
+        while _saturation(server) < 0.6:
+            time.sleep(0.01)
+        refused = httpx.post(
+            server.url + "/predict", content=bytes(600_000), headers={"Content-Type": "image/jpeg"}
+        )
+        assert refused.status_code == 503
+        assert "bytes of request bodies are admitted" in refused.json()["error"]["message"]
+        small = httpx.post(
+            server.url + "/predict", content=JPEG, headers={"Content-Type": "image/jpeg"}
+        )
+        assert small.status_code == 200  # what still fits is served
+    _wait_idle(server)
+    big = httpx.post(
+        server.url + "/predict", content=bytes(600_000), headers={"Content-Type": "image/jpeg"}
+    )
+    assert big.json()["error"]["code"] == "invalid_image"  # admitted once the budget is back

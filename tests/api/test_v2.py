@@ -12,6 +12,7 @@ import tritonclient.http as triton
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
+from app.preprocessing import PreprocessingSpec, pixel_transform
 from app.training.demo_data import CLASSES
 from tests.conftest import DEMO_BUNDLE, ServerProcess, encode, known_image
 
@@ -100,17 +101,72 @@ def test_classification_extension_answers_score_index_label(client) -> None:
         assert label == name and MODEL["labels"][int(index)] == name and 0 < float(score) <= 1
 
 
-def test_pixels_tensor_at_the_input_size(client) -> None:
-    from app.preprocessing import PreprocessingSpec, pixel_transform
-
+@pytest.fixture(scope="module")
+def pixels() -> np.ndarray:
+    """The SHAPES images as the model sees them: UINT8 [3,3,S,S], resized and cropped."""
     spec = PreprocessingSpec(**MODEL["preprocessing"])
-    pixels = np.stack(
-        [pixel_transform(spec)(known_image(name, seed)).numpy() for seed, name in enumerate(SHAPES)]
+    transform = pixel_transform(spec)
+    return np.stack(
+        [transform(known_image(name, seed)).numpy() for seed, name in enumerate(SHAPES)]
     )
-    tensor = triton.InferInput("PIXELS", list(pixels.shape), "UINT8")
-    tensor.set_data_from_numpy(pixels, binary_data=True)
-    result = client.infer(MODEL["name"], [tensor])
+
+
+def _infer_pixels(
+    client: triton.InferenceServerClient, pixels: np.ndarray, datatype: str, binary: bool
+) -> np.ndarray:
+    tensor = triton.InferInput("PIXELS", list(pixels.shape), datatype)
+    tensor.set_data_from_numpy(pixels, binary_data=binary)
+    return client.infer(MODEL["name"], [tensor]).as_numpy("PROBABILITIES")
+
+
+def test_pixels_tensor_at_the_input_size(client, pixels: np.ndarray) -> None:
+    assert _labels(_infer_pixels(client, pixels, "UINT8", binary=True)) == SHAPES
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_fp32_pixels_answer_as_the_same_uint8_pixels_do(
+    client, pixels: np.ndarray, binary: bool
+) -> None:
+    expected = _infer_pixels(client, pixels, "UINT8", binary=True)
+    probabilities = _infer_pixels(client, pixels.astype(np.float32), "FP32", binary)
+    assert _labels(probabilities) == SHAPES
+    assert np.allclose(probabilities, expected, atol=1e-5)
+
+
+def test_model_version_1_is_served_and_any_other_is_404(client) -> None:
+    result = client.infer(MODEL["name"], [_image_input()], model_version="1")
     assert _labels(result.as_numpy("PROBABILITIES")) == SHAPES
+    with pytest.raises(InferenceServerException) as error:
+        client.infer(MODEL["name"], [_image_input()], model_version="2")
+    assert error.value.status() == "404"
+    assert error.value.message() == (
+        f"unknown model {MODEL['name']} version 2; this server serves {MODEL['name']}"
+    )
+
+
+def test_triton_model_config_describes_the_tensors_without_the_batch_dimension(
+    client, demo_server: ServerProcess
+) -> None:
+    config = client.get_model_config(MODEL["name"])
+    assert config == {
+        "name": MODEL["name"],
+        "platform": "pytorch",
+        # The server's batch size: below the default limit of images per request.
+        "max_batch_size": int(demo_server.env["RESNET_SERVE_MAX_BATCH_SIZE"]),
+        "input": [
+            {"name": "IMAGE", "data_type": "TYPE_STRING", "dims": []},
+            {"name": "PIXELS", "data_type": "TYPE_UINT8", "dims": [3, SIZE, SIZE]},
+        ],
+        "output": [
+            {"name": "PROBABILITIES", "data_type": "TYPE_FP32", "dims": [len(CLASSES)]},
+            {"name": "ABSTAINED", "data_type": "TYPE_BOOL", "dims": []},
+        ],
+    }
+    assert client.get_model_config(MODEL["name"], model_version="1") == config
+    for name, version in ((MODEL["name"], "2"), ("no-such-model", "")):
+        with pytest.raises(InferenceServerException) as error:
+            client.get_model_config(name, model_version=version)
+        assert error.value.status() == "404"
 
 
 def test_plain_json_request_with_base64_images(demo_server: ServerProcess) -> None:
@@ -138,6 +194,25 @@ def test_plain_json_request_with_base64_images(demo_server: ServerProcess) -> No
         "shape": [3],
         "data": [False, False, False],
     }
+
+
+def test_the_documented_infer_example_gets_the_documented_answer(
+    demo_server: ServerProcess,
+) -> None:
+    document = demo_server.get("/openapi.json").json()
+    body = document["paths"]["/v2/models/{name}/infer"]["post"]["requestBody"]
+    request = body["content"]["application/json"]["schema"]["examples"][0]
+    expected = document["components"]["schemas"]["V2InferResponse"]["examples"][0]
+    response = httpx.post(demo_server.url + f"/v2/models/{MODEL['name']}/infer", json=request)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    # The top class as documented; the scores, and the order of the near-zero runners-up, may
+    # differ a little from device to device.
+    top, expected_top = answer["outputs"][0]["data"][0], expected["outputs"][0]["data"][0]
+    assert top.split(":")[1:] == expected_top.split(":")[1:] == ["5", "star"]
+    for answered in (answer, expected):
+        answered["outputs"][0]["data"] = None
+    assert answer == expected
 
 
 def test_plain_json_pixels_of_the_wrong_size_are_400(demo_server: ServerProcess) -> None:

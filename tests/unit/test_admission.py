@@ -10,11 +10,14 @@ from app.admission import (
     AdmissionGate,
     AdmissionLimits,
     OverloadedError,
+    body_reservation,
 )
 
 
-def _gate(requests: int = 4, images: int = 8, pixels: int = 1000) -> AdmissionGate:
-    return AdmissionGate(AdmissionLimits(requests, images, pixels))
+def _gate(
+    requests: int = 4, images: int = 8, pixels: int = 1000, body_bytes: int = 10_000
+) -> AdmissionGate:
+    return AdmissionGate(AdmissionLimits(requests, images, pixels, body_bytes))
 
 
 def test_requests_beyond_the_limit_are_refused_at_the_door() -> None:
@@ -60,6 +63,35 @@ def test_a_full_decode_queue_refuses_new_requests_at_the_door() -> None:
         gate.admit()
     busy.release_decode_pixels(1)
     assert gate.refusal() is None
+
+
+def test_body_bytes_of_admitted_requests_are_bounded_but_one_request_always_fits() -> None:
+    gate = _gate(body_bytes=10_000)
+    first = gate.admit(6_000)
+    second = gate.admit(4_000)
+    with pytest.raises(OverloadedError, match="10000 bytes of request bodies are admitted"):
+        gate.admit(1)
+    first.close()
+    second.close()
+    gate.admit(50_000).close()  # alone, any request fits: MAX_BODY_BYTES is its own cap
+    assert gate.body_bytes == 0
+
+
+@pytest.mark.parametrize(
+    ("declared", "reserved"),
+    [
+        ("2048", 2048),
+        (b"2048", 2048),
+        (None, 10_000),
+        ("99999999", 10_000),
+        ("-1", 10_000),
+        ("9" * 40, 10_000),
+    ],
+)
+def test_a_request_reserves_its_declared_length_or_the_limit(
+    declared: str | bytes | None, reserved: int
+) -> None:
+    assert body_reservation(declared, max_body_bytes=10_000) == reserved
 
 
 def test_close_returns_everything_once() -> None:
