@@ -10,7 +10,9 @@ defaults, so a probe stays just past its limit when a default changes.
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
+import json
 import random
 import struct
 import zlib
@@ -31,6 +33,7 @@ DRIBBLE_PAUSE_S = 0.25
 ABANDON_AFTER_S = 0.05  # long enough for the server to admit the request and start reading it
 DEFAULTS = {name: info.default for name, info in Settings.model_fields.items()}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+V2_MODEL = "demo"  # the bundled model the soak serves
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,10 @@ class Target:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/predict"
+        return self.at("/predict")
+
+    def at(self, path: str) -> str:
+        return f"http://{self.host}:{self.port}{path}"
 
 
 Send = Callable[[Target], Awaitable[str]]
@@ -162,8 +168,20 @@ def probes(jpegs: Sequence[bytes], pngs: Sequence[bytes]) -> tuple[Probe, ...]:
     too_many = [tiny] * (DEFAULTS["max_images_per_request"] + 1)
     big_head = "X-Padding: " + "a" * (DEFAULTS["max_header_bytes"] + 1024) + "\r\n"
 
-    async def post(target: Target, data: object, content_type: str | None = None) -> str:
-        return (await stress.post(target.session, target.url, data, content_type)).outcome
+    v2_bodies = [
+        json.dumps(
+            {"inputs": [{"name": "IMAGE", "shape": [1], "datatype": "BYTES", "data": [encoded]}]}
+        ).encode()
+        for encoded in (base64.b64encode(image).decode() for image in jpegs)
+    ]
+
+    async def post(
+        target: Target, data: object, content_type: str | None = None, path: str = "/predict"
+    ) -> str:
+        return (await stress.post(target.session, target.at(path), data, content_type)).outcome
+
+    def v2_infer(t: Target, body: bytes) -> Awaitable[str]:
+        return post(t, body, "application/json", f"/v2/models/{V2_MODEL}/infer")
 
     def valid_jpeg(t: Target) -> Awaitable[str]:
         body = t.rng.choice(bodies)
@@ -180,6 +198,10 @@ def probes(jpegs: Sequence[bytes], pngs: Sequence[bytes]) -> tuple[Probe, ...]:
     return (
         probe("valid jpeg", 40, "200", valid_jpeg),
         probe("valid png x3", 10, "200", lambda t: post(t, form(t.rng.sample(pngs, 3)))),
+        probe("v2 infer json", 6, "200", lambda t: v2_infer(t, t.rng.choice(v2_bodies))),
+        probe("v2 json nested too deep", 2, "400", lambda t: v2_infer(t, b"[" * 100_000)),
+        # Three explanations may wait at once; one more is refused (503 explain_busy), not queued.
+        probe("explain", 2, "200 503", lambda t: post(t, jpeg, "image/jpeg", path="/explain")),
         probe("garbage bytes", 6, "400", lambda t: post(t, t.rng.randbytes(4096), "image/jpeg")),
         probe("truncated jpeg", 6, "400", lambda t: post(t, jpeg[: len(jpeg) // 2], "image/jpeg")),
         probe("png bomb header", 5, "413", lambda t: post(t, bomb, "image/png")),
