@@ -1,8 +1,9 @@
 """Admission at the door: bounded requests, images and decode work, refused in microseconds.
 
 A request is admitted (or refused with ``OverloadedError``) before its body is read, as one request
-holding one image and the body bytes it declares (``body_reservation``). Once its body is parsed it reserves the rest of its images, and once its image
-headers are read it reserves their decode cost in pixels. Everything is returned when the request
+holding one image and the body bytes it declares (``body_reservation``). Once its body is parsed it
+reserves the rest of its images, and once its image headers are read it reserves their decode cost
+in pixels. Everything is returned when the request
 ends, whatever the outcome. Refusing at the door is what keeps a 503 fast under overload: a refused
 request never waits for the decode pool or the batcher to find out that there is no room.
 

@@ -205,6 +205,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     # Parser callbacks
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._unset_keepalive_if_required()  # a request has begun: no longer idle
         self._arm_header_timer()  # a pipelined request that began inside a read
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -241,7 +242,12 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             return
         self.discarding = None
         self._cancel_header_timer()  # the body's time is up; the next request has its own
-        self._arm_header_timer()  # the idle limit until the next request, as after any answer
+        # Idle until the next request under uvicorn's keep-alive limit, as after any answer (each
+        # byte of the dropped body had stopped its timer). Not the header timer: a client that
+        # sends nothing more is closed quietly, not answered 408 for a request it never began.
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
 
     def on_response_complete(self) -> None:
         cycle = self.cycle

@@ -318,3 +318,16 @@ def test_a_body_flooded_after_an_early_answer_is_cut_off(server: ServerProcess) 
                 sock.sendall(bytes(2**20))
                 sent += 2**20
     assert sent <= 20 * 2**20  # the body limit (10 MiB) and what the socket buffers held
+
+
+def test_a_connection_idle_after_an_early_answer_and_its_body_closes_quietly(
+    server: ServerProcess,
+) -> None:
+    before = server.rejections()
+    with connect(server) as sock:
+        sock.sendall(b"POST /no-such-route HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\n")
+        assert read_one(sock).status == 404
+        sock.sendall(b"hello")  # the body, after its answer; then nothing more
+        received = read_until_closed(sock, timeout_s=HEADER_TIMEOUT_S + SLACK_S)
+    assert received == b""  # closed at the keep-alive limit, not answered 408
+    assert server.rejections() == before
