@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.numbers import plain_count
+
 MIN_RETRY_AFTER_S = 0.05
 MAX_RETRY_AFTER_S = 30.0
 SMOOTHING = 0.2  # weight of the newest batch in the per-image time estimate
@@ -35,20 +37,15 @@ class AdmissionLimits:
     max_body_bytes: int  # of all admitted requests together
 
 
-def declared_length(header: str | bytes | None) -> int | None:
-    """A ``Content-Length`` value, or None when there is none or it is no plain decimal count."""
-    # ASCII digits only ("\xb2" is a digit to str.isdigit, not to int), and few enough for int().
-    if header is not None and header.isascii() and header.isdigit() and len(header) < 20:
-        return int(header)
-    return None
-
-
 def body_reservation(declared: str | bytes | None, max_body_bytes: int) -> int:
     """The body bytes a request holds from admission: its ``Content-Length``, or the per-request
     limit when it declares none (a chunked upload may send that much). A declared length over the
-    limit reserves only the limit: such a request is answered 413 before it reads a byte."""
-    length = declared_length(declared)
-    return max_body_bytes if length is None else min(length, max_body_bytes)
+    limit reserves nothing: such a request is answered 413 before it reads a byte, and must not be
+    told 503 (come back later) for a body that can never fit."""
+    length = plain_count(declared)
+    if length is None:
+        return max_body_bytes
+    return length if length <= max_body_bytes else 0
 
 
 class AdmissionGate:

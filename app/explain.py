@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from app.errors import InvalidParameterError
+from app.numbers import plain_count
 from app.runner import ModelRunner
 
 DEFAULT_MAX_PENDING = 3  # one computing, two waiting behind it (the explain_max_pending default)
@@ -80,9 +81,9 @@ def target_index(labels: Sequence[str], target: str | None) -> int | None:
         return None
     if target in labels:
         return labels.index(target)
-    # ASCII digits only ("²" is a digit to str.isdigit, not to int), and few enough for int().
-    if target.isascii() and target.isdigit() and len(target) < 10 and int(target) < len(labels):
-        return int(target)
+    index = plain_count(target)
+    if index is not None and index < len(labels):
+        return index
     raise InvalidParameterError(
         f"target {target!r} is neither a label of this model nor an index 0..{len(labels) - 1}"
     )

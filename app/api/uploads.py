@@ -17,8 +17,8 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from app.admission import declared_length
 from app.api.errors import ApiError
+from app.numbers import plain_count
 
 FILE_FIELDS = ("file", "files")
 RAW_CONTENT_TYPES = ("application/octet-stream",)
@@ -51,7 +51,7 @@ def _too_large(limit: int) -> ApiError:
 
 async def _limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
     declared = request.headers.get("content-length")
-    length = declared_length(declared)
+    length = plain_count(declared)
     if length is not None and length > limit:
         raise _too_large(limit)
     received = 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ import torch
 
 from app.errors import InvalidInputError
 from app.inference import ImageResult
+from app.numbers import plain_count
 
 HEADER_LENGTH = "inference-header-content-length"
 IMAGE_INPUT, PIXELS_INPUT = "IMAGE", "PIXELS"
@@ -70,8 +72,8 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], 
     """The JSON header and the binary tail (empty without the binary extension)."""
     if header_length is None:
         size = len(body)
-    elif header_length.isascii() and header_length.isdigit() and int(header_length) <= len(body):
-        size = int(header_length)
+    elif (length := plain_count(header_length)) is not None and length <= len(body):
+        size = length
     else:
         raise _invalid(f"Inference-Header-Content-Length {header_length!r} does not fit the body")
     try:
@@ -167,7 +169,7 @@ def _json_bytes(tensor: dict[str, Any], count: int) -> list[bytes]:
 
 def _pixels(tensor: dict[str, Any], raw: bytes | None, shape: list[int]) -> torch.Tensor:
     datatype = tensor["datatype"]
-    count = int(np.prod(shape))
+    count = math.prod(shape)  # Python ints: np.prod wraps round in int64 for a hostile shape
     if raw is not None:
         if len(raw) != count * ELEMENT_BYTES[datatype]:
             raise _invalid(f"{PIXELS_INPUT} binary data does not match its shape")

@@ -303,6 +303,21 @@ IMAGE_DATA = {"name": "IMAGE", "shape": [1], "datatype": "BYTES", "data": ["aGk=
             ).encode(),
             "PIXELS data must be numbers",
         ),
+        (
+            json.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "PIXELS",
+                            "shape": [2**56, 3, SIZE, SIZE],
+                            "datatype": "FP32",
+                            "data": [],
+                        }
+                    ]
+                }
+            ).encode(),
+            "PIXELS has 0 values for shape",
+        ),
     ],
     ids=[
         "deep-nesting",
@@ -311,6 +326,7 @@ IMAGE_DATA = {"name": "IMAGE", "shape": [1], "datatype": "BYTES", "data": ["aGk=
         "input-parameters-list",
         "output-parameters-list",
         "overflowing-pixel",
+        "shape-overflowing-int64",
     ],
 )
 def test_hostile_json_bodies_are_400_never_500(
@@ -323,3 +339,13 @@ def test_hostile_json_bodies_are_400_never_500(
     )
     assert response.status_code == 400, response.text
     assert message in response.json()["error"]
+
+
+def test_a_header_length_of_thousands_of_digits_is_400(demo_server: ServerProcess) -> None:
+    response = httpx.post(
+        demo_server.url + f"/v2/models/{MODEL['name']}/infer",
+        content=b"{}",
+        headers={"Inference-Header-Content-Length": "9" * 5000},
+    )
+    assert response.status_code == 400
+    assert "Inference-Header-Content-Length" in response.json()["error"]
