@@ -6,7 +6,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import ServerProcess, encode, known_image
+from tests.conftest import ServerProcess, encode, known_image, png_claiming
 
 
 def _assert_error(response: httpx.Response, status: int, code: str) -> str:
@@ -88,6 +88,22 @@ def test_decompression_bomb_is_413(start_server) -> None:
         _post(server, content=bomb, headers={"Content-Type": "image/png"}), 413, "image_too_large"
     )
     assert "4000x4000" in message
+
+
+def test_a_pixel_limit_above_pillows_own_ceiling_is_the_one_that_holds(start_server) -> None:
+    # Pillow refuses over 2 x 89.5 MP of its own accord; the service's limit replaces it.
+    server = start_server(
+        max_image_pixels=200_000_000, max_request_pixels=200_000_000, max_batch_size=1
+    ).wait_ready()
+    big = png_claiming(14_000, 14_000)  # 196 MP: admitted, then found to hold no pixels
+    _assert_error(
+        _post(server, content=big, headers={"Content-Type": "image/png"}), 400, "invalid_image"
+    )
+    over = png_claiming(15_000, 15_000)  # 225 MP
+    message = _assert_error(
+        _post(server, content=over, headers={"Content-Type": "image/png"}), 413, "image_too_large"
+    )
+    assert message.endswith("the limit is 200000000")
 
 
 def test_too_many_images_is_413(demo_server: ServerProcess) -> None:
