@@ -28,7 +28,7 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.nn import functional
 
-from app.errors import InvalidParameterError
+from app.errors import DrainingError, InvalidParameterError
 from app.numbers import plain_count
 from app.runner import ModelRunner
 
@@ -155,7 +155,7 @@ class Explainer:
             job = self._thread.submit(self._timed, pixels, target)
         except RuntimeError:  # closed: the server is shutting down
             self._release(None)
-            raise
+            raise DrainingError("server is shutting down") from None
         # Released when the thread is done with the job, not when its caller leaves: a pass in
         # progress cannot be stopped, and callers that time out must not pile work up behind it.
         job.add_done_callback(self._release)

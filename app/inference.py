@@ -182,8 +182,13 @@ class InferenceService:
         if self.pipeline is not None:
             await self.pipeline.stop()
         made = self._explainer
-        if made is not None and made.done() and not made.cancelled() and not made.exception():
-            await asyncio.to_thread(made.result().close)  # the one computing ends; queued ones drop
+        if made is None or made.cancelled():
+            return
+        try:
+            explainer = await made  # one still being made is waited for, then closed too
+        except Exception:
+            return  # its making failed: nothing to close
+        await asyncio.to_thread(explainer.close)  # the one computing ends; queued ones drop
 
     async def explainer(self) -> Explainer:
         """The Grad-CAM explainer, made on first use: its model copy costs memory (and a GPU's, on

@@ -287,7 +287,9 @@ def test_bodies_past_the_in_flight_byte_budget_are_refused_at_the_door(start_ser
         b"Content-Length: 1000000\r\n\r\n"
     )
     with _raw_request(server, stalled_head):  # holds 1,000,000 bytes while it (never) uploads
+        deadline = time.monotonic() + 10
         while _saturation(server) < 0.6:
+            assert time.monotonic() < deadline, "the stalled upload was never admitted"
             time.sleep(0.01)
         refused = httpx.post(
             server.url + "/predict", content=bytes(600_000), headers={"Content-Type": "image/jpeg"}

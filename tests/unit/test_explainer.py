@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from app.errors import InvalidParameterError
+from app.errors import DrainingError, InvalidParameterError
 from app.explain import Explainer, ExplainerBusyError, Explanation, grad_cam, target_index
 from app.model.bundle import load_bundle
 from app.preprocessing import pixel_transform
@@ -160,3 +160,11 @@ def test_busy_beyond_max_pending_until_the_thread_is_done(
     finally:
         release.set()
         explainer.close()
+
+
+def test_a_closed_explainer_refuses_as_draining(runner: ModelRunner, star: torch.Tensor) -> None:
+    explainer = Explainer(runner)
+    explainer.close()
+    with pytest.raises(DrainingError, match="shutting down"):
+        asyncio.run(explainer.explain(star))
+    assert explainer.pending == 0
