@@ -23,6 +23,7 @@ from app.admission import Ticket, body_reservation
 from app.batcher import DeadlineExceededError
 from app.errors import DrainingError, InvalidInputError, InvalidParameterError, NotReadyError
 from app.explain import Explainer
+from app.health import HealthReport, health_report
 from app.metrics import ServiceMetrics
 from app.model.bundle import BundleManifest
 from app.pipeline import InferencePipeline
@@ -31,9 +32,6 @@ from app.settings import Settings
 from app.state import Phase, ServiceState
 
 DEFAULT_TOP_K = 5
-# A batch is never called stuck sooner: a short request deadline is no reason to restart a
-# process whose slowest batch (a large model, a full batch, a busy CPU) takes a few seconds.
-MIN_STUCK_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -51,32 +49,6 @@ class ImageResult:
     queue_s: float
     compute_s: float
     abstained: bool = False
-
-
-@dataclass(frozen=True)
-class HealthReport:
-    """What the health routes of every protocol answer from: the phase, or ``stuck`` when a batch
-    has outlived every deadline, and what is served on what."""
-
-    status: str  # starting, ready, draining, failed or stuck
-    reason: str
-    model: str | None
-    arch: str | None
-    device: str | None
-    precision: str | None
-    max_batch_size: int
-    queue_depth: int
-    saturation: float
-    uptime_s: float
-
-    @property
-    def live(self) -> bool:
-        """False when only a restart helps: start-up failed for good, or inference is hung."""
-        return self.status not in (Phase.FAILED, "stuck")
-
-    @property
-    def ready(self) -> bool:
-        return self.status == Phase.READY
 
 
 @dataclass
@@ -98,27 +70,8 @@ class InferenceService:
         return self.pipeline
 
     def health(self) -> HealthReport:
-        state, pipeline = self.state, self.pipeline
-        status, reason = state.phase.value, state.reason
-        running_s = pipeline.batcher.longest_batch_s if pipeline else 0.0
-        if state.phase is not Phase.FAILED and running_s > max(
-            self.settings.request_timeout_s, MIN_STUCK_S
-        ):
-            status = "stuck"
-            reason = f"a batch has been running for {running_s:.0f}s, beyond the request deadline"
-        manifest = pipeline.runner.bundle.manifest if pipeline else None
-        return HealthReport(
-            status=status,
-            reason=reason,
-            model=manifest.name if manifest else None,
-            arch=manifest.arch if manifest else None,
-            device=str(pipeline.runner.device) if pipeline else None,
-            precision=pipeline.runner.precision if pipeline else None,
-            max_batch_size=self.settings.max_batch_size,
-            queue_depth=self.queue_depth,
-            saturation=round(self.saturation, 3),
-            uptime_s=round(state.uptime_s, 3),
-        )
+        """What every protocol's health routes answer from (``app.health``)."""
+        return health_report(self.settings, self.state, self.pipeline)
 
     @property
     def queue_depth(self) -> int:
