@@ -24,6 +24,7 @@ from app.api.v2_codec import (
     ABSTAINED,
     HEADER_LENGTH,
     IMAGE_INPUT,
+    MODEL_VERSION,
     PIXELS_INPUT,
     PROBABILITIES,
     encode_response,
@@ -43,7 +44,6 @@ from app.api.v2_schemas import (
 )
 from app.inference import InferenceService
 
-MODEL_VERSION = "1"
 PLATFORM = "pytorch"
 EXTENSIONS = ["classification", "binary_tensor_data"]
 # Health answers are the status code alone, with an empty body, as the protocol says.

@@ -35,6 +35,7 @@ from app.inference import ImageResult
 from app.numbers import plain_count
 
 HEADER_LENGTH = "inference-header-content-length"
+MODEL_VERSION = "1"  # the served bundle is the one version of the one model
 IMAGE_INPUT, PIXELS_INPUT = "IMAGE", "PIXELS"
 # The model's outputs, in the order a request that names none receives them.
 PROBABILITIES, ABSTAINED = "PROBABILITIES", "ABSTAINED"
@@ -216,10 +217,14 @@ def _output(wanted: Any, default_binary: bool) -> OutputRequest:
     return OutputRequest(wanted["name"], binary, classification)
 
 
+TensorData = list[Any] | bytes  # JSON values, or the binary tensor extension's bytes
+
+
 def _probabilities(
     output: OutputRequest, results: list[ImageResult], labels: list[str]
-) -> tuple[dict[str, Any], list[Any], bytes]:
-    """``FP32 [N,classes]``, or with the classification extension ``score:index:label`` strings."""
+) -> tuple[dict[str, Any], TensorData]:
+    """``FP32 [N,classes]``, or with the classification extension ``score:index:label`` strings;
+    in the one form ``output`` asks for."""
     if output.classification:
         k = min(output.classification, len(labels))
         rows = [torch.topk(r.probabilities, k) for r in results]
@@ -228,17 +233,23 @@ def _probabilities(
             for scores, indices in rows
             for score, index in zip(scores.tolist(), indices.tolist(), strict=True)
         ]
-        binary = b"".join(struct.pack("<I", len(s.encode())) + s.encode() for s in strings)
-        return {"datatype": "BYTES", "shape": [len(results), k]}, strings, binary
+        tensor = {"datatype": "BYTES", "shape": [len(results), k]}
+        if not output.binary:
+            return tensor, strings
+        return tensor, b"".join(struct.pack("<I", len(s.encode())) + s.encode() for s in strings)
     probabilities = torch.stack([r.probabilities for r in results]).numpy()
     tensor = {"datatype": "FP32", "shape": list(probabilities.shape)}
-    return tensor, probabilities.reshape(-1).tolist(), probabilities.astype("<f4").tobytes()
+    if output.binary:
+        return tensor, probabilities.astype("<f4").tobytes()
+    return tensor, probabilities.reshape(-1).tolist()
 
 
-def _abstained(results: list[ImageResult]) -> tuple[dict[str, Any], list[Any], bytes]:
+def _abstained(
+    output: OutputRequest, results: list[ImageResult]
+) -> tuple[dict[str, Any], TensorData]:
     """``BOOL [N]``: true where the answer abstains (``ImageResult.abstained``)."""
     flags = [r.abstained for r in results]
-    return {"datatype": "BOOL", "shape": [len(flags)]}, flags, bytes(flags)
+    return {"datatype": "BOOL", "shape": [len(flags)]}, bytes(flags) if output.binary else flags
 
 
 def encode_response(
@@ -248,17 +259,17 @@ def encode_response(
     outputs, binary = [], b""
     for wanted in request.outputs:
         if wanted.name == PROBABILITIES:
-            tensor, values, raw = _probabilities(wanted, results, labels)
+            tensor, data = _probabilities(wanted, results, labels)
         else:
-            tensor, values, raw = _abstained(results)
+            tensor, data = _abstained(wanted, results)
         output = {"name": wanted.name} | tensor
-        if wanted.binary:
-            output["parameters"] = {"binary_data_size": len(raw)}
-            binary += raw
+        if isinstance(data, bytes):
+            output["parameters"] = {"binary_data_size": len(data)}
+            binary += data
         else:
-            output["data"] = values
+            output["data"] = data
         outputs.append(output)
-    body: dict[str, Any] = {"model_name": model, "model_version": "1", "outputs": outputs}
+    body: dict[str, Any] = {"model_name": model, "model_version": MODEL_VERSION, "outputs": outputs}
     if request.request_id is not None:
         body["id"] = request.request_id
     header = json.dumps(body).encode()
