@@ -27,7 +27,7 @@ from app.health import HealthReport, health_report
 from app.metrics import ServiceMetrics
 from app.model.bundle import BundleManifest
 from app.pipeline import InferencePipeline
-from app.runner import ScoredClass
+from app.runner import ScoredClass, abstains
 from app.settings import Settings
 from app.state import Phase, ServiceState
 
@@ -97,9 +97,10 @@ class InferenceService:
             raise NotReadyError(self.state.reason)
         return self.pipeline.runner.bundle.manifest
 
-    @property
+    @functools.cached_property
     def abstain_threshold(self) -> float:
-        """The top score below which an answer abstains: the setting, else the bundle's, else 0."""
+        """The top score below which an answer abstains: the setting, else the bundle's, else 0;
+        read once, when the model is loaded (``NotReadyError`` before)."""
         if self.settings.abstain_threshold is not None:
             return self.settings.abstain_threshold
         return self.manifest.abstain_threshold
@@ -248,14 +249,8 @@ class InferenceCall:
                     output.batch_size,
                     output.queue_wait_s,
                     output.compute_s,
-                    abstained=_abstains(output.value, threshold, rejected),
+                    abstained=abstains(output.value, threshold, rejected),
                 )
             )
         metrics.images.inc(len(results))
         return results
-
-
-def _abstains(probabilities: torch.Tensor, threshold: float, rejected: frozenset[int]) -> bool:
-    """Too unsure (top score below the threshold), or the top class is one that means "none"."""
-    score, index = probabilities.max(dim=0)
-    return float(score) < threshold or int(index) in rejected

@@ -20,7 +20,7 @@ from app.preprocessing import (
     ImageTooLargeError,
     UploadDecoder,
 )
-from app.runner import ModelRunner, RunnerOptions
+from app.runner import ModelRunner, RunnerOptions, abstains
 
 BATCH_SIZE = 32
 
@@ -68,6 +68,6 @@ def _classify_batch(
             outcomes.append(failures[index])
             continue
         top = tuple(ScoredLabel(c.label, c.index, c.score) for c in runner.top_k(results[index], k))
-        abstained = top[0].score < threshold
+        abstained = abstains(results[index], threshold)
         outcomes.append(Outcome(path, ImageResult(top, len(decoded), 0.0, inference_ms, abstained)))
     return outcomes

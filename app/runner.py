@@ -46,6 +46,15 @@ class RunnerOptions:
     torch_threads: int = 0
 
 
+def abstains(
+    probabilities: torch.Tensor, threshold: float, rejected: frozenset[int] = frozenset()
+) -> bool:
+    """Too unsure to act on (top score below ``threshold``), or the top class is one of
+    ``rejected``, classes that mean "none of these" (a trained clutter class)."""
+    score, index = probabilities.max(dim=0)
+    return float(score) < threshold or int(index) in rejected
+
+
 def batches_in_flight(device: torch.device, options: RunnerOptions) -> int:
     """``options.batches_in_flight`` on CUDA, one on CPU (a CPU forward pass already uses every
     core, so a second one in flight would only compete)."""

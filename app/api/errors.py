@@ -47,38 +47,37 @@ def error_response(error: ApiError, path: str) -> JSONResponse:
     return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
-def _answer(
-    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return error_response(ApiError(status, code, message, headers), request.url.path)
-
-
 def _count_rejection(request: Request, code: str) -> None:
     request.app.state.service.metrics.count_rejection(code)
 
 
 async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
     _count_rejection(request, exc.code)
-    return _answer(request, exc.status, exc.code, exc.message, exc.headers)
+    return error_response(exc, request.url.path)
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return _answer(request, exc.status_code, code, str(exc.detail), exc.headers)
+    return error_response(
+        ApiError(exc.status_code, code, str(exc.detail), exc.headers), request.url.path
+    )
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"])
     _count_rejection(request, "invalid_parameter")
-    return _answer(request, 422, "invalid_parameter", f"{where}: {first['msg']}")
+    return error_response(
+        ApiError(422, "invalid_parameter", f"{where}: {first['msg']}"), request.url.path
+    )
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     request_id = getattr(request.state, "request_id", "-")
     logger.error("request %s failed", request_id, exc_info=exc)
     _count_rejection(request, "internal_error")
-    return _answer(request, 500, "internal_error", f"internal error (request id {request_id})")
+    error = ApiError(500, "internal_error", f"internal error (request id {request_id})")
+    return error_response(error, request.url.path)
 
 
 def install_error_handlers(app: FastAPI) -> None:

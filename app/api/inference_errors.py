@@ -45,7 +45,7 @@ def as_api_error(
 ) -> ApiError:
     """The HTTP answer to ``exc``, raised by an inference call."""
     match exc:
-        case DrainingError():
+        case DrainingError() | BatcherClosedError():  # refused, or past the drain timeout
             return ApiError(
                 503, "shutting_down", "server is shutting down", retry_after_headers(1.0)
             )
@@ -58,10 +58,6 @@ def as_api_error(
         case QueueFullError():
             message = "server is at capacity; retry shortly"
             return ApiError(503, "queue_full", message, retry_after_headers(1.0))
-        case BatcherClosedError():
-            return ApiError(
-                503, "shutting_down", "server is shutting down", retry_after_headers(1.0)
-            )
         case RejectedImageError():
             name = name_of(exc.index)
             if isinstance(exc.cause, ImageTooLargeError):

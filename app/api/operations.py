@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -44,7 +46,7 @@ async def ready(service: ServiceDep) -> JSONResponse:
     of rotation together would turn a burst into an outage; refusals at the door (503 with
     ``Retry-After``) and ``saturation`` here are the overload signals."""
     health = service.health()
-    body = HealthResponse.model_validate(health, from_attributes=True).model_dump()
+    body = dataclasses.asdict(health)  # the fields of HealthResponse, which documents it
     if health.ready:
         return JSONResponse(body)
     return JSONResponse(body, status_code=503, headers=retry_after_headers(1.0))

@@ -1,0 +1,14 @@
+"""The health report is answered as it is: its fields are exactly those /health documents."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from app.api.schemas import HealthResponse
+from app.health import HealthReport
+
+
+def test_health_report_has_the_documented_fields_in_order() -> None:
+    assert [field.name for field in dataclasses.fields(HealthReport)] == list(
+        HealthResponse.model_fields
+    )
