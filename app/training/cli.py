@@ -33,6 +33,7 @@ from app.training.metrics import (
     format_precision_recall,
 )
 from app.training.optim import OPTIMIZER_DEFAULTS
+from app.training.recipe import FROM_PRETRAINED, FROM_SCRATCH
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -109,7 +110,7 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 # ---- finetune ----------------------------------------------------------------------------------
 
-_FINETUNE_DESCRIPTION = """\
+_FINETUNE_DESCRIPTION = f"""\
 Fine-tune a ResNet on DATA (one subfolder of images per class) and write a bundle to --out from the
 epoch with the best validation accuracy, with training_curves.png and confusion_matrix.png beside it.
 
@@ -120,8 +121,8 @@ linear warm-up, then cosine decay. Mixed precision is used on CUDA only. A check
 after every epoch; --resume continues a run (pass the same arguments).
 
 Options left unset follow a recipe chosen by the starting weights and sized by the data (the first
-log line prints it): from scratch 64 px, ~400 steps of 64 images, lr 2e-3; from pretrained weights
-their own input size, ~150 steps of 32 images, lr 3e-3, a fifth of the epochs head-only."""
+log line prints it): from scratch {FROM_SCRATCH.input_size} px, ~{FROM_SCRATCH.steps} steps of {FROM_SCRATCH.batch_size} images, lr {FROM_SCRATCH.adamw_lr:g}; from pretrained weights
+their own input size, ~{FROM_PRETRAINED.steps} steps of {FROM_PRETRAINED.batch_size} images, lr {FROM_PRETRAINED.adamw_lr:g}, a fifth of the epochs head-only."""
 
 
 def _config_defaults() -> dict[str, Any]:
@@ -168,7 +169,8 @@ def _add_finetune(commands: Subparsers) -> None:
     add(
         "--input-size",
         type=int,
-        help="square crop the model sees (default: 64 from scratch, else the weights' own)",
+        help=f"square crop the model sees (default: {FROM_SCRATCH.input_size} from scratch, "
+        "else the weights' own)",
     )
     add(
         "--resize-size",
@@ -179,8 +181,8 @@ def _add_finetune(commands: Subparsers) -> None:
     add(
         "--epochs",
         type=int,
-        help="maximum epochs (default: enough for the recipe's 400 steps from scratch or 150 "
-        "from pretrained weights)",
+        help=f"maximum epochs (default: enough for the recipe's {FROM_SCRATCH.steps} steps from "
+        f"scratch or {FROM_PRETRAINED.steps} from pretrained weights)",
     )
     add(
         "--freeze-epochs",
@@ -206,8 +208,8 @@ def _add_finetune(commands: Subparsers) -> None:
     add(
         "--lr",
         type=float,
-        help="peak learning rate of the head (default: 2e-3 from scratch and 3e-3 from "
-        "pretrained weights for adamw, 0.05 for sgd)",
+        help=f"peak learning rate of the head (default: {FROM_SCRATCH.adamw_lr:g} from scratch "
+        f"and {FROM_PRETRAINED.adamw_lr:g} from pretrained weights for adamw, 0.05 for sgd)",
     )
     add(
         "--weight-decay",
@@ -219,8 +221,8 @@ def _add_finetune(commands: Subparsers) -> None:
     add(
         "--batch-size",
         type=int,
-        help="(default: 64 from scratch, 32 from pretrained weights, smaller for a few dozen "
-        "images)",
+        help=f"(default: {FROM_SCRATCH.batch_size} from scratch, {FROM_PRETRAINED.batch_size} "
+        "from pretrained weights, smaller for a few dozen images)",
     )
     add(
         "--workers",
