@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 
 from app.admission import body_reservation
 from app.api.errors import ApiError, retry_after_headers
-from app.http_protocol import Door
+from app.http_protocol import Door, request_path
 from app.inference import InferenceService
 
 
@@ -37,11 +37,14 @@ def admission_door(service: InferenceService) -> Door:
 
     max_body_bytes = service.settings.max_body_bytes
 
-    def door(method: bytes, path: bytes, declared_length: bytes | None) -> ApiError | None:
-        route = inference_route(path)
-        if method != b"POST" or service.pipeline is None or route is None:
+    def door(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> ApiError | None:
+        if method != b"POST" or service.pipeline is None:
             return None
-        refused = service.pipeline.gate.refusal(body_reservation(declared_length, max_body_bytes))
+        route = inference_route(request_path(target))
+        if route is None:
+            return None
+        declared = next((value for name, value in headers if name == b"content-length"), None)
+        refused = service.pipeline.gate.refusal(body_reservation(declared, max_body_bytes))
         if refused is None:
             return None
         service.metrics.count_rejection("overloaded")
