@@ -49,6 +49,18 @@ class CapturedForward:
         self._inputs: dict[int, torch.Tensor] = {}
         self._outputs: dict[int, torch.Tensor] = {}
         self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        # The pool, the capture stream and the graphs belong to the current device: make it
+        # ``device`` even on a thread that was never bound to it.
+        with torch.cuda.device(device):
+            self._capture(compute, image_shape, device)
+        torch.cuda.synchronize(device)
+
+    def _capture(
+        self,
+        compute: Callable[[torch.Tensor], torch.Tensor],
+        image_shape: tuple[int, int, int],
+        device: torch.device,
+    ) -> None:
         pool = torch.cuda.graph_pool_handle()  # buckets share one memory pool: they never overlap
         # Largest first, so the smaller graphs reuse the pool's blocks instead of growing it.
         for bucket in sorted(self.buckets, reverse=True):
@@ -64,7 +76,6 @@ class CapturedForward:
                 static_output = compute(static_input)
             self._inputs[bucket], self._outputs[bucket] = static_input, static_output
             self._graphs[bucket] = graph
-        torch.cuda.synchronize(device)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """Probabilities for the ``len(batch)`` images of ``batch`` (uint8, host or device).

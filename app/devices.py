@@ -76,3 +76,25 @@ def resolve_precision(requested: str, device: torch.device) -> DtypeName:
     if requested != "fp32" and device.type != "cuda":
         raise DeviceError(f"precision {requested} needs a CUDA device; use fp32 on CPU")
     return cast(DtypeName, requested)
+
+
+def bind_thread(device: torch.device) -> None:
+    """Make ``device`` the current CUDA device of the calling thread (nothing on the CPU).
+
+    Every thread starts on device 0: a thread that touches CUDA without this records events,
+    allocates and captures graphs on device 0, whatever device the model is on. Used as the
+    initializer of every thread pool that runs CUDA work (inference, nvJPEG decoding, Grad-CAM).
+    """
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+
+
+def exact_fp32() -> None:
+    """Make float32 convolutions and matmuls on CUDA IEEE float32, not TF32.
+
+    cuDNN computes fp32 convolutions in TF32 by default on Ampere and later (10 mantissa bits),
+    a difference of about 1e-3 in the probabilities: ``PRECISION=fp32`` asks for float32 and
+    gets it. Process-wide: a process serves one model at one precision.
+    """
+    torch.backends.cudnn.conv.fp32_precision = "ieee"
+    torch.backends.cuda.matmul.fp32_precision = "ieee"

@@ -1,7 +1,8 @@
 """Grad-CAM for one image: which part of the model's input crop made it answer a class.
 
-``Explainer`` keeps its own fp32 copy of the served model, so the serving model never carries a
-hook, a gradient or a graph, and runs on its own single thread beside the batcher, never in it.
+``Explainer`` keeps its own fp32 copy of the served model, read from the bundle (the serving copy
+may be bf16), so the serving model never carries a hook, a gradient or a graph, and runs on its own
+single thread beside the batcher, never in it.
 At most ``max_pending`` explanations are queued or running; beyond that ``ExplainerBusyError``,
 so a flood of /explain cannot take more than one thread from /predict.
 
@@ -13,7 +14,6 @@ upsampled bilinearly to the input size and scaled to 0..1. No FastAPI here.
 from __future__ import annotations
 
 import asyncio
-import copy
 import functools
 import io
 import threading
@@ -28,7 +28,9 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.nn import functional
 
+from app.devices import bind_thread
 from app.errors import DrainingError, InvalidParameterError
+from app.model.bundle import BundleError, load_bundle
 from app.numbers import plain_count
 from app.runner import ModelRunner
 
@@ -100,16 +102,30 @@ def grad_cam(activations: Tensor, gradients: Tensor, size: int) -> Tensor:
     return cam / peak if peak > 0 else torch.zeros_like(cam)
 
 
-def _explainer_thread(on_cpu: bool) -> ThreadPoolExecutor:
-    def one_torch_thread() -> None:  # per thread in OpenMP: the serving threads keep theirs
-        torch.set_num_threads(1)
+def _explainer_thread(device: torch.device) -> ThreadPoolExecutor:
+    def set_up_thread() -> None:
+        bind_thread(device)
+        if device.type == "cpu":
+            # One core, so an explanation slows /predict by at most that core (per thread in
+            # OpenMP: the serving threads keep theirs).
+            torch.set_num_threads(1)
 
-    # On the CPU one core, so an explanation slows /predict by at most that core.
-    return ThreadPoolExecutor(1, "explain", initializer=one_torch_thread if on_cpu else None)
+    return ThreadPoolExecutor(1, "explain", initializer=set_up_thread)
+
+
+def _fp32_copy(runner: ModelRunner) -> nn.Module:
+    """The served bundle's model in float32 on the runner's device, read from its folder."""
+    bundle = load_bundle(runner.bundle.directory, device=runner.device)
+    if bundle.manifest != runner.bundle.manifest:
+        raise BundleError(f"{bundle.directory}: the bundle changed on disk since it was loaded")
+    return bundle.model
 
 
 class Explainer:
-    """Grad-CAM with a private fp32 copy of ``runner.model`` on its device, on one thread."""
+    """Grad-CAM with a private fp32 copy of the runner's model on its device, on one thread.
+
+    Making one reads the bundle again (blocking): the service makes it off the event loop.
+    """
 
     def __init__(self, runner: ModelRunner, max_pending: int = DEFAULT_MAX_PENDING) -> None:
         if max_pending < 1:
@@ -120,10 +136,14 @@ class Explainer:
         self.temperature = runner.temperature  # the score is the one /predict gives
         self.input_size = runner.image_shape[-1]
         self.max_pending = max_pending
-        self.model: nn.Module = copy.deepcopy(runner.model).float().eval()
+        self._thread = _explainer_thread(self.device)
+        try:
+            self.model: nn.Module = self._thread.submit(_fp32_copy, runner).result()
+        except BaseException:
+            self._thread.shutdown(wait=False)
+            raise
         # Gradients are wanted for the activations only, never for the weights.
         self.model.requires_grad_(False)
-        self._thread = _explainer_thread(self.device.type == "cpu")
         self._lock = threading.Lock()  # _pending is released from the thread's callback
         self._pending = 0
         self._seconds = 0.0  # moving average of one explanation, for Retry-After

@@ -26,7 +26,7 @@ from app.metrics import ServiceMetrics
 from app.model.bundle import BundleError
 from app.pillow_setup import harden_pillow
 from app.pipeline import InferencePipeline
-from app.runner import ModelRunner, RunnerOptions
+from app.runner import ModelRunner, RunnerOptions, replica_memory_fraction
 from app.settings import Settings
 from app.state import ServiceState
 
@@ -95,6 +95,7 @@ def load_runner(settings: Settings) -> ModelRunner:
         cuda_graphs=settings.cuda_graphs,
         batches_in_flight=settings.batches_in_flight,
         torch_threads=settings.torch_threads,
+        device_memory_fraction=replica_memory_fraction(settings.workers),
     )
     device = resolve_device(settings.device)
     if settings.gpu_decode and device.type != "cuda":  # refused before the weights are loaded

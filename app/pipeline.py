@@ -20,7 +20,7 @@ import torch
 
 from app.admission import AdmissionGate, AdmissionLimits, Ticket
 from app.batcher import BatchedResult, DynamicBatcher
-from app.gpu_decode import GpuJpegDecoder, gpu_decodable
+from app.gpu_decode import EncodedJpeg, GpuJpegDecoder
 from app.image_header import ImageHeader, read_header
 from app.memory import MemoryTrimmer
 from app.preprocessing import ImageDecodeError, ImageTooLargeError, UploadDecoder
@@ -69,7 +69,13 @@ class InferencePipeline:
         self.decode_threads = decode_threads(settings.decode_workers, runner.on_cuda)
         self.decode_pool = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="decode")
         self.gpu_decoder = (
-            GpuJpegDecoder(spec, runner.device, settings.max_batch_size, settings.max_queue_size)
+            GpuJpegDecoder(
+                spec,
+                runner.device,
+                settings.max_batch_size,
+                settings.max_queue_size,
+                settings.gpu_decode_max_pixels,
+            )
             if settings.gpu_decode
             else None
         )
@@ -114,8 +120,7 @@ class InferencePipeline:
         """
         ticket.hold_images(len(uploads))
         headers = await asyncio.to_thread(self._read_headers, uploads)
-        draft_size = self.decode.draft_size
-        costs = [header.decode_cost(draft_size) for header in headers]
+        costs = [self._decode_cost(header) for header in headers]
         if sum(costs) > self.settings.max_request_pixels:
             raise DecodeBudgetError(
                 f"the images need {sum(costs)} pixels decoded; one request may ask for "
@@ -137,6 +142,16 @@ class InferencePipeline:
             raise min(failed, key=tasks.index).exception()  # type: ignore[misc]
         return [task.result() for task in tasks]
 
+    def _on_gpu(self, header: ImageHeader) -> bool:
+        return self.gpu_decoder is not None and self.gpu_decoder.takes(header)
+
+    def _decode_cost(self, header: ImageHeader) -> int:
+        """Pixels decoding ``header``'s image produces: full size with nvJPEG, which has no draft
+        mode, so the budgets bound its GPU memory too."""
+        if self._on_gpu(header):
+            return header.width * header.height
+        return header.decode_cost(self.decode.draft_size)
+
     def _read_headers(self, uploads: list[bytes]) -> list[ImageHeader]:
         headers = []
         for index, data in enumerate(uploads):
@@ -157,8 +172,8 @@ class InferencePipeline:
     ) -> torch.Tensor:
         try:
             async with slots:
-                if self.gpu_decoder is not None and gpu_decodable(header):
-                    on_gpu = await self.gpu_decoder.decode(data)
+                if self.gpu_decoder is not None and self._on_gpu(header):
+                    on_gpu = await self.gpu_decoder.decode(EncodedJpeg(data, cost))
                     if on_gpu is not None:
                         return on_gpu
                 loop = asyncio.get_running_loop()

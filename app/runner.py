@@ -20,11 +20,15 @@ from dataclasses import dataclass
 import torch
 
 from app.cuda_graphs import CapturedForward, batch_buckets
-from app.devices import DTYPES, resolve_device, resolve_precision
+from app.devices import DTYPES, bind_thread, exact_fp32, resolve_device, resolve_precision
 from app.model.bundle import Bundle, load_bundle
+from app.model.resnet import ResNet
 from app.preprocessing import Normalizer
 
 logger = logging.getLogger(__name__)
+# Of a GPU shared by replicas, the part no replica's allocator may take: CUDA contexts (about
+# 0.5 GB each) and nvJPEG's own buffers live outside torch's caching allocator.
+SHARED_GPU_RESERVE = 0.05
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,29 @@ class RunnerOptions:
     cuda_graphs: bool = False
     batches_in_flight: int = 1
     torch_threads: int = 0
+    device_memory_fraction: float = 1.0  # of a CUDA device's memory; below 1 with replicas
+
+
+def replica_memory_fraction(replicas: int) -> float:
+    """Each replica's share of one GPU's memory: equal parts of what the reserve leaves.
+
+    Without a bound the first replica's caching allocator can keep blocks the others then cannot
+    get, and they fail with out-of-memory while it sits on free memory.
+    """
+    return 1.0 if replicas == 1 else (1 - SHARED_GPU_RESERVE) / replicas
+
+
+def serving_model(model: ResNet, dtype: torch.dtype, memory_format: torch.memory_format) -> ResNet:
+    """``model`` (float32) with its body cast to ``dtype`` and its head kept in float32.
+
+    The head's logits decide abstaining: divided by the calibrated temperature (0.25 for the demo)
+    their rounding errors grow four-fold, and bf16 logits flip answers near a threshold like
+    0.99993. A float32 head over the low-precision features costs one small matmul.
+    """
+    for child in model.children():
+        if child is not model.fc:
+            child.to(dtype)
+    return model.to(memory_format=memory_format)
 
 
 def abstains(
@@ -64,16 +91,21 @@ def batches_in_flight(device: torch.device, options: RunnerOptions) -> int:
 def inference_threads(device: torch.device, options: RunnerOptions) -> ThreadPoolExecutor:
     """The threads that run forward passes, one per batch in flight."""
 
-    def set_thread_count() -> None:  # per thread in OpenMP: set where the forward passes run
-        if options.torch_threads:
+    def set_up_thread() -> None:
+        bind_thread(device)
+        if options.torch_threads:  # per thread in OpenMP: set where the forward passes run
             torch.set_num_threads(options.torch_threads)
 
     count = batches_in_flight(device, options)
-    return ThreadPoolExecutor(count, "inference", initializer=set_thread_count)
+    return ThreadPoolExecutor(count, "inference", initializer=set_up_thread)
 
 
 class ModelRunner:
-    """Owns the model on one device and runs batches of uint8 image tensors (3, H, W)."""
+    """Owns the model on one device and runs batches of uint8 image tensors (3, H, W).
+
+    ``bundle`` is loaded in float32 (``load`` does so); the runner casts all but its head to
+    ``precision`` (``serving_model``).
+    """
 
     def __init__(
         self,
@@ -95,7 +127,7 @@ class ModelRunner:
         self.temperature = bundle.manifest.temperature
         self.on_cuda = device.type == "cuda"
         self.memory_format = torch.channels_last if self.on_cuda else torch.contiguous_format
-        self.model = bundle.model.to(memory_format=self.memory_format)
+        self.model = serving_model(bundle.model, self.dtype, self.memory_format)
         self.normalize = Normalizer(bundle.manifest.preprocessing, device)
         self.batches_in_flight = batches_in_flight(device, options)
         self._executor = threads or inference_threads(device, options)
@@ -104,6 +136,8 @@ class ModelRunner:
         self._closing = threading.Event()  # lets a shut-down cut a long warm-up short
         if self.on_cuda:
             torch.backends.cudnn.benchmark = True
+            if self.dtype == torch.float32:
+                exact_fp32()
 
     @classmethod
     def load(
@@ -112,12 +146,14 @@ class ModelRunner:
         """Resolve the device and load a bundle onto it; raises ``BundleError``/``DeviceError``."""
         resolved = resolve_device(device)
         precision = resolve_precision(precision, resolved)  # before the weights are read
+        if resolved.type == "cuda" and options.device_memory_fraction < 1:
+            torch.cuda.set_per_process_memory_fraction(options.device_memory_fraction, resolved)
         threads = inference_threads(resolved, options)
         # GNU OpenMP gives each thread that runs parallel work its own pool of helper threads. With
         # the model loaded by one thread and run by another, a CPU forward pass measured about 40%
         # slower than with one thread doing both: load on the thread that will run the model.
         started = time.perf_counter()
-        load = threads.submit(load_bundle, model_dir, device=resolved, dtype=DTYPES[precision])
+        load = threads.submit(load_bundle, model_dir, device=resolved)  # float32: serving_model
         try:
             runner = cls(load.result(), resolved, precision, options, threads)
         except BaseException:
@@ -134,10 +170,11 @@ class ModelRunner:
     def _compute(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 (N, 3, H, W) on the device -> float32 probabilities (N, classes) on the device.
 
-        The probabilities are ``softmax(logits / T)`` with the bundle's calibrated temperature.
+        The probabilities are ``softmax(logits / T)`` with the bundle's calibrated temperature,
+        from the float32 head (``serving_model``).
         """
         inputs = self.normalize(batch).to(self.dtype, memory_format=self.memory_format)
-        logits = self.model(inputs).float()
+        logits = self.model.forward_head(self.model.forward_features(inputs).float())
         if self.temperature != 1.0:
             logits = logits / self.temperature
         return torch.softmax(logits, dim=1)
@@ -170,8 +207,10 @@ class ModelRunner:
                 probabilities = self._compute(staged.to(self.device, non_blocking=True))
             host = torch.empty(probabilities.shape, dtype=torch.float32, pin_memory=True)
             host.copy_(probabilities, non_blocking=True)
-            done = torch.cuda.Event()
-            done.record()
+            # A blocking event: its waiter sleeps instead of spinning a core, the cores that
+            # HTTP and decoding need; recorded on this device's stream, not device 0's.
+            done = torch.cuda.Event(blocking=True)
+            done.record(torch.cuda.current_stream(self.device))
         done.synchronize()  # outside the lock: the next batch is enqueued while this one runs
         return list(host.unbind(0))
 

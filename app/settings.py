@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     gpu_decode: bool = Field(
         False, description="On CUDA, decode JPEGs with nvJPEG in batches; Pillow for the rest."
     )
+    gpu_decode_max_pixels: int = Field(
+        16_000_000,
+        ge=1,
+        le=64_000_000,
+        description="With gpu_decode, larger JPEGs go to Pillow, whose draft mode decodes them "
+        "at a fraction of their size (nvJPEG decodes at full size, in GPU memory).",
+    )
     jpeg_draft: bool = Field(
         True, description="Decode JPEGs at the smallest DCT scale that still covers the resize."
     )

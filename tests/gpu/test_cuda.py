@@ -9,14 +9,17 @@ import pytest
 import torch
 
 from app.devices import DeviceError, resolve_device
-from app.gpu_decode import GpuJpegDecoder
+from app.gpu_decode import EncodedJpeg, GpuJpegDecoder
 from app.model.bundle import load_bundle
 from app.preprocessing import decode_image, eval_transform, pixel_transform
-from app.runner import ModelRunner, RunnerOptions
+from app.runner import ModelRunner, RunnerOptions, abstains
 from app.training.demo_data import CLASSES
 from tests.conftest import DEMO_BUNDLE, encode, known_image
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+# fp32 on the GPU is IEEE fp32 (the runner turns TF32 off, app.devices.exact_fp32), so only the
+# order of summation differs from the CPU: 1e-4 of a probability. The half types round the body's
+# activations (8 and 11 significant bits); the head stays fp32.
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 3e-2}
 
 
@@ -54,6 +57,7 @@ def test_cuda_runner_matches_the_cpu_model(precision: str, cuda_graphs: bool) ->
     pixels, expected = _cpu_reference(_images(5))
     runner = _runner(precision, max_batch_size=8, cuda_graphs=cuda_graphs)
     assert runner.memory_format is torch.channels_last
+    assert runner.model.fc.weight.dtype == torch.float32  # the head decides abstaining
     for size in (1, 3, 5):  # 3 and 5 are padded to the buckets 4 and 8 with graphs
         got = torch.stack(runner.predict(pixels[:size]))
         torch.testing.assert_close(got, expected[:size], atol=TOLERANCE[precision], rtol=0)
@@ -104,7 +108,7 @@ def test_gpu_decoding_gives_the_predictions_of_the_cpu_path() -> None:
     pixels, expected = _cpu_reference(images)
     spec = load_bundle(DEMO_BUNDLE).manifest.preprocessing
     decoder = GpuJpegDecoder(spec, torch.device("cuda"), max_batch_size=16, max_queue_size=16)
-    on_gpu = decoder.decode_batch(images)
+    on_gpu = decoder.decode_batch([EncodedJpeg(data, 10**6) for data in images])
     assert all(image is not None and image.is_cuda for image in on_gpu)
     pixel_error = [
         (g.cpu().float() - p.float()).abs().mean().item()
@@ -126,3 +130,33 @@ def test_server_with_gpu_decoding_answers_jpegs_and_pngs(start_server) -> None:
             files={"file": (f"x.{fmt.lower()}", encode(known_image(name, 302), fmt))},
         )
         assert response.json()["results"][0]["predictions"][0]["label"] == name
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_half_precision_abstains_where_fp32_does(precision: str) -> None:
+    pixels, expected = _cpu_reference(_images(32))
+    runner = _runner(precision, max_batch_size=32)
+    threshold = runner.bundle.manifest.abstain_threshold
+    got = runner.predict(pixels)
+    # Wherever fp32's top score is clear of the threshold by more than the precision's tolerance,
+    # the decision must be fp32's; the precision step of the GPU check reports the rest.
+    clear = [abs(float(p.max()) - threshold) > TOLERANCE[precision] for p in expected]
+    decisions = [abstains(p, threshold) for p, c in zip(got, clear, strict=True) if c]
+    assert decisions == [abstains(p, threshold) for p, c in zip(expected, clear, strict=True) if c]
+    runner.close()
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs a second CUDA GPU")
+@pytest.mark.parametrize("cuda_graphs", [False, True])
+def test_a_model_on_the_second_gpu_runs_there_and_leaves_the_first_alone(cuda_graphs: bool) -> None:
+    pixels, expected = _cpu_reference(_images(8))
+    before = torch.cuda.memory_allocated(0)
+    runner = ModelRunner.load(
+        str(DEMO_BUNDLE), "cuda:1", "fp32", RunnerOptions(max_batch_size=8, cuda_graphs=cuda_graphs)
+    )
+    runner._warm_up()
+    got = torch.stack(runner.predict(pixels))
+    torch.testing.assert_close(got, expected, atol=TOLERANCE["fp32"], rtol=0)
+    assert torch.cuda.memory_allocated(1) > 0
+    assert torch.cuda.memory_allocated(0) == before
+    runner.close()

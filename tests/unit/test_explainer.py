@@ -127,10 +127,11 @@ def test_busy_beyond_max_pending_until_the_thread_is_done(
     runner: ModelRunner, star: torch.Tensor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     explainer = Explainer(runner, max_pending=2)
-    release = threading.Event()
+    started, release = threading.Event(), threading.Event()
     compute = explainer.compute
 
     def held(pixels: torch.Tensor, target: int | None = None) -> Explanation:
+        started.set()
         release.wait(10)
         return compute(pixels, target)
 
@@ -145,6 +146,7 @@ def test_busy_beyond_max_pending_until_the_thread_is_done(
             await explainer.explain(star)
         assert busy.value.retry_after_s > 0
         # A caller that leaves does not free the slot of a pass the thread is running.
+        assert await asyncio.to_thread(started.wait, 10)
         first.cancel()
         await asyncio.sleep(0)
         assert explainer.pending == 2
@@ -168,3 +170,16 @@ def test_a_closed_explainer_refuses_as_draining(runner: ModelRunner, star: torch
     with pytest.raises(DrainingError, match="shutting down"):
         asyncio.run(explainer.explain(star))
     assert explainer.pending == 0
+
+
+def test_the_fp32_copy_is_read_from_the_bundle_not_cast_from_a_half_model(
+    runner: ModelRunner,
+) -> None:
+    half = ModelRunner(load_bundle(DEMO_BUNDLE), torch.device("cpu"), "bf16", RunnerOptions())
+    explainer = Explainer(half)
+    try:
+        assert {p.dtype for p in explainer.model.parameters()} == {torch.float32}
+        conv = explainer.model.get_submodule("layer4")[-1].conv2.weight
+        assert torch.equal(conv, runner.model.get_submodule("layer4")[-1].conv2.weight)
+    finally:
+        explainer.close()

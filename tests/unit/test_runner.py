@@ -14,9 +14,10 @@ from app.devices import DeviceError
 from app.main import load_runner
 from app.model.bundle import Calibration, load_bundle, write_manifest
 from app.preprocessing import eval_transform, pixel_transform
-from app.runner import ModelRunner, RunnerOptions
+from app.runner import ModelRunner, RunnerOptions, replica_memory_fraction
 from app.settings import Settings
-from tests.conftest import write_bundle
+from app.training.demo_data import CLASSES
+from tests.conftest import DEMO_BUNDLE, known_image, write_bundle
 
 
 def pixels() -> torch.Tensor:
@@ -129,3 +130,27 @@ def test_gpu_decoding_on_a_cpu_device_is_refused_before_loading(tmp_path: Path) 
     settings = Settings(model_dir=tmp_path / "never-read", device="cpu", gpu_decode=True)
     with pytest.raises(DeviceError, match="gpu_decode needs a CUDA device"):
         load_runner(settings)
+
+
+def test_half_precision_casts_the_body_and_keeps_the_deciding_head_in_fp32() -> None:
+    # bf16 kernels run (slowly) on the CPU too, so the runner's cast can be checked here.
+    half = ModelRunner(load_bundle(DEMO_BUNDLE), torch.device("cpu"), "bf16", RunnerOptions())
+    assert half.model.conv1.weight.dtype == torch.bfloat16
+    assert half.model.layer4[-1].bn2.weight.dtype == torch.bfloat16
+    assert half.model.fc.weight.dtype == half.model.fc.bias.dtype == torch.float32
+    full = ModelRunner(load_bundle(DEMO_BUNDLE), torch.device("cpu"), "fp32", RunnerOptions())
+    # The fp32 head is the one in the bundle, not a bf16 round trip of it.
+    assert torch.equal(half.model.fc.weight, full.model.fc.weight)
+    images = [
+        pixel_transform(full.bundle.manifest.preprocessing)(known_image(n, 900 + i))
+        for i, n in enumerate(CLASSES)
+    ]
+    got, expected = torch.stack(half.predict(images)), torch.stack(full.predict(images))
+    assert got.dtype == torch.float32
+    assert got.argmax(1).tolist() == expected.argmax(1).tolist()
+
+
+def test_replicas_share_a_gpu_in_equal_parts_below_the_whole() -> None:
+    assert replica_memory_fraction(1) == 1.0
+    assert replica_memory_fraction(4) == pytest.approx(0.95 / 4)
+    assert replica_memory_fraction(2) * 2 < 1
