@@ -17,7 +17,17 @@ costs seconds of event loop) nor the time a client takes to send it. Limits, per
 - A malformed request answers 400 ``bad_request`` (uvicorn answers plain text naming no cause).
 - A request answered before its body was read (refused at the door, or a 401, 404 or 413 from
   the app) has its body read and dropped: it must end within ``header_timeout_s`` and
-  ``max_body_bytes``, or the connection is closed.
+  ``max_body_bytes``, or the connection is closed. One that waits for ``100 Continue`` will never
+  send that body: its connection is closed once the answer is out.
+- ``write_timeout_s``: a response whose unsent bytes make no progress for that long (the client
+  stopped reading) is abandoned and the connection aborted, whatever the route, static files and
+  docs included. Without it uvicorn waits on a full socket without end, and its keep-alive timer
+  starts only after a complete response: one request and no reads held a connection, two
+  descriptors and about 90 KB for as long as the client liked. Progress is counted whenever the
+  transport's buffer shrinks, so a slow reader that keeps reading gets the whole answer. The
+  kernel's send buffer (up to 4 MB) is held to the same limit with ``TCP_USER_TIMEOUT`` (Linux):
+  a peer whose receive window stays shut that long is dropped by the kernel, also after the
+  server has closed its side, where the unsent bytes would otherwise stay in kernel memory.
 
 Trade-offs:
 
@@ -36,14 +46,20 @@ Trade-offs:
 from __future__ import annotations
 
 import asyncio
+import socket
 from asyncio import TimerHandle
 from collections.abc import Callable
 from typing import Any, ClassVar
 from urllib.parse import unquote_to_bytes
 
 import httptools
+from uvicorn._types import ASGI3Application
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.server import ServerState
 
 from app.api.errors import ApiError, error_response
@@ -71,7 +87,8 @@ Door = Callable[[bytes, bytes, list[tuple[bytes, bytes]]], ApiError | None]
 once. The door reads only what it needs (a GET costs it one comparison)."""
 
 RejectionCounter = Callable[[str], None]
-"""Told the code of each error this layer answers itself (431, 408, 400), for the metrics."""
+"""Told the code of each error this layer answers itself (431, 408, 400), for the metrics, and
+``write_timeout`` for each connection abandoned because its client stopped reading."""
 
 
 def edge_protocol(
@@ -141,16 +158,42 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self.rejected = False  # answered with an error: the parser sees nothing more
         self.discarded_bytes = 0
         self.discarding: int | None = None  # body bytes of a request refused at the door
+        self.write_timer: TimerHandle | None = None
+        self.writes_resumed = 0  # times the transport's buffer drained below its low-water mark
+        self.body_bytes = 0  # of the current request, as they arrive
+        # The request being answered. Not always ``cycle``: that is the last one parsed, perhaps
+        # pipelined behind this one.
+        self.answering: RequestResponseCycle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_header_timer()
+        sock = transport.get_extra_info("socket")
+        if sock is not None and hasattr(socket, "TCP_USER_TIMEOUT"):
+            milliseconds = int(self.settings.write_timeout_s * 1000)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, milliseconds)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if isinstance(exc, TimeoutError):  # ETIMEDOUT: the kernel's TCP_USER_TIMEOUT ran out
+            self._count_write_timeout()
+        answering = self.answering
+        if answering is not None and not answering.response_complete:
+            # uvicorn marks only the last parsed request disconnected; the one being answered,
+            # resumed from a full buffer, would write to the closed transport and fail with 500.
+            answering.disconnected = True
         self._cancel_header_timer()
-        if self.linger_timer is not None:
-            self.linger_timer.cancel()
+        for timer in (self.linger_timer, self.write_timer):
+            if timer is not None:
+                timer.cancel()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._watch_writes()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.writes_resumed += 1
 
     def data_received(self, data: bytes) -> None:
         if self.rejected:
@@ -202,9 +245,14 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             return False
         return True
 
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        self.answering = cycle
+        super()._start_asgi_task(cycle, app)
+
     # Parser callbacks
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.body_bytes = 0
         self._unset_keepalive_if_required()  # a request has begun: no longer idle
         self._arm_header_timer()  # a pipelined request that began inside a read
 
@@ -224,6 +272,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
         if self.discarding is None:
             super().on_body(body)
             return
@@ -249,11 +298,20 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         cycle = self.cycle
         if cycle is not None and cycle.response_complete and cycle.more_body:
+            if self.expect_100_continue and not self.body_bytes:
+                # Answered before anything of its body came: nothing more will (the client waits
+                # for a 100 Continue that an answer replaces).
+                self._close_after_answer()
+                return
             # Answered before its body was read (401, 404, 413, ...): the rest of the body is read
             # and dropped like a refused request's, within the same time and size, not waited for
             # without end (uvicorn stops its keep-alive timer on every byte that arrives).
             self._discard_body()
         super().on_response_complete()
+        if self.transport.get_write_buffer_size():
+            # Complete but not yet sent: closing at the keep-alive limit would wait for the
+            # buffer to flush, as long as the client likes.
+            self._watch_writes()
 
     def _discard_body(self) -> None:
         """Drop the current request's remaining body; a stall or an excess ends the connection."""
@@ -325,6 +383,42 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             cycle.disconnected = True
             cycle.message_event.set()
         self.transport.write(render_error(error, self.server_state.default_headers, self._path()))
+        self._close_after_answer()
+
+    def _close_after_answer(self) -> None:
+        """Half-close once the answer is out, discard what the client still sends, then close."""
+        self.rejected = True
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.linger_timer = self.loop.call_later(LINGER_S, self.transport.close)
+        self._watch_writes()  # close() waits for the answer to flush: no longer than this
+
+    def _watch_writes(self) -> None:
+        """Abort the connection if its unsent bytes make no progress within ``write_timeout_s``."""
+        if self.write_timer is None:
+            self.write_timer = self.loop.call_later(
+                self.settings.write_timeout_s,
+                self._check_writes,
+                self.transport.get_write_buffer_size(),
+                self.writes_resumed,
+            )
+
+    def _check_writes(self, buffered_then: int, resumed_then: int) -> None:
+        self.write_timer = None
+        buffered = self.transport.get_write_buffer_size()
+        if not buffered and not self.flow.write_paused:
+            return  # all sent
+        if buffered < buffered_then or self.writes_resumed != resumed_then:
+            self._watch_writes()  # a slow reader, but a reader
+            return
+        self.transport.abort()
+        self._count_write_timeout()
+
+    def _count_write_timeout(self) -> None:
+        self.logger.warning(
+            "dropped the connection of %s: its answer went unread for %g s",
+            self.client,
+            self.settings.write_timeout_s,
+        )
+        if self.count_rejection is not None:
+            self.count_rejection("write_timeout")

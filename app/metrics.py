@@ -25,6 +25,7 @@ REJECTION_REASONS = {
     "deadline_exceeded": "deadline",
     "upload_timeout": "deadline",
     "header_timeout": "deadline",
+    "write_timeout": "slow_reader",  # not an answer: the connection of a client that stopped reading
     "payload_too_large": "too_large",
     "image_too_large": "too_large",
     "too_many_images": "too_large",
@@ -116,7 +117,8 @@ class ServiceMetrics:
         )
         self.rejected = Counter(
             "resnet_serve_rejected_requests",
-            "Requests answered with an error, by reason (overloaded, deadline, too_large, ...).",
+            "Requests answered with an error, by reason (overloaded, deadline, too_large, ...); "
+            "slow_reader: a response abandoned because its client stopped reading.",
             ["reason"],
             registry=self.registry,
         )

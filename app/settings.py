@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     keep_alive_timeout_s: float = Field(
         5.0, gt=0, description="How long an idle keep-alive connection stays open."
     )
+    write_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Time a response may go without any of it being taken by the client; then "
+        "the connection is closed (a client that stopped reading).",
+    )
     max_header_bytes: int = Field(
         32768, ge=1024, description="Largest request line plus headers; beyond it 431."
     )
