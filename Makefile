@@ -71,6 +71,7 @@ gpu-wheels:
 	bash benchmarks/gpu/wheels.sh
 
 # The one-shot GPU check (at most 8 minutes): make gpu-check [GPU_OUT=runs/gpu-check] [GPU_ARGS=--quick]
+# --quick is its CPU dry run (under a minute), which `make test` also runs (tests/benchmarks).
 # No venv dependency: the GPU machine cannot build .venv; check.sh installs from .whl/ itself.
 GPU_OUT ?= runs/gpu-check
 gpu-check:

@@ -4,25 +4,25 @@
     python -m benchmarks --systems service,null --concurrency 1,64,256 --client-processes 4
     python -m benchmarks --variant no-draft:JPEG_DRAFT=false --body both
 
-Writes results.json (every number), results.md (the tables and targets) and bench.png (images/s
-and p99 against concurrency) into --out.
+Writes results.json (every number, rewritten after each system, so a run stopped part-way keeps
+what it measured), results.md (the tables and targets) and bench.png (images/s and p99 against
+concurrency) into --out.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
-import signal
 import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 
 from benchmarks import harness, machine, plot, report
 from benchmarks.bodies import BODY_KINDS
+from benchmarks.jsonfile import write_json
+from benchmarks.servers.process import exit_on_sigterm
 from benchmarks.systems import BUILT_IN, RunSettings, System, built_in, service
 
 REPO = Path(__file__).resolve().parent.parent
@@ -141,15 +141,8 @@ def _systems(args: argparse.Namespace, settings: RunSettings) -> tuple[bool, tup
     return INPROCESS in chosen, systems
 
 
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # Each server runs in a session of its own (so all of its processes can be stopped together),
-    # out of reach of a signal sent to this process group: turning SIGTERM into SystemExit lets the
-    # harness's `with` blocks stop them, instead of leaving one holding the port or the GPU.
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    exit_on_sigterm()
     parser = build_parser()
     args = parser.parse_args(argv)
     started = datetime.now(UTC)
@@ -180,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         logs=out / "logs",
     )
     out.mkdir(parents=True, exist_ok=True)
-    results = {
+    header = {
         "started": f"{started:%Y-%m-%d %H:%M} UTC",
         "command": shlex.join(
             ["python", "-m", "benchmarks", *(sys.argv[1:] if argv is None else argv)]
@@ -196,9 +189,14 @@ def main(argv: list[str] | None = None) -> int:
             "duration_s": args.duration,
             "client_processes": args.client_processes,
         },
-        **harness.run(plan),
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+
+    def save(measured: dict) -> dict:
+        results = header | measured
+        write_json(out / "results.json", results)
+        return results
+
+    results = save(harness.run(plan, checkpoint=save))
     markdown = report.render(results)
     (out / "results.md").write_text(markdown + "\n")
     if results["points"]:

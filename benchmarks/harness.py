@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,8 +126,12 @@ def measure_system(
     return points
 
 
-def run(plan: Plan) -> dict:
-    """Measure everything in ``plan``; the raw results, as written to results.json."""
+def run(plan: Plan, checkpoint: Callable[[dict], object] = lambda results: None) -> dict:
+    """Measure everything in ``plan``; the raw results, as written to results.json.
+
+    ``checkpoint`` gets the results so far after the in-process ceiling and after each system, so
+    a run stopped by a time limit still leaves every system it finished.
+    """
     images = photo_jpegs()
     results: dict = {
         "images": {"count": len(images), "mean_bytes": sum(map(len, images)) / len(images)},
@@ -137,11 +142,13 @@ def run(plan: Plan) -> dict:
     if plan.inprocess:
         print("in-process ceiling ...", flush=True)
         results["inprocess"] = inprocess_ceiling(plan.settings, plan.duration_s)
+        checkpoint(results)
     load = LoadGenerator(plan.client_processes)
     try:
         for system in plan.systems:
             print(f"{system.name}: {system.description}", flush=True)
             results["points"] += measure_system(system, plan, load, images)
+            checkpoint(results)
     finally:
         load.close()
     return results

@@ -66,6 +66,7 @@ async def closed_loop(plan: LoadPlan, first_body: int = 0) -> LoadResult:
         while True:
             data, headers = requests[turn % len(requests)]
             turn += 1
+            sent = time.monotonic()
             started = time.perf_counter()
             try:
                 async with session.post(plan.url, data=data, headers=headers) as response:
@@ -77,6 +78,8 @@ async def closed_loop(plan: LoadPlan, first_body: int = 0) -> LoadResult:
                 status = "conn_error"
             latency = time.perf_counter() - started
             finished = time.monotonic()
+            if plan.window_start <= sent < plan.window_end:
+                result.sent_latencies_s.append(latency if status == "200" else plan.timeout_s)
             if finished >= plan.window_end:
                 return
             if finished >= plan.window_start:

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 BATCH_HISTOGRAM = "resnet_serve_batch_size"  # app/metrics.py: the batch size each image ran in
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass(frozen=True)
@@ -39,19 +40,31 @@ class ServerSample:
         return self.cpu_s - earlier.cpu_s
 
 
-def group_cpu_seconds(group: int) -> float | None:
-    """User + system CPU seconds of the live processes in process group ``group`` (Linux only)."""
-    total, seen = 0, False
+def group_stats(group: int) -> dict[int, list[str]]:
+    """pid -> the fields of ``/proc/<pid>/stat`` after the command name, for each live process in
+    process group ``group`` (Linux only; empty elsewhere). Index ``n - 3`` is field ``n`` of
+    stat(5): state, ppid, pgrp, ..., utime (14), stime (15), ..., rss (24, in pages)."""
+    found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue  # the process ended while we looked
-        # After the command name: state, ppid, pgrp, ... utime is field 14 and stime 15 of stat(5).
         if int(fields[2]) == group:
-            total += int(fields[11]) + int(fields[12])
-            seen = True
-    return total / CLOCK_TICKS if seen else None
+            found[int(stat.parent.name)] = fields
+    return found
+
+
+def group_cpu_seconds(group: int) -> float | None:
+    """User + system CPU seconds of the live processes in process group ``group`` (Linux only)."""
+    stats = group_stats(group).values()
+    return sum(int(f[11]) + int(f[12]) for f in stats) / CLOCK_TICKS if stats else None
+
+
+def group_rss_bytes(group: int) -> int | None:
+    """Resident memory of the live processes in process group ``group`` (Linux only)."""
+    stats = group_stats(group).values()
+    return sum(int(f[21]) for f in stats) * PAGE_BYTES if stats else None
 
 
 def batch_histogram(base_url: str) -> tuple[float, float]:

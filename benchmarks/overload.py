@@ -37,7 +37,7 @@ from benchmarks.bodies import EncodedBody, encode
 from benchmarks.images import photo_jpegs
 from benchmarks.loadgen import LoadPlan, run_plan
 from benchmarks.report import markdown_table
-from benchmarks.servers.process import ServerProcess
+from benchmarks.servers.process import ServerProcess, exit_on_sigterm
 
 BOUND = 32
 SETTINGS = {
@@ -237,7 +237,7 @@ def markdown(results: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    stress.exit_on_sigterm()
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.overload", description=__doc__.splitlines()[0]
     )

@@ -31,7 +31,7 @@ import uvloop
 from benchmarks import hostile, stress
 from benchmarks.images import photo_jpegs
 from benchmarks.report import markdown_table
-from benchmarks.servers.process import ServerProcess
+from benchmarks.servers.process import ServerProcess, exit_on_sigterm
 
 SERVER_TIMEOUT_S = 2.0
 SETTINGS = {"UPLOAD_TIMEOUT_S": str(SERVER_TIMEOUT_S), "HEADER_TIMEOUT_S": str(SERVER_TIMEOUT_S)}
@@ -193,7 +193,7 @@ def markdown(results: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    stress.exit_on_sigterm()
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.soak", description=__doc__.splitlines()[0]
     )

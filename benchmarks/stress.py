@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import shlex
-import signal
 import sys
 import time
 import urllib.request
@@ -20,7 +19,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import aiohttp
@@ -57,16 +55,6 @@ class Check:
     value: str
     target: str
     met: bool
-
-
-def exit_on_sigterm() -> None:
-    """Turn SIGTERM into ``SystemExit``, so the ``with`` block stops the server (which runs in a
-    session of its own, out of reach of a signal sent to our group; see ``benchmarks.cli``)."""
-
-    def leave(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, leave)
 
 
 def add_service_env(parser: argparse.ArgumentParser) -> None:

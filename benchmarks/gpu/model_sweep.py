@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import json
 import math
 import tempfile
 import time
@@ -34,9 +33,11 @@ from pathlib import Path
 import torch
 
 from app.cuda_graphs import CapturedForward
-from app.devices import DTYPES, ModelRunner, RunnerOptions
+from app.devices import DTYPES
+from app.runner import ModelRunner, RunnerOptions
 from app.settings import Settings
 from benchmarks.gpu.bundles import write_random_bundle
+from benchmarks.jsonfile import write_json
 
 WARM_UP_CALLS = 3
 MIN_CALLS = 3
@@ -247,7 +248,7 @@ def main() -> None:
         raise SystemExit(f"error: unknown mode(s) or precision(s): {', '.join(sorted(unknown))}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for results in run(args):
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        write_json(args.out, results)
 
 
 if __name__ == "__main__":

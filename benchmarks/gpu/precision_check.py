@@ -11,7 +11,13 @@ Two models, each on inputs decoded exactly as the service decodes uploads (JPEG 
 
 Every run goes through ``ModelRunner.predict`` with CUDA graphs, as the service runs. The reference
 is the fp32 model on the CPU, which uses no TF32, so even the GPU's fp32 row shows a difference.
-Without CUDA only fp32 on the CPU runs against itself: a check of the path, not of the numbers.
+Beside top-1 agreement each row gives abstain agreement: how often ``app.runner.abstains`` with the
+bundle's calibrated threshold decides the same way as on the reference (the demo's threshold,
+0.99993, sits where a rounding error in the last digits decides; the random bundle has none, so it
+never abstains and agrees trivially). Without CUDA only fp32 on the CPU runs against itself: a
+check of the path, not of the numbers.
+
+The JSON file is rewritten after each model, so a run stopped by a time limit keeps the first.
 
     python -m benchmarks.gpu.precision_check --out runs/gpu/precision.json
 """
@@ -23,7 +29,7 @@ import asyncio
 import io
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +37,11 @@ import torch
 
 from app.model.bundle import read_manifest
 from app.preprocessing import PreprocessingSpec, decode_image, pixel_transform
-from app.runner import ModelRunner, RunnerOptions
+from app.runner import ModelRunner, RunnerOptions, abstains
 from app.training.demo_data import CLASSES, render_image
 from benchmarks.gpu.bundles import write_random_bundle
 from benchmarks.images import photo_jpegs
+from benchmarks.jsonfile import write_json
 
 REPO = Path(__file__).resolve().parents[2]
 UNSEEN_SEEDS = (
@@ -43,6 +50,8 @@ UNSEEN_SEEDS = (
 JPEG_QUALITY = 90
 MAX_PIXELS = 10**8
 PHOTO_SEED = 7  # other photos than the HTTP benchmark's, which uses seed 0
+# No ABSTAIN_LABELS: the service's default settings; the threshold is each bundle's own.
+REJECTED: frozenset[int] = frozenset()
 
 
 def _decoder(spec: PreprocessingSpec) -> Callable[[bytes], torch.Tensor]:
@@ -84,22 +93,34 @@ def probabilities(
     return torch.stack(rows)
 
 
+def abstentions(probabilities: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Per row, whether the service would answer it ``abstained: true``."""
+    return torch.tensor([abstains(row, threshold, REJECTED) for row in probabilities])
+
+
+def _pct(flags: torch.Tensor) -> float:
+    return 100 * flags.float().mean().item()
+
+
 def compare(
-    reference: torch.Tensor, candidate: torch.Tensor, truth: torch.Tensor | None
+    reference: torch.Tensor, candidate: torch.Tensor, truth: torch.Tensor | None, threshold: float
 ) -> dict[str, float | int | None]:
-    """Top-1 agreement, probability differences and (where labels are known) accuracies."""
+    """Top-1 and abstain agreement, probability differences and (where labels are known)
+    accuracies."""
     difference = (candidate - reference).abs()
     top1, reference_top1 = candidate.argmax(1), reference.argmax(1)
+    reference_abstains = abstentions(reference, threshold)
     return {
         "images": len(reference),
-        "top1_agreement_pct": 100 * (top1 == reference_top1).float().mean().item(),
+        "top1_agreement_pct": _pct(top1 == reference_top1),
+        "abstain_threshold": threshold,
+        "abstain_agreement_pct": _pct(abstentions(candidate, threshold) == reference_abstains),
+        "reference_abstain_pct": _pct(reference_abstains),
         "max_abs_diff": difference.max().item(),
         "mean_abs_diff": difference.mean().item(),
         "distinct_top1": reference_top1.unique().numel(),
-        "accuracy_pct": None if truth is None else 100 * (top1 == truth).float().mean().item(),
-        "reference_accuracy_pct": (
-            None if truth is None else 100 * (reference_top1 == truth).float().mean().item()
-        ),
+        "accuracy_pct": None if truth is None else _pct(top1 == truth),
+        "reference_accuracy_pct": None if truth is None else _pct(reference_top1 == truth),
     }
 
 
@@ -113,21 +134,24 @@ def check_model(
     batch: int,
 ) -> list[dict]:
     """One row per precision: that precision on ``device`` against fp32 on the CPU."""
+    threshold = read_manifest(model_dir).abstain_threshold
     reference = probabilities(model_dir, "cpu", "fp32", images, batch)
     rows = []
     for precision in precisions:
         candidate = probabilities(model_dir, device, precision, images, batch)
         row = {"model": name, "precision": precision, "device": device}
-        rows.append(row | compare(reference, candidate, truth))
+        rows.append(row | compare(reference, candidate, truth, threshold))
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace) -> Iterator[dict]:
+    """The demo model, then the random one; after each, every row so far."""
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     precisions = ["fp32", "fp16", "bf16"] if cuda else ["fp32"]
     notes = [] if cuda else ["No CUDA here: fp32 on the CPU against itself; fp16 and bf16 skipped."]
+    setup = {"reference": "fp32 on the CPU", "graphs": cuda, "notes": notes}
     manifest = read_manifest(args.demo_bundle)
     images, labels = demo_inputs(manifest.preprocessing, args.demo_images)
     truth = torch.tensor([manifest.labels.index(label) for label in labels])
@@ -140,6 +164,7 @@ def run(args: argparse.Namespace) -> dict:
         device,
         args.batch,
     )
+    yield setup | {"rows": rows}
     with tempfile.TemporaryDirectory(prefix="precision-check-") as scratch:
         model_dir = write_random_bundle(Path(scratch) / args.arch, args.arch, args.size)
         decode = _decoder(read_manifest(model_dir).preprocessing)
@@ -153,7 +178,7 @@ def run(args: argparse.Namespace) -> dict:
             device,
             args.batch,
         )
-    return {"reference": "fp32 on the CPU", "graphs": cuda, "notes": notes, "rows": rows}
+    yield setup | {"rows": rows}
 
 
 def main() -> None:
@@ -166,9 +191,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = parser.parse_args()
-    results = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    for results in run(args):
+        write_json(args.out, results)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from pathlib import Path
 from benchmarks.gpu.markdown import render
 
 TIMED_OUT = {124, 137}  # timeout's own exit status, and SIGKILL after its grace period
+# check.sh's steps.tsv status for a step it did not run, or whose run only checked the plumbing
+SKIPPED = {"skip": "skipped: no time left", "no-cuda": "skipped: no CUDA"}
 MODEL_TARGET = ("resnet50", "bf16", 224, 25_000.0)  # arch, precision, px, images/s at best batch
 HTTP_TARGET_IMAGES_PER_S = 10_000.0
 HTTP_TARGET_P99_MS = 15.0
@@ -31,8 +33,8 @@ def _json(path: Path) -> dict | None:
 
 
 def _result(rc: str) -> str:
-    if rc == "skip":
-        return "skipped: no time left"
+    if rc in SKIPPED:
+        return SKIPPED[rc]
     if int(rc) == 0:
         return "ok"
     return "timed out" if int(rc) in TIMED_OUT else f"failed (exit {rc})"
@@ -71,9 +73,18 @@ def tests(path: Path) -> dict | None:
     return counts | {"failing": failing}
 
 
-def _target(name: str, value: float | None, goal: float, where: str) -> dict:
-    met = None if value is None else value >= goal
+def _target(name: str, value: float | None, goal: float, where: str, measured: bool) -> dict:
+    """``met`` is None where nothing was measured, False where nothing measured qualified."""
+    met = (value is not None and value >= goal) if measured else None
     return {"name": name, "value": value, "goal": goal, "met": met, "where": where}
+
+
+def qualifies(point: dict) -> bool:
+    """A served point can carry the HTTP target: no failed request, and p99 within the limit
+    over every request sent (``p99_sent_ms``: a failure counts as the client's timeout)."""
+    p99 = point.get("p99_sent_ms")
+    errors = sum(point["errors"].values())
+    return errors == 0 and p99 is not None and p99 <= HTTP_TARGET_P99_MS
 
 
 def targets(sweep: dict | None, http: dict | None) -> list[dict]:
@@ -90,25 +101,24 @@ def targets(sweep: dict | None, http: dict | None) -> list[dict]:
         top and top["images_per_s"],
         goal,
         f"{top['mode']}, batch {top['batch']}" if top else "not measured",
+        measured=bool(best),
     )
-    served = [
-        p
-        for p in (http or {}).get("points", [])
-        if p["system"] != INGRESS_SYSTEM
-        and p["p99_ms"] is not None
-        and p["p99_ms"] <= HTTP_TARGET_P99_MS
-    ]
-    fastest = max(served, key=lambda p: p["images_per_s"], default=None)
+    served = [p for p in (http or {}).get("points", []) if p["system"] != INGRESS_SYSTEM]
+    fastest = max(filter(qualifies, served), key=lambda p: p["images_per_s"], default=None)
     end_to_end = _target(
-        f"HTTP, one JPEG per request, best point with p99 <= {HTTP_TARGET_P99_MS:g} ms",
+        f"HTTP, one JPEG per request, best point with no error and p99 <= "
+        f"{HTTP_TARGET_P99_MS:g} ms over every request sent",
         fastest and fastest["images_per_s"],
         HTTP_TARGET_IMAGES_PER_S,
         (
             f"{fastest['system']}, {fastest['body']}, c={fastest['concurrency']}, "
-            f"p99 {fastest['p99_ms']:.1f} ms"
+            f"p99 {fastest['p99_sent_ms']:.1f} ms"
             if fastest
-            else "no point within the p99 limit"
+            else "no point without errors within the p99 limit"
+            if served
+            else "not measured"
         ),
+        measured=bool(served),
     )
     return [model, end_to_end]
 
@@ -126,6 +136,7 @@ def collect(out: Path, profile: str) -> dict:
         "targets": targets(sweep, http),
         "model_sweep": sweep,
         "precision": _json(out / "precision.json"),
+        "correctness": _json(out / "correctness.json"),
         "http": http,
     }
 

@@ -21,6 +21,8 @@ PACKAGES=(
     pytest pytest-timeout iniconfig pluggy packaging pygments httpx httpcore certifi
     # the HTTP harness's load generator
     aiohttp aiohappyeyeballs aiosignal attrs frozenlist multidict propcache yarl
+    # NVML (pynvml): the correctness step's per-process GPU memory of the server
+    nvidia-ml-py
 )
 LOCKS=(requirements/dev.lock requirements/bench.lock)
 

@@ -28,14 +28,24 @@ from app.settings import Settings
 
 
 class NullModel(nn.Module):
-    """Logits of zeros for every image, without looking at the pixels."""
+    """Logits of zeros for every image, without looking at the pixels.
+
+    It has the features/head split of ``app.model.resnet.ResNet`` (the runner calls the two
+    halves), with no features at all: the head answers zeros of the right shape.
+    """
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
         self.num_classes = num_classes
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(x.shape[0], 0)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return features.new_zeros(features.shape[0], self.num_classes)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(x.shape[0], self.num_classes, device=x.device, dtype=x.dtype)
+        return self.forward_head(self.forward_features(x))
 
 
 def load_null_runner(settings: Settings) -> ModelRunner:

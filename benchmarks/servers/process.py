@@ -15,11 +15,25 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 
 READY_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 30.0
 LOG_TAIL_CHARS = 3000
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into ``SystemExit``, so a ``with ServerProcess(...)`` block stops its server.
+
+    Each server runs in a session of its own (so all of its processes can be stopped together),
+    out of reach of a signal sent to the harness's process group: without this, a harness stopped
+    by ``timeout`` would leave its server holding the port, the cores or the GPU.
+    """
+
+    def leave(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, leave)
 
 
 class ServerStartError(RuntimeError):

@@ -22,13 +22,16 @@ def _best(arch: str, precision: str, mode: str, batch: int, images_per_s: float)
     }
 
 
-def _http_point(system: str, concurrency: int, images_per_s: float, p99_ms: float) -> dict:
+def _http_point(
+    system: str, concurrency: int, images_per_s: float, p99_ms: float, errors: int = 0
+) -> dict:
     return {
         "system": system,
         "body": "multipart",
         "concurrency": concurrency,
         "images_per_s": images_per_s,
-        "p99_ms": p99_ms,
+        "p99_sent_ms": p99_ms,
+        "errors": {"503": errors} if errors else {},
     }
 
 
@@ -67,6 +70,29 @@ def test_targets_take_the_best_mode_and_ignore_the_ingress_ceiling_and_slow_poin
     assert end_to_end["where"] == "gpu-decode, multipart, c=64, p99 9.5 ms"
 
 
+def test_a_point_with_any_error_never_carries_the_http_target() -> None:
+    http = {
+        "points": [
+            _http_point("gpu-decode", 256, 14_000.0, 9.0, errors=1),  # fast, but one 503
+            _http_point("service", 64, 9_000.0, 12.0),
+        ]
+    }
+
+    _, end_to_end = targets(None, http)
+
+    assert (end_to_end["value"], end_to_end["met"]) == (9_000.0, False)
+    assert end_to_end["where"] == "service, multipart, c=64, p99 12.0 ms"
+
+
+def test_http_measured_with_no_qualifying_point_is_not_met_rather_than_not_measured() -> None:
+    http = {"points": [_http_point("service", 256, 12_000.0, 40.0)]}
+
+    _, end_to_end = targets(None, http)
+
+    assert (end_to_end["value"], end_to_end["met"]) == (None, False)
+    assert end_to_end["where"] == "no point without errors within the p99 limit"
+
+
 def test_a_run_at_another_size_measures_no_model_target() -> None:
     sweep = {"size": 64, "best": [_best("resnet50", "bf16", "graphs", 4, 30_000.0)]}
 
@@ -81,6 +107,7 @@ def test_summary_reports_failed_and_timed_out_steps_and_keeps_the_other_numbers(
 ) -> None:
     (tmp_path / "steps.tsv").write_text(
         "tests\t1\t40\t120\nsweep\t0\t80\t150\nhttp\t124\t200\t200\n"
+        "precision\tskip\t0\t0\ncorrectness\tno-cuda\t9\t55\n"
     )
     sweep = {
         "device": "NVIDIA H100",
@@ -95,7 +122,13 @@ def test_summary_reports_failed_and_timed_out_steps_and_keeps_the_other_numbers(
     summary = collect(tmp_path, "full")
     markdown = render(summary)
 
-    assert [s["result"] for s in summary["steps"]] == ["failed (exit 1)", "ok", "timed out"]
+    assert [s["result"] for s in summary["steps"]] == [
+        "failed (exit 1)",
+        "ok",
+        "timed out",
+        "skipped: no time left",
+        "skipped: no CUDA",
+    ]
     assert summary["targets"][0]["met"] is True
     assert "| resnet50 | bf16 | graphs | 128 | 2 | 20,000 | 6.40 | 4.92 | 77 |" in markdown
     assert "## End to end over HTTP" in markdown and "not measured" in markdown

@@ -60,6 +60,8 @@ def test_closed_loop_keeps_concurrency_in_flight_and_counts_statuses() -> None:
     assert summary["images_per_s"] == result.statuses["200"] / 1.0
     assert len(result.latencies_s) == result.statuses["200"]
     assert 5 <= summary["p50_ms"] <= summary["p99_ms"] <= summary["max_ms"]
+    # One request in five is refused: the p99 over every request sent is the client's timeout.
+    assert summary["p99_sent_ms"] == 1000 * LoadPlan.timeout_s
 
 
 def test_a_server_that_is_not_there_counts_as_conn_error() -> None:

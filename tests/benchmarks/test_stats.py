@@ -30,6 +30,21 @@ def test_summary_reports_successes_per_second_and_their_percentiles() -> None:
     assert summary["max_ms"] == pytest.approx(100.0)
 
 
+def test_p99_over_every_request_sent_counts_a_failure_as_the_timeout() -> None:
+    answered = [ms / 1000 for ms in range(1, 99)]  # 98 answers of 1..98 ms
+    result = LoadResult(
+        window_s=1.0,
+        latencies_s=answered,
+        statuses=Counter({"200": 98, "503": 2}),
+        sent_latencies_s=[*answered, 60.0, 60.0],  # two fast 503s, counted as a 60 s timeout
+    )
+
+    summary = result.summary()
+
+    assert summary["p99_ms"] == pytest.approx(97.03)  # the successes alone flatter
+    assert summary["p99_sent_ms"] == pytest.approx(60_000.0)
+
+
 def test_summary_without_a_success_has_no_latency() -> None:
     summary = LoadResult(window_s=1.0, statuses=Counter({"conn_error": 5})).summary()
 
@@ -39,8 +54,8 @@ def test_summary_without_a_success_has_no_latency() -> None:
 
 
 def test_merge_adds_the_processes_of_one_window() -> None:
-    first = LoadResult(1.0, [0.010, 0.020], Counter({"200": 2}), client_cpu_s=0.5)
-    second = LoadResult(1.0, [0.030], Counter({"200": 1, "504": 1}), client_cpu_s=0.25)
+    first = LoadResult(1.0, [0.010, 0.020], Counter({"200": 2}), 0.5, [0.020, 0.010])
+    second = LoadResult(1.0, [0.030], Counter({"200": 1, "504": 1}), 0.25, [60.0])
 
     merged = LoadResult.merge([first, second])
 
@@ -48,6 +63,7 @@ def test_merge_adds_the_processes_of_one_window() -> None:
     assert sorted(merged.latencies_s) == [0.010, 0.020, 0.030]
     assert merged.statuses == Counter({"200": 3, "504": 1})
     assert merged.client_cpu_s == 0.75
+    assert sorted(merged.sent_latencies_s) == [0.010, 0.020, 60.0]
     assert merged.summary()["images_per_s"] == 3.0
 
 

@@ -111,6 +111,7 @@ def test_bad_image_is_counted_as_a_bad_image_rejection(demo_server: ServerProces
         "draining",
         "not_ready",
         "internal",
+        "slow_reader",
     }
     answer = post_image(demo_server, b"not an image")
     assert answer.status_code == 400
