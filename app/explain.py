@@ -3,8 +3,10 @@
 ``Explainer`` keeps its own fp32 copy of the served model, read from the bundle (the serving copy
 may be bf16), so the serving model never carries a hook, a gradient or a graph, and runs on its own
 single thread beside the batcher, never in it.
-At most ``max_pending`` explanations are queued or running; beyond that ``ExplainerBusyError``,
-so a flood of /explain cannot take more than one thread from /predict.
+At most ``max_pending`` explanations are in progress, counted from the request's arrival (its
+upload and decoding included, through ``reserve``) until the thread is done with it; beyond that
+``ExplainerBusyError`` before the body is read, so a flood of /explain can take neither more than
+one thread from /predict nor the decode pool on the way there.
 
 Grad-CAM (Selvaraju et al., 2017) on the last stage: the activations of ``layer4`` weighted by the
 spatial mean of the target logit's gradient with respect to them, summed over channels, ReLU,
@@ -18,7 +20,7 @@ import functools
 import io
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -121,6 +123,40 @@ def _fp32_copy(runner: ModelRunner) -> nn.Module:
     return bundle.model
 
 
+class ExplainSlot:
+    """One place in the explainer's bound, from a request's arrival until its explanation is done.
+
+    Freed when the request's ``with`` block ends, unless its explanation went to the thread: then
+    when the thread is done with it, not when its caller leaves. A pass in progress cannot be
+    stopped, and callers that time out must not pile work up behind it.
+    """
+
+    def __init__(self, release: Callable[[], None]) -> None:
+        self._release = release
+        self._handed_over = False
+        self._freed = False
+        self._lock = threading.Lock()  # freed from the thread's callback or the event loop
+
+    def hand_over(self, job: Future) -> None:
+        """The job holds the place from now on; it frees it when it ends (or is cancelled)."""
+        self._handed_over = True
+        job.add_done_callback(lambda _: self._free())
+
+    def _free(self) -> None:
+        with self._lock:
+            if self._freed:
+                return
+            self._freed = True
+        self._release()
+
+    def __enter__(self) -> ExplainSlot:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if not self._handed_over:
+            self._free()
+
+
 class Explainer:
     """Grad-CAM with a private fp32 copy of the runner's model on its device, on one thread.
 
@@ -150,7 +186,7 @@ class Explainer:
 
     @property
     def pending(self) -> int:
-        """Explanations queued or running on the thread."""
+        """Explanations in progress: reserved, queued or running on the thread."""
         return self._pending
 
     def check_capacity(self) -> None:
@@ -162,26 +198,34 @@ class Explainer:
                 retry_after_s,
             )
 
-    async def explain(self, pixels: Tensor, target: int | None = None) -> Explanation:
-        """Grad-CAM of uint8 ``pixels`` (3, S, S) for class ``target`` (the top class if None).
-
-        Raises ``ExplainerBusyError`` when the queue is full. Cancelling drops a queued
-        explanation; one already computing finishes and keeps its place until it has.
-        """
+    def reserve(self) -> ExplainSlot:
+        """A place among the ``max_pending``, taken at a request's arrival; raises
+        ``ExplainerBusyError`` when none is left. Use it as a context manager around the request."""
         with self._lock:
             self.check_capacity()
             self._pending += 1
+        return ExplainSlot(self._release)
+
+    async def explain(
+        self, pixels: Tensor, target: int | None = None, slot: ExplainSlot | None = None
+    ) -> Explanation:
+        """Grad-CAM of uint8 ``pixels`` (3, S, S) for class ``target`` (the top class if None),
+        in ``slot`` (reserved here when None, raising ``ExplainerBusyError`` when none is left).
+
+        Cancelling drops a queued explanation; one already computing finishes and keeps its
+        place until it has.
+        """
+        if slot is None:
+            with self.reserve() as slot:
+                return await self.explain(pixels, target, slot)
         try:
             job = self._thread.submit(self._timed, pixels, target)
         except RuntimeError:  # closed: the server is shutting down
-            self._release(None)
             raise DrainingError("server is shutting down") from None
-        # Released when the thread is done with the job, not when its caller leaves: a pass in
-        # progress cannot be stopped, and callers that time out must not pile work up behind it.
-        job.add_done_callback(self._release)
+        slot.hand_over(job)
         return await asyncio.wrap_future(job)  # cancelling it cancels the job if not yet started
 
-    def _release(self, _: Future | None) -> None:
+    def _release(self) -> None:
         with self._lock:
             self._pending -= 1
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import torch
 
@@ -30,6 +32,8 @@ from app.pipeline import InferencePipeline
 from app.runner import ScoredClass, abstains
 from app.settings import Settings
 from app.state import Phase, ServiceState
+
+T = TypeVar("T")
 
 DEFAULT_TOP_K = 5
 
@@ -204,6 +208,10 @@ class InferenceCall:
         """Decode untrusted image bytes (within the budgets) and classify them, in order."""
         images = await self.pipeline.prepare_all(uploads, self.ticket)
         return await self.classify(images, top_k)
+
+    async def parse(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` off the event loop, for a body whose parse cost grows with it."""
+        return await self.pipeline.parse(function, *args)
 
     async def decode(self, upload: bytes) -> torch.Tensor:
         """Decode one untrusted image to uint8 model input (3, S, S), as ``classify_encoded`` does,

@@ -138,8 +138,8 @@ class Settings(BaseSettings):
         3,
         ge=1,
         le=64,
-        description="Most /explain requests computing or waiting at once (one computes at a "
-        "time, on its own thread); beyond it 503 explain_busy.",
+        description="Most /explain requests in progress at once, from arrival (one computes at a "
+        "time, on its own thread); beyond it 503 explain_busy before the body is read.",
     )
     drain_timeout_s: float = Field(
         20.0, ge=0, description="On SIGTERM, how long queued work may take to finish."

@@ -116,6 +116,18 @@ class ServerProcess:
         self.log.close()
 
 
+def ready_server(log_dir: Path, **settings: object) -> Iterator[ServerProcess]:
+    """For a module's own server fixture: the demo model (unless ``model_dir`` says otherwise)
+    served with ``settings`` (``header_timeout_s=5`` is RESNET_SERVE_HEADER_TIMEOUT_S), ready."""
+    env = {f"RESNET_SERVE_{k.upper()}": str(v) for k, v in settings.items()}
+    env.setdefault("RESNET_SERVE_MODEL_DIR", str(DEMO_BUNDLE))
+    server = ServerProcess(env, log_dir / "server.log").start()
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Factory: ``start_server(MODEL_DIR=..., MAX_BATCH_SIZE=...)`` starts a server (not waiting)."""

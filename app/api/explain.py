@@ -20,7 +20,7 @@ from app.api.errors import ApiError
 from app.api.inference_errors import inference_errors
 from app.api.predict import ERROR_RESPONSES, REQUEST_BODY
 from app.api.uploads import ImagePart, read_images, until_disconnect, upload_deadline
-from app.explain import Explainer, Explanation, target_index
+from app.explain import Explainer, ExplainSlot, Explanation, target_index
 from app.inference import InferenceCall
 
 router = APIRouter()
@@ -103,12 +103,14 @@ async def explain(
         with service.begin(request.headers.get("content-length")) as call:
             async with call.timeout():
                 explainer = await service.explainer()
-                explainer.check_capacity()  # before the body is read, like admission
-                async with upload_deadline(settings.upload_timeout_s):
-                    parts += await _read_one_image(request, settings.max_body_bytes)
-                request.state.images = 1
-                work = _explain(call, explainer, parts[0].data, index)
-                explanation = await until_disconnect(request, work)
+                # From here to the end of the pass, upload and decoding included; taken before
+                # the body is read, like admission.
+                with explainer.reserve() as slot:
+                    async with upload_deadline(settings.upload_timeout_s):
+                        parts += await _read_one_image(request, settings.max_body_bytes)
+                    request.state.images = 1
+                    work = _explain(call, explainer, slot, parts[0].data, index)
+                    explanation = await until_disconnect(request, work)
     headers = _explained_headers(explanation)
     if format == "json":
         response.headers.update(headers)
@@ -129,9 +131,9 @@ async def _read_one_image(request: Request, max_body_bytes: int) -> list[ImagePa
 
 
 async def _explain(
-    call: InferenceCall, explainer: Explainer, data: bytes, target: int | None
+    call: InferenceCall, explainer: Explainer, slot: ExplainSlot, data: bytes, target: int | None
 ) -> Explanation:
-    return await explainer.explain(await call.decode(data), target)
+    return await explainer.explain(await call.decode(data), target, slot)
 
 
 def _explained_headers(explanation: Explanation) -> dict[str, str]:

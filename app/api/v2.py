@@ -29,7 +29,6 @@ from app.api.v2_codec import (
     PROBABILITIES,
     encode_response,
     parse_request,
-    split_body,
 )
 from app.api.v2_schemas import (
     ModelMetadata,
@@ -237,15 +236,16 @@ async def infer(
         async with call.timeout():
             async with upload_deadline(settings.upload_timeout_s):
                 body = await read_body(request, settings.max_body_bytes)
-            header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
-            parsed = parse_request(header, binary, service.image_shape)
-            if parsed.count > settings.max_images_per_request:
-                raise ApiError(
-                    413,
-                    "too_many_images",
-                    f"{parsed.count} images in one request; the limit is "
-                    f"{settings.max_images_per_request}",
-                )
+            # Off the event loop, which does nothing whose cost grows with what a client sends;
+            # parse_request reads a body's numbers a piece at a time, so the GIL comes back to the
+            # event loop between pieces.
+            parsed = await call.parse(
+                parse_request,
+                body,
+                request.headers.get(HEADER_LENGTH),
+                service.image_shape,
+                settings.max_images_per_request,
+            )
             request.state.images = parsed.count
             # No top-k here: the classification extension ranks the probabilities itself.
             work = (

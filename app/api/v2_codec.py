@@ -15,6 +15,10 @@ order the outputs are listed; a request that names none gets both:
   classification extension (``"classification": k``) it becomes ``BYTES`` ``[N,k]`` of Triton's
   ``"score:index:label"`` strings.
 - ``ABSTAINED``: ``BOOL`` ``[N]``, one byte per element in binary: /predict's ``abstained``.
+
+A request is read off the event loop (``parse_request`` blocks), and what it declares is checked
+against the limits before its data is read: a body within the size limit may declare millions of
+numbers (``app.api.v2_json``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.api.errors import ApiError
+from app.api.v2_json import TooManyValuesError, count_numbers, read_numbers, skim
 from app.errors import InvalidInputError
 from app.inference import ImageResult
 from app.numbers import plain_count
@@ -69,8 +75,16 @@ def _invalid(message: str) -> InvalidInputError:
     return InvalidInputError(message)
 
 
-def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
-    """The JSON header and the binary tail (empty without the binary extension)."""
+def max_header_values(image_shape: tuple[int, ...], max_images: int) -> int:
+    """The most JSON values a header's structure may hold: a ``PIXELS`` tensor nested to rows
+    holds about ``N x (3S + 4)`` of them (each row one ``NumberText``); twice that, and room for
+    the rest of the header."""
+    return 2 * max_images * math.prod(image_shape[:-1]) + 1024
+
+
+def _split_body(body: bytes, header_length: str | None, max_values: int) -> tuple[Any, bytes]:
+    """The JSON header (its long arrays of numbers unread) and the binary tail (empty without
+    the binary extension)."""
     if header_length is None:
         size = len(body)
     elif (length := plain_count(header_length)) is not None and length <= len(body):
@@ -78,9 +92,11 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], 
     else:
         raise _invalid(f"Inference-Header-Content-Length {header_length!r} does not fit the body")
     try:
-        header = json.loads(body[:size])
+        header = skim(body[:size], max_values)
     except json.JSONDecodeError as exc:
         raise _invalid(f"request header is not valid JSON: {exc}") from None
+    except TooManyValuesError as exc:
+        raise _invalid(str(exc)) from None
     except (UnicodeDecodeError, ValueError, RecursionError):
         # Not UTF-8, an integer of thousands of digits, or nesting deeper than Python recurses.
         raise _invalid(
@@ -92,31 +108,44 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], 
 
 
 def parse_request(
-    header: dict[str, Any], binary: bytes, image_shape: tuple[int, ...]
+    body: bytes, header_length: str | None, image_shape: tuple[int, ...], max_images: int
 ) -> InferRequest:
-    """Check a request against the model's inputs; raises ``InvalidInputError`` with the reason."""
+    """Read a request's tensor, checking first what it declares (its input, datatype, shape and
+    sizes) against the model and ``max_images``, so that a request over the limits is refused
+    before any work that grows with its body. Blocks for as long as the body is large: call it
+    off the event loop. Raises ``InvalidInputError`` (400) or a 413 ``ApiError``."""
+    header, binary = _split_body(body, header_length, max_header_values(image_shape, max_images))
     inputs = header.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise _invalid(f"exactly one input is expected: {IMAGE_INPUT} or {PIXELS_INPUT}")
     tensor = inputs[0]
     name, datatype, shape = tensor.get("name"), tensor.get("datatype"), tensor.get("shape")
+    if name not in (IMAGE_INPUT, PIXELS_INPUT):
+        raise _invalid(f"unknown input {name!r}: expected {IMAGE_INPUT} or {PIXELS_INPUT}")
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise _invalid("input shape must be a list of non-negative integers")
+    if shape and shape[0] > max_images:
+        raise ApiError(
+            413,
+            "too_many_images",
+            f"{shape[0]} images in one request; the limit is {max_images}",
+        )
+    request_id = header.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise _invalid("id must be a string")
     raw = _tensor_bytes(tensor, binary)
     if name == IMAGE_INPUT:
         if datatype != "BYTES" or len(shape) != 1 or shape[0] < 1:
             raise _invalid(f"{IMAGE_INPUT} must be BYTES with shape [N], N >= 1")
         images = _binary_bytes(raw, shape[0]) if raw is not None else _json_bytes(tensor, shape[0])
-        return InferRequest(header.get("id"), images, None, _outputs(header))
-    if name == PIXELS_INPUT:
-        expected = [shape[0] if shape else 0, *image_shape]
-        if datatype not in PIXEL_TYPES or shape != expected or shape[0] < 1:
-            raise _invalid(
-                f"{PIXELS_INPUT} must be UINT8 or FP32 with shape [N,"
-                f"{','.join(map(str, image_shape))}], got {datatype} {shape}"
-            )
-        return InferRequest(header.get("id"), None, _pixels(tensor, raw, shape), _outputs(header))
-    raise _invalid(f"unknown input {name!r}: expected {IMAGE_INPUT} or {PIXELS_INPUT}")
+        return InferRequest(request_id, images, None, _outputs(header))
+    expected = [shape[0] if shape else 0, *image_shape]
+    if datatype not in PIXEL_TYPES or shape != expected or shape[0] < 1:
+        raise _invalid(
+            f"{PIXELS_INPUT} must be UINT8 or FP32 with shape [N,"
+            f"{','.join(map(str, image_shape))}], got {datatype} {shape}"
+        )
+    return InferRequest(request_id, None, _pixels(tensor, raw, shape), _outputs(header))
 
 
 def _parameters(holder: dict[str, Any]) -> dict[str, Any]:
@@ -178,11 +207,15 @@ def _pixels(tensor: dict[str, Any], raw: bytes | None, shape: list[int]) -> torc
     else:
         data = tensor.get("data")
         try:
-            array = np.asarray(data, dtype=np.float64).reshape(-1)
-        except (TypeError, ValueError, OverflowError):
+            found = count_numbers(data)
+        except ValueError:
             raise _invalid(f"{PIXELS_INPUT} data must be numbers") from None
-        if array.size != count:
-            raise _invalid(f"{PIXELS_INPUT} has {array.size} values for shape {shape}")
+        if found != count:
+            raise _invalid(f"{PIXELS_INPUT} has {found} values for shape {shape}")
+        try:
+            array = read_numbers(data, count)
+        except (ValueError, OverflowError):
+            raise _invalid(f"{PIXELS_INPUT} data must be numbers") from None
     if not np.all(np.isfinite(array)) or array.min() < 0 or array.max() > 255:
         raise _invalid(f"{PIXELS_INPUT} values must be 0..255")
     return torch.from_numpy(np.rint(array).astype(np.uint8).reshape(shape))

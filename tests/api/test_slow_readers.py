@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.api.test_edge_limits import read_until_closed
-from tests.conftest import DEMO_BUNDLE, ServerProcess
+from tests.conftest import ServerProcess, ready_server
 
 WRITE_TIMEOUT_S = 1.0
 HEADER_TIMEOUT_S = 5.0  # long, so that a close well before it is not the header timer's
@@ -28,17 +28,12 @@ RECEIVE_BUFFER = 4096  # the client's window: the answer stays in the server's b
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {
-        "RESNET_SERVE_MODEL_DIR": str(DEMO_BUNDLE),
-        "RESNET_SERVE_MAX_BATCH_SIZE": "1",
-        "RESNET_SERVE_WRITE_TIMEOUT_S": str(WRITE_TIMEOUT_S),
-        "RESNET_SERVE_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
-    }
-    process = ServerProcess(env, tmp_path_factory.mktemp("readers") / "server.log").start()
-    try:
-        yield process.wait_ready()
-    finally:
-        process.stop()
+    yield from ready_server(
+        tmp_path_factory.mktemp("readers"),
+        max_batch_size=1,
+        write_timeout_s=WRITE_TIMEOUT_S,
+        header_timeout_s=HEADER_TIMEOUT_S,
+    )
 
 
 def _descriptors(server: ServerProcess) -> int:
