@@ -7,7 +7,7 @@ machine that cannot honour it is refused with the same sentence.
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import Literal
 
 import torch
 
@@ -75,7 +75,7 @@ def resolve_precision(requested: str, device: torch.device) -> DtypeName:
         raise DeviceError(f"unknown precision {requested!r}; use auto, {', '.join(DTYPES)}")
     if requested != "fp32" and device.type != "cuda":
         raise DeviceError(f"precision {requested} needs a CUDA device; use fp32 on CPU")
-    return cast(DtypeName, requested)
+    return requested
 
 
 def bind_thread(device: torch.device) -> None:
@@ -96,5 +96,6 @@ def exact_fp32() -> None:
     a difference of about 1e-3 in the probabilities: ``PRECISION=fp32`` asks for float32 and
     gets it. Process-wide: a process serves one model at one precision.
     """
-    torch.backends.cudnn.conv.fp32_precision = "ieee"
+    # Not in torch's stubs, which still describe the older allow_tf32 flags.
+    torch.backends.cudnn.conv.fp32_precision = "ieee"  # type: ignore[attr-defined]
     torch.backends.cuda.matmul.fp32_precision = "ieee"

@@ -101,11 +101,11 @@ def edge_protocol(
     uvicorn builds one protocol per connection with a fixed signature, so they travel as class
     attributes of a subclass made here.
     """
-    attributes = {
-        "settings": settings,
-        "door": staticmethod(door) if door else None,
-        "count_rejection": staticmethod(count_rejection) if count_rejection else None,
-    }
+    attributes: dict[str, object] = {"settings": settings}
+    if door is not None:
+        attributes["door"] = staticmethod(door)
+    if count_rejection is not None:
+        attributes["count_rejection"] = staticmethod(count_rejection)
     return type("EdgeHttpProtocol", (EdgeHttpProtocol,), attributes)
 
 
@@ -140,8 +140,15 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     """One client connection, held to the head limits of ``settings`` (see the module docstring)."""
 
     settings: ClassVar[Settings]
-    door: ClassVar[Door | None] = None
-    count_rejection: ClassVar[RejectionCounter | None] = None
+
+    @staticmethod
+    def door(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> ApiError | None:
+        """Without a door (``edge_protocol`` gives the app's) every request goes on to the app."""
+        return None
+
+    @staticmethod
+    def count_rejection(code: str) -> None:
+        """Without a counter (``edge_protocol`` gives the metrics') nothing is counted."""
 
     def __init__(
         self,
@@ -165,6 +172,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         # pipelined behind this one.
         self.answering: RequestResponseCycle | None = None
 
+    # ignore: uvicorn declares asyncio.Transport where asyncio's Protocol declares BaseTransport.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_header_timer()
@@ -264,11 +272,10 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.in_head = False
         self._cancel_header_timer()
-        if self.door is not None:
-            refused = self.door(self.parser.get_method(), self.url, self.headers)
-            if refused is not None:
-                self._refuse_at_door(refused)
-                return
+        refused = self.door(self.parser.get_method(), self.url, self.headers)
+        if refused is not None:
+            self._refuse_at_door(refused)
+            return
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -372,8 +379,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._cancel_header_timer()
         if not from_door:
             self.logger.warning("rejected a request from %s: %s", self.client, error.message)
-            if self.count_rejection is not None:
-                self.count_rejection(error.code)
+            self.count_rejection(error.code)
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             if cycle.response_started or not cycle.more_body:
@@ -420,5 +426,4 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             self.client,
             self.settings.write_timeout_s,
         )
-        if self.count_rejection is not None:
-            self.count_rejection("write_timeout")
+        self.count_rejection("write_timeout")

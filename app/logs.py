@@ -55,8 +55,9 @@ class TextFormatter(logging.Formatter):
         line = self.formatMessage(record)
         if hasattr(record, "request_id"):
             line += f" id={record.request_id}"
-            if getattr(record, "batch_size", None) is not None:
-                line += f" batch={record.batch_size}"
+            batch_size = getattr(record, "batch_size", None)
+            if batch_size is not None:
+                line += f" batch={batch_size}"
         line = escape_control(line)
         blocks = [self.formatException(record.exc_info) if record.exc_info else record.exc_text]
         if record.stack_info:
@@ -89,7 +90,7 @@ class JsonFormatter(logging.Formatter):
     """
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, str | int | float | None] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,

@@ -12,6 +12,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from app.client.command import Outcome
 from app.client.models import ImageResult, ScoredLabel
 from app.preprocessing import (
@@ -49,7 +51,7 @@ def classify_files(
 def _classify_batch(
     runner: ModelRunner, decode: UploadDecoder, paths: Sequence[Path], k: int, threshold: float
 ) -> list[Outcome]:
-    decoded: dict[int, object] = {}
+    decoded: dict[int, torch.Tensor] = {}
     failures: dict[int, Outcome] = {}
     for index, path in enumerate(paths):
         try:

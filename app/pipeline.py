@@ -149,6 +149,7 @@ class InferencePipeline:
                 task.cancel()
         failed = [task for task in done if not task.cancelled() and task.exception()]
         if failed:
+            # ignore: exception() is not None for the tasks kept in `failed`.
             raise min(failed, key=tasks.index).exception()  # type: ignore[misc]
         return [task.result() for task in tasks]
 
@@ -219,9 +220,12 @@ class InferencePipeline:
         # A daemon thread, not the loop's executor: asyncio.run joins that executor on exit, and
         # a close blocked behind a hung forward pass would hold the process forever.
         closed = threading.Event()
-        threading.Thread(
-            target=lambda: (self.runner.close(), closed.set()), name="runner-close", daemon=True
-        ).start()
+
+        def close_runner() -> None:
+            self.runner.close()
+            closed.set()
+
+        threading.Thread(target=close_runner, name="runner-close", daemon=True).start()
         self.threads_stuck = not await asyncio.to_thread(closed.wait, RUNNER_STOP_TIMEOUT_S)
         if self.threads_stuck:
             logger.error(

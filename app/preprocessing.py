@@ -154,7 +154,9 @@ def _refused_by_pillow(exc: Exception, max_pixels: int) -> ImageTooLargeError:
     return ImageTooLargeError(f"{size}; the limit is {min(max_pixels, ceiling)}")
 
 
-DATASET_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS  # training data is trusted more than uploads
+# Training data is trusted more than uploads: twice Pillow's own limit (read at import, before the
+# service may turn Pillow's check off; 89,478,485 pixels is its documented default).
+DATASET_MAX_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
 
 
 def load_image_file(

@@ -20,7 +20,14 @@ from dataclasses import dataclass
 import torch
 
 from app.cuda_graphs import CapturedForward, batch_buckets
-from app.devices import DTYPES, bind_thread, exact_fp32, resolve_device, resolve_precision
+from app.devices import (
+    DTYPES,
+    DtypeName,
+    bind_thread,
+    exact_fp32,
+    resolve_device,
+    resolve_precision,
+)
 from app.model.bundle import Bundle, load_bundle
 from app.model.resnet import ResNet
 from app.preprocessing import Normalizer
@@ -111,7 +118,7 @@ class ModelRunner:
         self,
         bundle: Bundle,
         device: torch.device,
-        precision: str,
+        precision: DtypeName,
         options: RunnerOptions,
         threads: ThreadPoolExecutor | None = None,
     ) -> None:

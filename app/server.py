@@ -114,10 +114,11 @@ def serve(
             door=admission_door(app.state.service),
             count_rejection=app.state.service.metrics.count_rejection,
         ),
-        timeout_keep_alive=settings.keep_alive_timeout_s,
+        # uvicorn annotates these int but hands them to loop.call_later: fractions of a second work.
+        timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]
         access_log=False,
         log_config=None,
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,  # type: ignore[arg-type]
         server_header=False,
     )
     server = DrainingServer(config, app.state.service)

@@ -35,8 +35,12 @@ def install_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc
     def asset(request: Request, name: str) -> str:
         return prefixed(request, f"{DOCS_ASSETS_URL}/{name}")
 
+    schema_url = app.openapi_url
+    if schema_url is None:
+        raise ValueError("the docs pages need the app's OpenAPI schema (openapi_url is None)")
+
     def openapi_url(request: Request) -> str:
-        return prefixed(request, app.openapi_url)
+        return prefixed(request, schema_url)
 
     @app.get(docs_url, include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:

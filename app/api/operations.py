@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -13,13 +14,13 @@ from app.api.errors import retry_after_headers
 from app.api.schemas import HealthResponse, LivenessResponse
 
 router = APIRouter()
-NOT_LIVE = {
+NOT_LIVE: dict[int | str, dict[str, Any]] = {
     503: {
         "model": LivenessResponse,
         "description": "Start-up failed for good, or a batch is stuck: restart.",
     }
 }
-NOT_READY = {
+NOT_READY: dict[int | str, dict[str, Any]] = {
     503: {
         "model": HealthResponse,
         "description": "Starting, draining, failed or stuck: send no traffic here now.",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -49,7 +49,7 @@ def _too_large(limit: int) -> ApiError:
     return ApiError(413, "payload_too_large", f"request body exceeds the limit of {limit} bytes")
 
 
-async def _limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
+async def _limited_stream(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
     declared = request.headers.get("content-length")
     length = plain_count(declared)
     if length is not None and length > limit:
@@ -136,6 +136,7 @@ async def _read_multipart(request: Request, limit: int, max_images: int) -> list
             raise ApiError(
                 400, "no_file", "no image found: send multipart fields 'file' or 'files'"
             )
+        files: list[tuple[str, UploadFile]] = []
         for field, value in uploads:
             if not isinstance(value, UploadFile):
                 raise ApiError(
@@ -144,8 +145,9 @@ async def _read_multipart(request: Request, limit: int, max_images: int) -> list
                     f"field '{field}' holds text, not a file: send it with a filename "
                     f"(curl -F {field}=@photo.jpg)",
                 )
+            files.append((field, value))
         parts = []
-        for position, (field, upload) in enumerate(uploads):
+        for position, (field, upload) in enumerate(files):
             label = f"{field}[{position}]" + (f" ({upload.filename})" if upload.filename else "")
             parts.append(ImagePart(label, await upload.read()))
         return parts

@@ -251,6 +251,7 @@ async def infer(
             work = (
                 call.classify_encoded(parsed.images)
                 if parsed.images is not None
+                # ignore: a parsed request has images or pixels, never neither (parse_request).
                 else call.classify_pixels(parsed.pixels)  # type: ignore[arg-type]
             )
             results = await until_disconnect(request, work)

@@ -68,6 +68,7 @@ class InferRequest:
 
     @property
     def count(self) -> int:
+        # ignore: images or pixels is set, never neither (parse_request builds it so).
         return len(self.images) if self.images is not None else len(self.pixels)  # type: ignore[arg-type]
 
 

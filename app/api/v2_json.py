@@ -16,8 +16,10 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from json.decoder import JSONArray, JSONObject
-from json.scanner import py_make_scanner
+
+# Undocumented but stable from 3.11 to 3.13; not in typeshed (see the module docstring).
+from json.decoder import JSONArray, JSONObject  # type: ignore[attr-defined]
+from json.scanner import py_make_scanner  # type: ignore[attr-defined]
 from typing import Any
 
 import numpy as np

@@ -18,7 +18,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import torch
 from pydantic import (
@@ -36,7 +36,7 @@ from app.model.resnet import ResNet, build_resnet, check_arch
 from app.preprocessing import PreprocessingSpec
 
 logger = logging.getLogger(__name__)
-FORMAT_VERSION = 1
+FORMAT_VERSION: Final = 1
 MANIFEST_FILE = "model.json"
 WEIGHTS_FILE = "model.safetensors"
 HASH_CHUNK_BYTES = 1 << 20
