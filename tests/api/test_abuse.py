@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import DEMO_BUNDLE, ServerProcess, encode, known_image
+from tests.waiting import wait_for, wait_for_async
 
 JPEG = encode(known_image("circle", 0))
 
@@ -58,10 +59,7 @@ def _saturation(server: ServerProcess) -> float:
 
 
 def _wait_idle(server: ServerProcess, timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while _saturation(server) > 0:
-        assert time.monotonic() < deadline, "admitted work was never released"
-        time.sleep(0.05)
+    wait_for(lambda: _saturation(server) == 0, timeout_s, "admitted work released")
 
 
 def test_overload_is_refused_at_the_door_fast_and_every_admitted_request_succeeds(
@@ -115,8 +113,11 @@ def test_a_refused_request_keeps_its_connection_for_the_next_one(
             busy = asyncio.create_task(
                 client.post("/predict", content=JPEG, headers={"Content-Type": "image/jpeg"})
             )
-            while (await client.get("/health")).json()["saturation"] < 1:
-                await asyncio.sleep(0.01)
+
+            async def full() -> bool:
+                return (await client.get("/health")).json()["saturation"] >= 1
+
+            await wait_for_async(full, 30, "the one request admitted")
             post = (
                 b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
                 b"Content-Length: %d\r\n\r\n" % len(JPEG)
@@ -187,8 +188,7 @@ def test_a_request_of_big_images_does_not_hold_up_a_small_one(server: ServerProc
                 return time.monotonic() - started
 
             big = asyncio.create_task(timed(_files(*[BIG_PNG] * 4)))
-            while _saturation(server) == 0:
-                await asyncio.sleep(0.01)
+            await asyncio.to_thread(wait_for, lambda: _saturation(server) > 0, 30, "admitted")
             small = await timed(_files(JPEG))
             return await big, small
 
@@ -287,10 +287,7 @@ def test_bodies_past_the_in_flight_byte_budget_are_refused_at_the_door(start_ser
         b"Content-Length: 1000000\r\n\r\n"
     )
     with _raw_request(server, stalled_head):  # holds 1,000,000 bytes while it (never) uploads
-        deadline = time.monotonic() + 10
-        while _saturation(server) < 0.6:
-            assert time.monotonic() < deadline, "the stalled upload was never admitted"
-            time.sleep(0.01)
+        wait_for(lambda: _saturation(server) >= 0.6, 10, "the stalled upload admitted")
         refused = httpx.post(
             server.url + "/predict", content=bytes(600_000), headers={"Content-Type": "image/jpeg"}
         )

@@ -16,6 +16,7 @@ from PIL import Image
 
 from tests.api.faulty_server import WARMUP_FAILURE
 from tests.conftest import DEMO_BUNDLE, ServerProcess, encode, known_image
+from tests.waiting import wait_for_async
 
 BLACK = encode(Image.new("RGB", (64, 64)), "PNG")  # the cue for tests/api/faulty_server.py
 JPEG = encode(known_image("circle", 0))
@@ -129,11 +130,20 @@ def test_a_second_sigterm_ends_the_drain_at_once_and_answers_every_request(
                 )
                 for _ in range(20)
             ]
-            while (await client.get("/health")).json()["saturation"] < 0.05:
-                await asyncio.sleep(0.01)
-            await asyncio.sleep(0.3)
+
+            async def health() -> dict:
+                return (await client.get("/health")).json()
+
+            async def admitted() -> bool:
+                return (await health())["saturation"] >= 0.05
+
+            async def draining() -> bool:
+                return (await health())["status"] == "draining"
+
+            await wait_for_async(admitted, 30, "work admitted")
             server.process.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.3)
+            # The second signal only once the first is handled: two at once may arrive as one.
+            await wait_for_async(draining, 10, "the drain begun")
             server.process.send_signal(signal.SIGTERM)
             return await asyncio.gather(*posts)
 

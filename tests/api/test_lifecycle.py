@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from tests.conftest import ServerProcess, encode, known_image
+from tests.waiting import wait_for, wait_for_async
 
 JPEG = encode(known_image("circle", 0))
 
@@ -37,8 +39,15 @@ async def _concurrent_posts(url: str, count: int) -> list[httpx.Response]:
         )
 
 
-def _in_flight(metrics_text: str) -> float:
-    return float(re.search(r"^resnet_serve_requests_in_flight (\S+)$", metrics_text, re.M)[1])
+def in_flight_at_least(client: httpx.AsyncClient, count: int) -> Callable[[], Awaitable[bool]]:
+    """A condition for ``wait_for_async``: at least ``count`` requests in flight on the server."""
+
+    async def condition() -> bool:
+        text = (await client.get("/metrics")).text
+        found = re.search(r"^resnet_serve_requests_in_flight (\S+)$", text, re.M)
+        return found is not None and float(found[1]) >= count
+
+    return condition
 
 
 def test_live_before_ready_during_warm_up(start_server, slow_bundle: Path) -> None:
@@ -82,10 +91,13 @@ def test_sigterm_under_load_answers_every_admitted_request_and_refuses_new_work_
                 for _ in range(clients)
             ]
             # Wait until most are admitted; 20 batches of two keep the server busy for seconds.
-            while _in_flight((await client.get("/metrics")).text) < clients * 3 // 4:
-                await asyncio.sleep(0.01)
+            await wait_for_async(in_flight_at_least(client, clients * 3 // 4), 30, "admitted")
             server.process.terminate()
-            await asyncio.sleep(0.2)
+
+            async def draining() -> bool:
+                return (await client.get("/health/ready")).json()["status"] == "draining"
+
+            await wait_for_async(draining, 10, "the drain begun")
             ready = (await client.get("/health/ready")).status_code
             refused = await client.post(
                 "/predict", content=JPEG, headers={"Content-Type": "image/jpeg"}
@@ -118,8 +130,7 @@ def test_drain_timeout_bounds_the_shutdown(start_server, slow_bundle: Path) -> N
                 )
                 for _ in range(20)
             ]
-            while _in_flight((await client.get("/metrics")).text) < 10:
-                await asyncio.sleep(0.01)
+            await wait_for_async(in_flight_at_least(client, 10), 30, "ten admitted")
             server.process.terminate()
             return await asyncio.gather(*posts, return_exceptions=True)
 
@@ -177,23 +188,23 @@ def test_client_that_goes_away_is_dropped_before_compute(start_server, slow_bund
             kept = asyncio.create_task(
                 client.post("/predict", content=JPEG, headers={"Content-Type": "image/jpeg"})
             )
-            while _in_flight((await client.get("/metrics")).text) < 1:
-                await asyncio.sleep(0.01)
+            await wait_for_async(in_flight_at_least(client, 1), 30, "the first admitted")
             for _ in range(3):  # queued behind the first, then hung up on
                 _, writer = await asyncio.open_connection("127.0.0.1", server.port)
                 writer.write(request)
                 await writer.drain()
-                while _in_flight((await client.get("/metrics")).text) < 2:
-                    await asyncio.sleep(0.01)
+                await wait_for_async(in_flight_at_least(client, 2), 30, "one more admitted")
                 writer.close()
                 await writer.wait_closed()
             return await kept
 
     assert asyncio.run(scenario()).status_code == 200
     server.wait_until("/health/ready", 200)
-    deadline = time.monotonic() + 10
-    while 'status="499"} 3.0' not in (metrics := server.get("/metrics").text):
-        assert time.monotonic() < deadline, metrics
-        time.sleep(0.05)
+
+    def metrics_with_three_499s() -> str:
+        text = server.get("/metrics").text
+        return text if 'status="499"} 3.0' in text else ""
+
+    metrics = wait_for(metrics_with_three_499s, 10, "three requests counted as 499")
     assert "resnet_serve_images_total 1.0" in metrics  # the three were never computed
     assert "Exception in ASGI application" not in server.logs()

@@ -151,16 +151,28 @@ def test_health_reports_the_loaded_model(demo_server: ServerProcess) -> None:
 
 
 def test_metrics_count_requests_and_images(demo_server: ServerProcess) -> None:
-    httpx.post(
+    ok = (("route", "/predict"), ("status", "200"))
+
+    def counts() -> tuple[float, float, float]:
+        metrics = demo_server.metrics()
+        return (
+            metrics["resnet_serve_requests_total"].get(ok, 0.0),
+            metrics["resnet_serve_images_total"][()],
+            metrics["resnet_serve_batch_size_count"][()],
+        )
+
+    before = counts()
+    response = httpx.post(
         demo_server.url + "/predict",
-        content=encode(known_image("ring", 7)),
-        headers={"Content-Type": "image/jpeg"},
+        files=[
+            ("files", (f"{i}.jpg", encode(known_image("ring", i)), "image/jpeg")) for i in (7, 9)
+        ],
     )
-    text = demo_server.get("/metrics").text
-    assert 'resnet_serve_requests_total{route="/predict",status="200"}' in text
-    assert "resnet_serve_images_total" in text
-    assert "resnet_serve_queue_depth 0.0" in text
-    assert "resnet_serve_batch_size_bucket" in text
+    assert response.status_code == 200
+    requests, images, batches = (a - b for a, b in zip(counts(), before, strict=True))
+    # One request of two images, in one batch or two; nothing left queued.
+    assert (requests, images) == (1, 2) and batches in (1, 2)
+    assert demo_server.metrics()["resnet_serve_queue_depth"][()] == 0
 
 
 def test_image_is_preprocessed_like_training(demo_server: ServerProcess) -> None:

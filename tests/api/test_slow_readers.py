@@ -18,6 +18,7 @@ import pytest
 
 from tests.api.test_edge_limits import read_until_closed
 from tests.conftest import ServerProcess, ready_server
+from tests.waiting import wait_for
 
 WRITE_TIMEOUT_S = 1.0
 HEADER_TIMEOUT_S = 5.0  # long, so that a close well before it is not the header timer's
@@ -56,16 +57,6 @@ def _small_window_connection(server: ServerProcess) -> socket.socket:
     return sock
 
 
-def _wait_for(condition, timeout_s: float) -> float:  # type: ignore[no-untyped-def]
-    """Seconds until ``condition()`` held; fails after ``timeout_s``."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout_s:
-            pytest.fail(f"not within {timeout_s} s")
-        time.sleep(0.05)
-    return time.monotonic() - started
-
-
 def test_clients_that_never_read_are_cut_off_and_their_descriptors_freed(
     server: ServerProcess,
 ) -> None:
@@ -76,13 +67,16 @@ def test_clients_that_never_read_are_cut_off_and_their_descriptors_freed(
     try:
         for client in clients:
             client.sendall(LARGE_ANSWER)
-        _wait_for(lambda: _descriptors(server) >= descriptors + NON_READERS, 5)
+        wait_for(lambda: _descriptors(server) >= descriptors + NON_READERS, 5, "all connected")
         # Every connection is held while its answer waits, then cut at the write timeout.
-        seconds = _wait_for(lambda: _descriptors(server) <= descriptors + 2, WRITE_TIMEOUT_S + 5)
+        started = time.monotonic()
+        wait_for(
+            lambda: _descriptors(server) <= descriptors + 2, WRITE_TIMEOUT_S + 5, "descriptors back"
+        )
     finally:
         for client in clients:
             client.close()
-    assert seconds < WRITE_TIMEOUT_S + 4
+    assert time.monotonic() - started < WRITE_TIMEOUT_S + 4
     after = server.rejections()
     assert after["slow_reader"] - before["slow_reader"] == NON_READERS
     assert after["internal"] == before["internal"]  # an abandoned answer is no server error
