@@ -7,8 +7,6 @@ others start in is deterministic."""
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import threading
 from collections.abc import Awaitable
 
@@ -116,18 +114,3 @@ def test_a_closed_pool_refuses_work_and_drops_what_waits() -> None:
             await pool.run(len, "x", cost=SMALL)
 
     asyncio.run(scenario())
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="threads have their own priority on Linux")
-def test_decode_threads_yield_to_the_model_and_the_event_loop() -> None:
-    pool = FairDecodePool(1)
-
-    def niceness() -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-    async def scenario() -> int:
-        return await pool.run(niceness, cost=LARGE)
-
-    assert asyncio.run(scenario()) == min(niceness() + decode_pool.DECODE_NICENESS, 19)
-    assert niceness() == os.getpriority(os.PRIO_PROCESS, 0)  # the event loop's thread unchanged
-    pool.shutdown()
