@@ -17,6 +17,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from app.api import explain, model_info, operations, page, predict, v2
 from app.api.auth import inference_dependencies
+from app.api.dependencies import route_matcher
 from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
 from app.api.observer import RequestObserver
@@ -31,6 +32,8 @@ from app.settings import Settings
 from app.state import ServiceState
 
 logger = logging.getLogger("resnet_serve")
+# The routes that run the model: behind the API keys, and admitted by the door before their bodies.
+INFERENCE_ROUTERS = (predict.router, explain.router, v2.infer_router)
 
 
 async def _warm_up(service: InferenceService, pipeline: InferencePipeline) -> None:
@@ -154,9 +157,12 @@ def create_app(
     )
     install_error_handlers(app)
     keyed = inference_dependencies(settings)
-    app.include_router(predict.router, dependencies=keyed)
-    app.include_router(explain.router, dependencies=keyed)
-    app.include_router(v2.infer_router, dependencies=keyed)
+    for router in INFERENCE_ROUTERS:
+        app.include_router(router, dependencies=keyed)
+    # The HTTP layer's door (app.server) admits requests to exactly these routes.
+    app.state.inference_route = route_matcher(
+        [route for router in INFERENCE_ROUTERS for route in router.routes]
+    )
     app.include_router(v2.router)
     app.include_router(operations.router)
     app.include_router(model_info.router)

@@ -111,7 +111,7 @@ def serve(
         lifespan="on",
         http=edge_protocol(
             settings,
-            door=admission_door(app.state.service),
+            door=admission_door(app.state.service, app.state.inference_route),
             count_rejection=app.state.service.metrics.count_rejection,
         ),
         # uvicorn annotates these int but hands them to loop.call_later: fractions of a second work.

@@ -2,31 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute
 
 from app.admission import body_reservation
 from app.api.errors import ApiError, retry_after_headers
 from app.http_protocol import Door, request_path
 from app.inference import InferenceService
 
+RouteMatcher = Callable[[bytes], str | None]
 
-def inference_route(path: bytes) -> str | None:
-    """The route template of an inference path (/predict, /explain, v2 infer), else None.
+
+def route_matcher(routes: Sequence[BaseRoute]) -> RouteMatcher:
+    """``path -> the template of the route among ``routes`` it would reach``, else None: the
+    inference routes as the app registers them (``INFERENCE_ROUTERS``), never repeated as strings.
 
     The template, never the raw path, labels the metrics: a client choosing model names in
     /v2/models/{name}/infer must not be able to mint new time series.
     """
-    if path in (b"/predict", b"/explain"):
-        return path.decode()
-    if not (path.startswith(b"/v2/models/") and path.endswith(b"/infer")):
-        return None
-    versioned = b"/versions/" in path
-    return "/v2/models/{name}/versions/{version}/infer" if versioned else "/v2/models/{name}/infer"
+    compiled = [(route.path_regex, route.path) for route in routes if isinstance(route, APIRoute)]
+
+    def match(path: bytes) -> str | None:
+        text = path.decode("latin-1")
+        return next((template for regex, template in compiled if regex.match(text)), None)
+
+    return match
 
 
-def admission_door(service: InferenceService) -> Door:
+def admission_door(service: InferenceService, inference_route: RouteMatcher) -> Door:
     """The HTTP layer's check as a request's headers complete, before the app sees it.
 
     An inference request that admission would refuse is answered 503 from there, at a fraction of
