@@ -153,13 +153,16 @@ class InferencePipeline:
             raise min(failed, key=tasks.index).exception()  # type: ignore[misc]
         return [task.result() for task in tasks]
 
-    def _on_gpu(self, header: ImageHeader) -> bool:
-        return self.gpu_decoder is not None and self.gpu_decoder.takes(header)
+    def _gpu_decoder_for(self, header: ImageHeader) -> GpuJpegDecoder | None:
+        """The nvJPEG decoder if it is to decode ``header``'s image, else None (Pillow)."""
+        if self.gpu_decoder is not None and self.gpu_decoder.takes(header):
+            return self.gpu_decoder
+        return None
 
     def _decode_cost(self, header: ImageHeader) -> int:
         """Pixels decoding ``header``'s image produces: full size with nvJPEG, which has no draft
         mode, so the budgets bound its GPU memory too."""
-        if self._on_gpu(header):
+        if self._gpu_decoder_for(header) is not None:
             return header.width * header.height
         return header.decode_cost(self.decode.draft_size)
 
@@ -183,8 +186,8 @@ class InferencePipeline:
     ) -> torch.Tensor:
         try:
             async with slots:
-                if self.gpu_decoder is not None and self._on_gpu(header):
-                    on_gpu = await self.gpu_decoder.decode(EncodedJpeg(data, cost))
+                if (gpu_decoder := self._gpu_decoder_for(header)) is not None:
+                    on_gpu = await gpu_decoder.decode(EncodedJpeg(data, cost))
                     if on_gpu is not None:
                         return on_gpu
                 decoded = await self.decode_pool.run(self.decode, data, cost=cost)

@@ -39,7 +39,8 @@ def client_closed() -> ApiError:
     return ApiError(499, "client_closed_request", "client disconnected before the answer")
 
 
-def _too_many(max_images: int, count: str) -> ApiError:
+def too_many_images(max_images: int, count: str) -> ApiError:
+    """The 413 for a request of more images than one may hold, whatever its protocol."""
     return ApiError(
         413, "too_many_images", f"{count} images in one request; the limit is {max_images}"
     )
@@ -128,7 +129,7 @@ async def _read_multipart(request: Request, limit: int, max_images: int) -> list
         form = await parser.parse()
     except MultiPartException as exc:
         if exc.message.startswith("Too many files"):
-            raise _too_many(max_images, f"more than {max_images}") from exc
+            raise too_many_images(max_images, f"more than {max_images}") from exc
         raise ApiError(400, "malformed_multipart", f"malformed multipart body: {exc}") from exc
     try:
         uploads = [(field, value) for field, value in form.multi_items() if field in FILE_FIELDS]

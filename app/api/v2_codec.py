@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.api.errors import ApiError
+from app.api.uploads import too_many_images
 from app.api.v2_json import TooManyValuesError, count_numbers, read_numbers, skim
 from app.errors import InvalidInputError
 from app.inference import ImageResult
@@ -126,11 +126,7 @@ def parse_request(
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise _invalid("input shape must be a list of non-negative integers")
     if shape and shape[0] > max_images:
-        raise ApiError(
-            413,
-            "too_many_images",
-            f"{shape[0]} images in one request; the limit is {max_images}",
-        )
+        raise too_many_images(max_images, str(shape[0]))
     request_id = header.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise _invalid("id must be a string")
