@@ -1,6 +1,6 @@
 """Every serving setting, in one pydantic-settings class read from ``RESNET_SERVE_*`` variables.
 
-The object is built once (by the CLI or by ``app.main``) and passed down as a value: nothing reads the
+The object is built once (by the CLI or by ``app.edge.application``) and passed down as a value: nothing reads the
 environment anywhere else, so tests can start apps with different settings side by side.
 """
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from app.memory import MemoryTrimmer, rss_bytes, trim_heap
 from app.model.bundle import read_manifest
-from app.preprocessing import UploadDecoder, decode_image
+from app.model.preprocessing import UploadDecoder, decode_image
+from app.serving.memory import MemoryTrimmer, rss_bytes, trim_heap
 from app.settings import Settings
 
 WIDTH, HEIGHT = 6000, 4000

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-BATCH_HISTOGRAM = "resnet_serve_batch_size"  # app/metrics.py: the batch size each image ran in
+BATCH_HISTOGRAM = (
+    "resnet_serve_batch_size"  # app/serving/metrics.py: the batch size each image ran in
+)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 

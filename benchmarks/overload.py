@@ -51,7 +51,7 @@ IDLE_SAMPLES = 5
 CLIENT_TIMEOUT_S = 60.0  # past the service's 30 s deadline: a timeout here is a lost request
 TARGET_REFUSAL_P99_MS = 50.0
 RECOVERY_FACTOR, RECOVERY_SLACK_MS = 2.0, 20.0
-REFUSED = "resnet_serve_admission_refused"  # app/metrics.py
+REFUSED = "resnet_serve_admission_refused"  # app/serving/metrics.py
 PERCENTILES = ("p50", "p99", "max")  # the keys of stress.percentiles_ms
 
 

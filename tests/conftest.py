@@ -23,8 +23,8 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.model.bundle import BundleManifest, save_bundle
+from app.model.preprocessing import PreprocessingSpec
 from app.model.resnet import ResNet, build_resnet
-from app.preprocessing import PreprocessingSpec
 from app.training.demo_data import CLASSES, render_image
 
 REPO = Path(__file__).resolve().parent.parent

@@ -32,8 +32,8 @@ from pydantic import (
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from app.model.preprocessing import PreprocessingSpec
 from app.model.resnet import ResNet, build_resnet, check_arch
-from app.preprocessing import PreprocessingSpec
 
 logger = logging.getLogger(__name__)
 FORMAT_VERSION: Final = 1

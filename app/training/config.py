@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from app.model.preprocessing import PreprocessingSpec
 from app.model.resnet import ARCHITECTURES
-from app.preprocessing import PreprocessingSpec
 from app.training.checkpoint import CHECKPOINT_FILE
 from app.training.optim import OPTIMIZER_DEFAULTS, OptimizerName
 
-# How the bundle stores its weights, in app.devices' names; serving casts them to its precision.
+# How the bundle stores its weights, in app.model.devices' names; serving casts them to its precision.
 WeightsDtype = Literal["fp16", "fp32"]
 WEIGHTS_DTYPES: tuple[WeightsDtype, ...] = ("fp16", "fp32")
 RESIZE_RATIO = 0.875  # the usual ImageNet crop: 224 of 256

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from app.preprocessing import ImageDecodeError, ImageTooLargeError, load_image_file
+from app.model.preprocessing import ImageDecodeError, ImageTooLargeError, load_image_file
 
 logger = logging.getLogger(__name__)
 

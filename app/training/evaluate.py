@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from app.devices import resolve_device
 from app.model.bundle import Bundle, load_bundle, write_manifest
-from app.preprocessing import eval_transform
+from app.model.devices import resolve_device
+from app.model.preprocessing import eval_transform
 from app.training.calibration import (
     DEFAULT_TARGET_RECALL,
     CalibrationFit,
@@ -32,8 +32,8 @@ from app.training.data import (
     scan_image_folder,
     scan_unlabelled_folder,
 )
-from app.training.metrics import ClassificationReport, confusion_matrix
 from app.training.runtime import Precision
+from app.training.scores import ClassificationReport, confusion_matrix
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from app.devices import DTYPES, resolve_device
 from app.model.bundle import (
     MANIFEST_FILE,
     BundleManifest,
@@ -26,14 +25,14 @@ from app.model.bundle import (
     Provenance,
     save_bundle,
 )
+from app.model.devices import DTYPES, resolve_device
+from app.model.preprocessing import PreprocessingSpec, eval_transform, train_transform
 from app.model.resnet import ResNet, build_resnet
-from app.preprocessing import PreprocessingSpec, eval_transform, train_transform
 from app.training.calibration import CalibrationFit, fit_calibration
 from app.training.checkpoint import TrainingCheckpoint
 from app.training.config import FinetuneConfig
 from app.training.data import ImageDataset, Sample, make_loader, scan_image_folder, stratified_split
 from app.training.evaluate import EvalResult, evaluate_model
-from app.training.metrics import ClassificationReport
 from app.training.optim import build_optimizer, head_lr, parameter_groups, warmup_cosine
 from app.training.plots import (
     CONFUSION_FILE,
@@ -43,6 +42,7 @@ from app.training.plots import (
 )
 from app.training.recipe import apply_recipe
 from app.training.runtime import Precision, seed_everything
+from app.training.scores import ClassificationReport
 from app.training.trainer import Trainer
 from app.training.weights import StartingWeights, load_backbone, resolve_starting_weights
 

@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from app.training.metrics import ClassificationReport
+from app.training.scores import ClassificationReport
 
 CURVES_FILE = "training_curves.png"
 CONFUSION_FILE = "confusion_matrix.png"

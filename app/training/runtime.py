@@ -1,7 +1,7 @@
 """How training runs on its device: seeding and mixed precision.
 
 Kept apart from the loop so ``evaluate`` and ``finetune`` autocast the same way; the device itself
-and the dtype names come from ``app.devices``, shared with serving.
+and the dtype names come from ``app.model.devices``, shared with serving.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from app.devices import DTYPES, half_dtype
+from app.model.devices import DTYPES, half_dtype
 
 
 def seed_everything(seed: int) -> None:
@@ -27,7 +27,7 @@ def seed_everything(seed: int) -> None:
 class Precision:
     """Mixed precision for one device: autocast on CUDA only; a loss scaler only for float16.
 
-    The half type is ``app.devices.half_dtype``: bfloat16 where the GPU has it (float32's exponent
+    The half type is ``app.model.devices.half_dtype``: bfloat16 where the GPU has it (float32's exponent
     range, so gradients cannot underflow and need no scaler), else float16. CPU autocast is slower
     than float32 for convolutions on most CPUs, so CPU stays float32.
     """

@@ -21,8 +21,8 @@ from app.model.bundle import (
     load_torchvision_checkpoint,
     read_manifest,
 )
+from app.model.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Interpolation
 from app.model.resnet import ResNet
-from app.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Interpolation
 
 HEAD_PREFIX = "fc."
 IMAGENET_SIZES = (224, 256)  # torchvision's ImageNet crop and resize

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from app.model.bundle import BundleManifest, Provenance, save_bundle
+from app.model.preprocessing import PreprocessingSpec
 from app.model.resnet import ARCHITECTURES, build_resnet
-from app.preprocessing import PreprocessingSpec
 
 IMAGENET_CLASSES = 1000
 RESIZE_RATIO = 256 / 224  # ImageNet's evaluation recipe: resize the shorter side, crop the centre

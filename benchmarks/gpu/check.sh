@@ -113,7 +113,7 @@ SCRATCH=$(mktemp -d)
 trap 'rm -rf "$SCRATCH"' EXIT
 
 run_step imports python3 -c 'import importlib, pkgutil
-import app.main, app.cli, benchmarks.cli, benchmarks.loadgen, benchmarks.gpu, tests.conftest
+import app.edge.application, app.cli.main, benchmarks.cli, benchmarks.loadgen, benchmarks.gpu, tests.conftest
 for module in pkgutil.iter_modules(benchmarks.gpu.__path__, "benchmarks.gpu."):
     importlib.import_module(module.name)'
 # Plugins named, not discovered: the machine's own pytest plugins may not suit the carried pytest.

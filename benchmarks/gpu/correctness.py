@@ -5,7 +5,7 @@ The demo bundle is served by ``resnet-serve serve`` in one variant after another
 ``--clients`` concurrent clients (the project's own ``app.client``, one image per request, every
 upload ``--repeats`` times) with the mixed uploads of ``mixed_images`` (500x375 and 4000x3000
 JPEGs, PNGs, EXIF-rotated JPEGs). The reference is the CPU path: the service's own decoding and the
-fp32 model on the CPU (``app.offline``, what ``resnet-serve predict --bundle`` runs).
+fp32 model on the CPU (``app.cli.offline``, what ``resnet-serve predict --bundle`` runs).
 
 On CUDA the variants are ``GPU_DECODE`` off and on (both with CUDA graphs, as the service defaults)
 and CUDA graphs off; the labels with graphs on and off are also compared with each other. Without
@@ -41,9 +41,9 @@ from pathlib import Path
 
 import torch
 
-from app.client.command import Outcome, classify_all
+from app.cli.offline import classify_files
+from app.cli.predict import Outcome, classify_all
 from app.client.models import ResnetConnectionError
-from app.offline import classify_files
 from app.settings import Settings
 from benchmarks.gpu import server_memory
 from benchmarks.gpu.mixed_images import Upload, mixed_uploads, write_uploads
@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> dict:
     results: dict = {
         "bundle": str(args.bundle),
         "reference": "the CPU path: the service's decoding and the fp32 model on the CPU "
-        "(app.offline)",
+        "(app.cli.offline)",
         "clients": args.clients,
         "repeats": args.repeats,
         "tie_margin": TIE_MARGIN,

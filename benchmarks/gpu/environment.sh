@@ -35,7 +35,7 @@ print("\n".join(p for p in sys.path if p.endswith(("site-packages", "dist-packag
     # .pth lines join sys.path after the environment's own site-packages: the machine's torch, then
     # this checkout (the project is used from here, as an editable install would be).
     printf '%s\n' "$base_paths" "$PWD" >"$site/gpu-check-base.pth"
-    printf '#!%s\nimport sys\n\nfrom app.cli import main\n\nsys.exit(main())\n' \
+    printf '#!%s\nimport sys\n\nfrom app.cli.main import main\n\nsys.exit(main())\n' \
         "$GPU_CHECK_ENV/bin/python3" >"$GPU_CHECK_ENV/bin/resnet-serve"
     chmod +x "$GPU_CHECK_ENV/bin/resnet-serve"
     export PATH="$GPU_CHECK_ENV/bin:$PATH"

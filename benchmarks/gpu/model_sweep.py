@@ -2,7 +2,7 @@
 
 For each architecture, precision, mode and batch size, a uint8 batch already on the device goes
 through ``ModelRunner._compute`` (normalise -> forward -> softmax): called directly in ``eager``
-mode, replayed from ``app.cuda_graphs.CapturedForward`` in ``graphs`` mode, so what is measured is
+mode, replayed from ``app.serving.cuda_graphs.CapturedForward`` in ``graphs`` mode, so what is measured is
 exactly what the service runs. Each point is timed with CUDA events, after warm-up calls (cuDNN
 autotuning happens there), as the fastest of three runs that together last ``--seconds``. Then, at each (arch, precision)'s best point,
 one line for the whole ``ModelRunner.predict`` path (host uint8 -> pinned stack -> copy -> forward
@@ -32,9 +32,9 @@ from pathlib import Path
 
 import torch
 
-from app.cuda_graphs import CapturedForward
-from app.devices import DTYPES
-from app.runner import ModelRunner, RunnerOptions
+from app.model.devices import DTYPES
+from app.serving.cuda_graphs import CapturedForward
+from app.serving.runner import ModelRunner, RunnerOptions
 from app.settings import Settings
 from benchmarks.gpu.bundles import write_random_bundle
 from benchmarks.jsonfile import write_json

@@ -11,7 +11,7 @@ Two models, each on inputs decoded exactly as the service decodes uploads (JPEG 
 
 Every run goes through ``ModelRunner.predict`` with CUDA graphs, as the service runs. The reference
 is the fp32 model on the CPU, which uses no TF32, so even the GPU's fp32 row shows a difference.
-Beside top-1 agreement each row gives abstain agreement: how often ``app.runner.abstains`` with the
+Beside top-1 agreement each row gives abstain agreement: how often ``app.serving.runner.abstains`` with the
 bundle's calibrated threshold decides the same way as on the reference (the demo's threshold,
 0.99993, sits where a rounding error in the last digits decides; the random bundle has none, so it
 never abstains and agrees trivially). Without CUDA only fp32 on the CPU runs against itself: a
@@ -36,8 +36,8 @@ import numpy as np
 import torch
 
 from app.model.bundle import read_manifest
-from app.preprocessing import PreprocessingSpec, decode_image, pixel_transform
-from app.runner import ModelRunner, RunnerOptions, abstains
+from app.model.preprocessing import PreprocessingSpec, decode_image, pixel_transform
+from app.serving.runner import ModelRunner, RunnerOptions, abstains
 from app.training.demo_data import CLASSES, render_image
 from benchmarks.gpu.bundles import write_random_bundle
 from benchmarks.images import photo_jpegs
@@ -55,7 +55,7 @@ REJECTED: frozenset[int] = frozenset()
 
 
 def _decoder(spec: PreprocessingSpec) -> Callable[[bytes], torch.Tensor]:
-    """JPEG bytes -> uint8 model input, as ``app.pipeline`` prepares an upload."""
+    """JPEG bytes -> uint8 model input, as ``app.serving.pipeline`` prepares an upload."""
     transform = pixel_transform(spec)
     return lambda data: transform(decode_image(data, MAX_PIXELS, spec.resize_size))
 

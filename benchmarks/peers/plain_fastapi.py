@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request, UploadFile
 
-from app.preprocessing import ImageDecodeError, ImageTooLargeError
+from app.model.preprocessing import ImageDecodeError, ImageTooLargeError
 from benchmarks.classifier import Classifier
 from benchmarks.peers.options import peer_options
 

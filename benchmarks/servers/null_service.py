@@ -19,11 +19,11 @@ import sys
 import torch
 from torch import nn
 
-from app.logs import configure_logging
-from app.main import load_runner
-from app.replicas import serve_replicas
-from app.runner import ModelRunner
-from app.server import serve
+from app.edge.application import load_runner
+from app.edge.logs import configure_logging
+from app.edge.replicas import serve_replicas
+from app.edge.server import serve
+from app.serving.runner import ModelRunner
 from app.settings import Settings
 
 

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 
 import torch
 
-from app.main import load_runner
-from app.runner import ModelRunner
-from app.server import serve
+from app.edge.application import load_runner
+from app.edge.server import serve
+from app.serving.runner import ModelRunner
 from app.settings import Settings
 
 NEVER = threading.Event()

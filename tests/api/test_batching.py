@@ -8,7 +8,7 @@ import httpx
 import torch
 
 from app.model.bundle import load_bundle
-from app.preprocessing import decode_image, eval_transform
+from app.model.preprocessing import decode_image, eval_transform
 from app.training.demo_data import CLASSES
 from tests.conftest import DEMO_BUNDLE, encode, known_image
 

@@ -14,8 +14,13 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from app.image_header import read_header
-from app.preprocessing import ImageDecodeError, ImageTooLargeError, PreprocessingSpec, UploadDecoder
+from app.model.preprocessing import (
+    ImageDecodeError,
+    ImageTooLargeError,
+    PreprocessingSpec,
+    UploadDecoder,
+)
+from app.serving.image_header import read_header
 from tests.conftest import ServerProcess, encode, known_image
 
 SEEDS = {

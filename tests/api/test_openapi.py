@@ -11,7 +11,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from app.main import create_app
+from app.edge.application import create_app
 from app.settings import Settings
 from tests.conftest import DEMO_BUNDLE
 

@@ -9,7 +9,7 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
+from app.edge.application import create_app
 from app.settings import Settings
 from tests.conftest import DEMO_BUNDLE, ServerProcess
 

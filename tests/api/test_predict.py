@@ -249,7 +249,7 @@ def test_an_abstain_label_the_bundle_lacks_stops_start_up_with_one_line(start_se
 
 def test_a_runner_loaded_by_the_caller_is_checked_for_abstain_labels_too() -> None:
     """Benchmarks and replicas load their own runner; a misspelt label must not pass silently."""
-    from app.main import create_app, load_runner
+    from app.edge.application import create_app, load_runner
     from app.model.bundle import BundleError
     from app.settings import Settings
 

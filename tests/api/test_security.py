@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.api.auth import ApiKeysError, load_api_keys
-from app.main import create_app
+from app.edge.application import create_app
+from app.edge.routes.auth import ApiKeysError, load_api_keys
 from app.settings import Settings
 from tests.conftest import DEMO_BUNDLE, ServerProcess, encode, known_image
 

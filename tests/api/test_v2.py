@@ -12,7 +12,7 @@ import tritonclient.http as triton
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from app.preprocessing import PreprocessingSpec, pixel_transform
+from app.model.preprocessing import PreprocessingSpec, pixel_transform
 from app.training.demo_data import CLASSES
 from tests.conftest import DEMO_BUNDLE, ServerProcess, encode, known_image
 

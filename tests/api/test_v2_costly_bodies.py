@@ -19,8 +19,8 @@ import httpx
 import numpy as np
 import pytest
 
-from app.api.v2_codec import InferRequest, max_header_values, parse_request
-from app.errors import InvalidInputError
+from app.edge.routes.v2_codec import InferRequest, max_header_values, parse_request
+from app.serving.errors import InvalidInputError
 from tests.conftest import DEMO_BUNDLE, ServerProcess
 
 MODEL = json.loads((DEMO_BUNDLE / "model.json").read_text())

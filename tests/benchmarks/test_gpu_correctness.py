@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from app.client.command import Outcome
+from app.cli.predict import Outcome
 from app.client.models import ImageResult, ScoredLabel
-from app.preprocessing import decode_image
+from app.model.preprocessing import decode_image
 from benchmarks.gpu import correctness
 from benchmarks.gpu.correctness import TIE_MARGIN, compare_graphs, mismatches
 from benchmarks.gpu.markdown import render

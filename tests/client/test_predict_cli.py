@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.cli import main
+from app.cli.main import main
 from app.client import ResnetClient, ResnetServeError
 from tests.conftest import CLI, REPO, ServerProcess, encode, free_port, known_image
 

@@ -12,8 +12,8 @@ import tomllib
 
 from starlette.routing import Match
 
-from app.main import create_app
-from app.metrics import ServiceMetrics
+from app.edge.application import create_app
+from app.serving.metrics import ServiceMetrics
 from app.settings import Settings
 from tests.conftest import CLI
 from tests.deploy.manifests import (

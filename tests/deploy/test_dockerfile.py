@@ -185,8 +185,8 @@ def test_dockerignore_keeps_venv_git_tests_data_and_caches_out_of_the_context() 
         "pyproject.toml",
         "README.md",
         "requirements/runtime.lock",
-        "app/main.py",
-        "app/api/predict.py",
+        "app/edge/application.py",
+        "app/edge/routes/predict.py",
         "models/demo/model.json",
     ):
         assert not _ignored(path, patterns), f"{path} is copied by the Dockerfile but ignored"

@@ -1,4 +1,4 @@
-"""app.healthcheck.probe against a tiny standard-library HTTP server on 127.0.0.1."""
+"""app.cli.healthcheck.probe against a tiny standard-library HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from app.healthcheck import HEALTHY, UNHEALTHY, probe
+from app.cli.healthcheck import HEALTHY, UNHEALTHY, probe
 from tests.deploy.manifests import healthcheck, read_dockerfile, venv_tool
 
 RELEASE = threading.Event()  # holds the /hang handler until the test is over

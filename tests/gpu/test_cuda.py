@@ -8,16 +8,16 @@ import httpx
 import pytest
 import torch
 
-from app.devices import DeviceError, resolve_device
-from app.gpu_decode import EncodedJpeg, GpuJpegDecoder
 from app.model.bundle import load_bundle
-from app.preprocessing import decode_image, eval_transform, pixel_transform
-from app.runner import ModelRunner, RunnerOptions, abstains
+from app.model.devices import DeviceError, resolve_device
+from app.model.preprocessing import decode_image, eval_transform, pixel_transform
+from app.serving.gpu_decode import EncodedJpeg, GpuJpegDecoder
+from app.serving.runner import ModelRunner, RunnerOptions, abstains
 from app.training.demo_data import CLASSES
 from tests.conftest import DEMO_BUNDLE, encode, known_image
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-# fp32 on the GPU is IEEE fp32 (the runner turns TF32 off, app.devices.exact_fp32), so only the
+# fp32 on the GPU is IEEE fp32 (the runner turns TF32 off, app.model.devices.exact_fp32), so only the
 # order of summation differs from the CPU: 1e-4 of a probability. The half types round the body's
 # activations (8 and 11 significant bits); the head stays fp32.
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 3e-2}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.cli import main
+from app.cli.main import main
 from app.model.bundle import MANIFEST_FILE, WEIGHTS_FILE, load_bundle
 
 ImageFolderWriter = Callable[..., Path]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.cli import main
+from app.cli.main import main
 from app.training import demo_data
 from app.training.demo_data import (
     CLASSES,

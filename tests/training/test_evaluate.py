@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.cli import main
-from app.training.metrics import ClassificationReport, confusion_matrix
+from app.cli.main import main
+from app.training.scores import ClassificationReport, confusion_matrix
 
 ImageFolderWriter = Callable[..., Path]
 

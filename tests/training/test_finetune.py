@@ -15,10 +15,10 @@ import torch
 import torchvision
 from safetensors import safe_open
 
-from app.cli import main
+from app.cli.main import main
 from app.model.bundle import BundleError, BundleManifest, load_bundle, save_bundle
+from app.model.preprocessing import PreprocessingSpec
 from app.model.resnet import build_resnet
-from app.preprocessing import PreprocessingSpec
 from app.training.checkpoint import TrainingCheckpoint
 from app.training.config import FinetuneConfig
 from app.training.data import DatasetError, scan_image_folder, stratified_split

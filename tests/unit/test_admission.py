@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.admission import (
+from app.serving.admission import (
     MAX_RETRY_AFTER_S,
     MIN_RETRY_AFTER_S,
     AdmissionGate,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from app.batcher import (
+from app.serving.batcher import (
     BatcherClosedError,
     BatcherError,
     BatchSizeMismatchError,

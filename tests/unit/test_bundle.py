@@ -25,8 +25,8 @@ from app.model.bundle import (
     save_bundle,
     write_manifest,
 )
+from app.model.preprocessing import PreprocessingSpec
 from app.model.resnet import ResNet, build_resnet
-from app.preprocessing import PreprocessingSpec
 
 LABELS = ["cat", "dog", "fox"]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from app.cli import TRAINING_COMMANDS, build_parser, main
+from app.cli.main import TRAINING_COMMANDS, build_parser, main
+from app.cli.training import COMMAND_NAMES
+from app.cli.training import build_parser as training_parser
 from app.settings import Settings
-from app.training.cli import COMMAND_NAMES
-from app.training.cli import build_parser as training_parser
 
 
 def test_training_commands_are_listed_with_the_same_names() -> None:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from app.cuda_graphs import batch_buckets, bucket_for
+from app.serving.cuda_graphs import batch_buckets, bucket_for
 
 
 @pytest.mark.parametrize(

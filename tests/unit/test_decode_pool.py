@@ -12,8 +12,8 @@ from collections.abc import Awaitable
 
 import pytest
 
-from app import decode_pool
-from app.decode_pool import FairDecodePool
+from app.serving import decode_pool
+from app.serving.decode_pool import FairDecodePool
 
 LARGE, SMALL = 40_000_000, 200_000
 

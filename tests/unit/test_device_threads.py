@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from app.explain import _explainer_thread
-from app.gpu_decode import GpuJpegDecoder, StreamOrder
-from app.preprocessing import PreprocessingSpec
-from app.runner import RunnerOptions, inference_threads
+from app.model.preprocessing import PreprocessingSpec
+from app.serving.explainer import _explainer_thread
+from app.serving.gpu_decode import GpuJpegDecoder, StreamOrder
+from app.serving.runner import RunnerOptions, inference_threads
 
 SECOND_GPU = torch.device("cuda", 1)
 

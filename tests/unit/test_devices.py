@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.devices import DeviceError, half_dtype, resolve_device, resolve_precision
+from app.model.devices import DeviceError, half_dtype, resolve_device, resolve_precision
 
 CPU = torch.device("cpu")
 

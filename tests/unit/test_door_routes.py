@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi.routing import APIRoute
 
-from app.main import INFERENCE_ROUTERS, create_app
+from app.edge.application import INFERENCE_ROUTERS, create_app
 from app.settings import Settings
 from tests.conftest import DEMO_BUNDLE
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from app.errors import DrainingError, InvalidParameterError
-from app.explain import Explainer, ExplainerBusyError, Explanation, grad_cam, target_index
 from app.model.bundle import load_bundle
-from app.preprocessing import pixel_transform
-from app.runner import ModelRunner, RunnerOptions
+from app.model.preprocessing import pixel_transform
+from app.serving.errors import DrainingError, InvalidParameterError
+from app.serving.explainer import Explainer, ExplainerBusyError, Explanation, grad_cam, target_index
+from app.serving.runner import ModelRunner, RunnerOptions
 from app.training.demo_data import render_image
 from tests.conftest import DEMO_BUNDLE
 

@@ -12,10 +12,16 @@ import pytest
 import torch
 from PIL import Image
 
-from app import gpu_decode
-from app.gpu_decode import EncodedJpeg, GpuJpegDecoder, StreamOrder, call_groups, gpu_decodable
-from app.image_header import read_header
-from app.preprocessing import PreprocessingSpec, decode_image, pixel_transform
+from app.model.preprocessing import PreprocessingSpec, decode_image, pixel_transform
+from app.serving import gpu_decode
+from app.serving.gpu_decode import (
+    EncodedJpeg,
+    GpuJpegDecoder,
+    StreamOrder,
+    call_groups,
+    gpu_decodable,
+)
+from app.serving.image_header import read_header
 
 SPEC = PreprocessingSpec(input_size=56, resize_size=64)
 

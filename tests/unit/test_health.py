@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from app.api.schemas import HealthResponse
-from app.health import HealthReport
+from app.serving.health import HealthReport
+from app.wire.rest import HealthResponse
 
 
 def test_health_report_has_the_documented_fields_in_order() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.http_protocol import request_path
+from app.edge.http_protocol import request_path
 
 
 @pytest.mark.parametrize(

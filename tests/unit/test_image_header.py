@@ -7,8 +7,8 @@ import io
 import pytest
 from PIL import Image
 
-from app.image_header import read_header
-from app.preprocessing import ImageDecodeError, ImageTooLargeError
+from app.model.preprocessing import ImageDecodeError, ImageTooLargeError
+from app.serving.image_header import read_header
 from tests.conftest import png_claiming
 
 

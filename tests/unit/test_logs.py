@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.logs import JsonFormatter, TextFormatter, configure_logging, escape_control
+from app.edge.logs import JsonFormatter, TextFormatter, configure_logging, escape_control
 
 FORGED_PATH = "/predict\r\n2026-01-01 00:00:00,000 INFO resnet_serve.access: forged"
 

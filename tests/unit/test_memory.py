@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from app import memory
-from app.memory import MemoryTrimmer, rss_bytes, trim_heap
+from app.serving import memory
+from app.serving.memory import MemoryTrimmer, rss_bytes, trim_heap
 
 MB = 2**20
 needs_proc = pytest.mark.skipif(rss_bytes() is None, reason="no /proc/self/statm")

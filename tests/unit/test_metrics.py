@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from app.metrics import REJECTION_REASONS
+from app.serving.metrics import REJECTION_REASONS
 from tests.conftest import REPO
 
 RAISED_CODE = re.compile(r'ApiError\(\s*\d+,\s*"(\w+)"')

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.numbers import plain_count
+from app.serving.numbers import plain_count
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from app.model.bundle import load_bundle
-from app.pipeline import DecodeBudgetError, InferencePipeline
-from app.runner import ModelRunner, RunnerOptions
+from app.serving.pipeline import DecodeBudgetError, InferencePipeline
+from app.serving.runner import ModelRunner, RunnerOptions
 from app.settings import Settings
 from tests.conftest import DEMO_BUNDLE
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from app.preprocessing import (
+from app.model.preprocessing import (
     ImageDecodeError,
     ImageTooLargeError,
     PreprocessingSpec,

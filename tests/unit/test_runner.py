@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from app.devices import DeviceError
-from app.main import load_runner
+from app.edge.application import load_runner
 from app.model.bundle import Calibration, load_bundle, write_manifest
-from app.preprocessing import eval_transform, pixel_transform
-from app.runner import ModelRunner, RunnerOptions, replica_memory_fraction
+from app.model.devices import DeviceError
+from app.model.preprocessing import eval_transform, pixel_transform
+from app.serving.runner import ModelRunner, RunnerOptions, replica_memory_fraction
 from app.settings import Settings
 from app.training.demo_data import CLASSES
 from tests.conftest import DEMO_BUNDLE, known_image, write_bundle

@@ -1,4 +1,4 @@
-"""What the HTTP edge (app/http_protocol.py) takes from uvicorn's httptools protocol, pinned.
+"""What the HTTP edge (app/edge/http_protocol.py) takes from uvicorn's httptools protocol, pinned.
 
 ``EdgeHttpProtocol`` subclasses uvicorn's ``HttpToolsProtocol``: it overrides parser callbacks and
 calls methods and reads attributes that are uvicorn's internals, not its API. The behaviour is

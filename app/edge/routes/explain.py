@@ -1,0 +1,159 @@
+"""POST /explain: one image in, a Grad-CAM heat map of one class out (PNG overlay or JSON).
+
+Admitted, deadlined and decoded exactly like /predict; the Grad-CAM itself runs on the
+``Explainer``'s own thread and model copy (``app.serving.explainer``), which the service makes on the first
+request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import string
+from typing import Annotated, Literal
+from urllib.parse import quote
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.edge.http_errors import ApiError
+from app.edge.routes.dependencies import ServiceDep
+from app.edge.routes.inference_errors import inference_errors
+from app.edge.routes.predict import ERROR_RESPONSES, REQUEST_BODY
+from app.edge.routes.uploads import ImagePart, read_images, until_disconnect, upload_deadline
+from app.serving.explainer import Explainer, ExplainSlot, Explanation, target_index
+from app.serving.service import InferenceCall
+
+router = APIRouter()
+
+# Printable ASCII but "%" passes unchanged; anything else in a label is percent-encoded UTF-8.
+_HEADER_SAFE = "".join(c for c in string.printable if c.isprintable() and c != "%")
+
+
+class ExplainResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "label": "star",
+                    "index": 5,
+                    "score": 0.9999976,
+                    "width": 112,
+                    "height": 112,
+                    # Two of the 112 rows, four of their 112 values each: a real map is 112 x 112.
+                    "map": [[0.0, 0.0012, 0.0031, 0.0057], [0.0008, 0.4127, 0.8621, 0.9655]],
+                }
+            ]
+        }
+    )
+
+    label: str = Field(description="The class explained.")
+    index: int = Field(description="Its position in the model's label list.")
+    score: float = Field(description="Its softmax probability.")
+    width: int = Field(description="Width of the map: the model's input size.")
+    height: int = Field(description="Height of the map: the model's input size.")
+    map: list[list[float]] = Field(
+        description="Grad-CAM, rows top to bottom, 0..1, over the centre crop the model saw."
+    )
+
+
+EXPLAINED_HEADERS = {
+    "X-Explained-Label": "The class explained (non-ASCII characters and % percent-encoded).",
+    "X-Explained-Index": "Its position in the model's label list.",
+    "X-Explained-Score": "Its softmax probability.",
+}
+
+RESPONSES: dict[int | str, dict] = {
+    **ERROR_RESPONSES,
+    200: {
+        "description": "format=png: the heat map (jet, alpha 0.5) over the model's input crop; "
+        "format=json: the map itself.",
+        "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+        "headers": {name: {"description": text} for name, text in EXPLAINED_HEADERS.items()},
+    },
+}
+
+
+@router.post(
+    "/explain",
+    response_model=ExplainResponse,
+    responses=RESPONSES,
+    openapi_extra={"requestBody": REQUEST_BODY},
+)
+async def explain(
+    request: Request,
+    response: Response,
+    service: ServiceDep,
+    target: Annotated[
+        str | None,
+        Query(description="Class to explain: a label, or an index; default the top class."),
+    ] = None,
+    format: Annotated[
+        Literal["png", "json"],
+        Query(description="png: an overlay image; json: the map as numbers."),
+    ] = "png",
+) -> Response | ExplainResponse:
+    """Show which part of one image (multipart field ``file``, or a raw image body) made the model
+    answer a class: Grad-CAM from the last stage, at the model's input size."""
+    settings = service.settings
+    parts: list[ImagePart] = []
+    with inference_errors(
+        request.state.request_id, settings.request_timeout_s, lambda _: parts[0].name
+    ):
+        index = target_index(service.manifest.labels, target)
+        with service.begin(request.headers.get("content-length")) as call:
+            async with call.timeout():
+                explainer = await service.explainer()
+                # From here to the end of the pass, upload and decoding included; taken before
+                # the body is read, like admission.
+                with explainer.reserve() as slot:
+                    async with upload_deadline(settings.upload_timeout_s):
+                        parts += await _read_one_image(request, settings.max_body_bytes)
+                    request.state.images = 1
+                    work = _explain(call, explainer, slot, parts[0].data, index)
+                    explanation = await until_disconnect(request, work)
+    headers = _explained_headers(explanation)
+    if format == "json":
+        response.headers.update(headers)
+        return await asyncio.to_thread(_as_json, explanation)
+    png = await asyncio.to_thread(explanation.overlay_png)
+    return Response(png, media_type="image/png", headers=headers)
+
+
+async def _read_one_image(request: Request, max_body_bytes: int) -> list[ImagePart]:
+    try:
+        return await read_images(request, max_body_bytes, max_images=1)
+    except ApiError as exc:
+        if exc.code != "too_many_images":
+            raise
+        raise ApiError(
+            413, "too_many_images", "/explain takes one image per request; send one 'file'"
+        ) from exc
+
+
+async def _explain(
+    call: InferenceCall, explainer: Explainer, slot: ExplainSlot, data: bytes, target: int | None
+) -> Explanation:
+    return await explainer.explain(await call.decode(data), target, slot)
+
+
+def _explained_headers(explanation: Explanation) -> dict[str, str]:
+    return {
+        "X-Explained-Label": quote(explanation.label, safe=_HEADER_SAFE),
+        "X-Explained-Index": str(explanation.index),
+        "X-Explained-Score": f"{explanation.score:.6f}",
+    }
+
+
+def _as_json(explanation: Explanation) -> ExplainResponse:
+    height, width = explanation.cam.shape
+    rows = (
+        explanation.cam.double().mul(1e4).round().div(1e4).tolist()
+    )  # 4 decimals: a third the bytes
+    return ExplainResponse(
+        label=explanation.label,
+        index=explanation.index,
+        score=explanation.score,
+        width=width,
+        height=height,
+        map=rows,
+    )

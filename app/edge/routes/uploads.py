@@ -1,0 +1,172 @@
+"""Read the images of a /predict request: multipart parts or a raw body, within the size limits.
+
+The body is consumed as a stream and refused with 413 as soon as it passes ``max_body_bytes``, so an
+oversized upload is never held in memory whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from fastapi import Request
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
+
+from app.edge.http_errors import ApiError
+from app.serving.numbers import plain_count
+
+FILE_FIELDS = ("file", "files")
+RAW_CONTENT_TYPES = ("application/octet-stream",)
+MAX_TEXT_FIELDS = 100
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    """One uploaded image: a name for error messages and its undecoded bytes."""
+
+    name: str
+    data: bytes
+
+
+def client_closed() -> ApiError:
+    """Nobody reads this answer (nginx's 499); it exists for the log line and the metrics."""
+    return ApiError(499, "client_closed_request", "client disconnected before the answer")
+
+
+def too_many_images(max_images: int, count: str) -> ApiError:
+    """The 413 for a request of more images than one may hold, whatever its protocol."""
+    return ApiError(
+        413, "too_many_images", f"{count} images in one request; the limit is {max_images}"
+    )
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "payload_too_large", f"request body exceeds the limit of {limit} bytes")
+
+
+async def _limited_stream(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
+    declared = request.headers.get("content-length")
+    length = plain_count(declared)
+    if length is not None and length > limit:
+        raise _too_large(limit)
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise _too_large(limit)
+            yield chunk
+    except ClientDisconnect:
+        raise client_closed() from None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it passes ``limit`` bytes."""
+    return b"".join([chunk async for chunk in _limited_stream(request, limit)])
+
+
+@contextlib.asynccontextmanager
+async def upload_deadline(timeout_s: float) -> AsyncIterator[None]:
+    """408 if the body is not in within ``timeout_s``: stalled, trickling or shorter than declared."""
+    try:
+        async with asyncio.timeout(timeout_s) as upload:
+            yield
+    except TimeoutError:
+        if not upload.expired():
+            raise
+        raise ApiError(
+            408,
+            "upload_timeout",
+            f"request body not received within {timeout_s}s",
+            {"Connection": "close"},
+        ) from None
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work`` (after the body has been read) but cancel it if the client disconnects, so
+    its images are dropped from the decode pool and the queue instead of occupying them for nobody."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if not watcher.done():
+            raise  # the server is cancelling this request, not the client
+        raise client_closed() from None
+    finally:
+        watcher.cancel()
+
+
+async def _read_raw(request: Request, limit: int) -> list[ImagePart]:
+    data = await read_body(request, limit)
+    if not data:
+        raise ApiError(400, "empty_body", "request body is empty; send image bytes")
+    return [ImagePart("body", data)]
+
+
+async def _read_multipart(request: Request, limit: int, max_images: int) -> list[ImagePart]:
+    parser = MultiPartParser(
+        request.headers,
+        _limited_stream(request, limit),
+        max_files=max_images,
+        max_fields=MAX_TEXT_FIELDS,
+        max_part_size=limit,
+    )
+    parser.spool_max_size = limit  # parts are read straight back: keep them in memory, not in /tmp
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        if exc.message.startswith("Too many files"):
+            raise too_many_images(max_images, f"more than {max_images}") from exc
+        raise ApiError(400, "malformed_multipart", f"malformed multipart body: {exc}") from exc
+    try:
+        uploads = [(field, value) for field, value in form.multi_items() if field in FILE_FIELDS]
+        if not uploads:
+            raise ApiError(
+                400, "no_file", "no image found: send multipart fields 'file' or 'files'"
+            )
+        files: list[tuple[str, UploadFile]] = []
+        for field, value in uploads:
+            if not isinstance(value, UploadFile):
+                raise ApiError(
+                    400,
+                    "no_file",
+                    f"field '{field}' holds text, not a file: send it with a filename "
+                    f"(curl -F {field}=@photo.jpg)",
+                )
+            files.append((field, value))
+        parts = []
+        for position, (field, upload) in enumerate(files):
+            label = f"{field}[{position}]" + (f" ({upload.filename})" if upload.filename else "")
+            parts.append(ImagePart(label, await upload.read()))
+        return parts
+    finally:
+        await form.close()
+
+
+async def read_images(request: Request, max_body_bytes: int, max_images: int) -> list[ImagePart]:
+    """Return the request's images in order, or raise ``ApiError`` (400, 413 or 415)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        return await _read_multipart(request, max_body_bytes, max_images)
+    if content_type.startswith("image/") or content_type in RAW_CONTENT_TYPES:
+        return await _read_raw(request, max_body_bytes)
+    shown = content_type or "none"
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        f"content type {shown} is not accepted; use multipart/form-data, image/* "
+        "or application/octet-stream",
+    )

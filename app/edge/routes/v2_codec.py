@@ -1,0 +1,306 @@
+"""Open Inference Protocol (KServe v2 / Triton REST) bodies: requests in, responses out.
+
+Inputs the model accepts (one per request):
+
+- ``IMAGE``: ``BYTES`` ``[N]``, N encoded images (JPEG, PNG, ...), decoded like /predict's uploads.
+  In JSON each element is a base64 string (JSON cannot carry raw bytes); with the binary tensor
+  extension each is a 4-byte little-endian length and the bytes, as Triton serialises ``BYTES``.
+- ``PIXELS``: ``UINT8`` or ``FP32`` ``[N,3,S,S]``, RGB pixels 0..255 already at the model's input size
+  (no resize or crop; the model's normalisation is applied as for every image).
+
+Outputs, each as JSON or, when asked (``binary_data``), as raw bytes after the JSON header, in the
+order the outputs are listed; a request that names none gets both:
+
+- ``PROBABILITIES``: ``FP32`` ``[N,num_classes]``, little-endian floats in binary. With the
+  classification extension (``"classification": k``) it becomes ``BYTES`` ``[N,k]`` of Triton's
+  ``"score:index:label"`` strings.
+- ``ABSTAINED``: ``BOOL`` ``[N]``, one byte per element in binary: /predict's ``abstained``.
+
+A request is read off the event loop (``parse_request`` blocks), and what it declares is checked
+against the limits before its data is read: a body within the size limit may declare millions of
+numbers (``app.edge.routes.v2_json``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from app.edge.routes.uploads import too_many_images
+from app.edge.routes.v2_json import TooManyValuesError, count_numbers, read_numbers, skim
+from app.serving.errors import InvalidInputError
+from app.serving.numbers import plain_count
+from app.serving.service import ImageResult
+
+HEADER_LENGTH = "inference-header-content-length"
+MODEL_VERSION = "1"  # the served bundle is the one version of the one model
+IMAGE_INPUT, PIXELS_INPUT = "IMAGE", "PIXELS"
+# The model's outputs, in the order a request that names none receives them.
+PROBABILITIES, ABSTAINED = "PROBABILITIES", "ABSTAINED"
+OUTPUTS = (PROBABILITIES, ABSTAINED)
+PIXEL_TYPES = {"UINT8": np.uint8, "FP32": np.float32}
+ELEMENT_BYTES = {"UINT8": 1, "FP32": 4}
+
+
+@dataclass(frozen=True)
+class OutputRequest:
+    name: str
+    binary: bool
+    classification: int | None = None
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A parsed request: images or pixels, and how to answer."""
+
+    request_id: str | None
+    images: list[bytes] | None
+    pixels: torch.Tensor | None
+    outputs: list[OutputRequest]
+
+    @property
+    def count(self) -> int:
+        # ignore: images or pixels is set, never neither (parse_request builds it so).
+        return len(self.images) if self.images is not None else len(self.pixels)  # type: ignore[arg-type]
+
+
+def _invalid(message: str) -> InvalidInputError:
+    return InvalidInputError(message)
+
+
+def max_header_values(image_shape: tuple[int, ...], max_images: int) -> int:
+    """The most JSON values a header's structure may hold: a ``PIXELS`` tensor nested to rows
+    holds about ``N x (3S + 4)`` of them (each row one ``NumberText``); twice that, and room for
+    the rest of the header."""
+    return 2 * max_images * math.prod(image_shape[:-1]) + 1024
+
+
+def _split_body(body: bytes, header_length: str | None, max_values: int) -> tuple[Any, bytes]:
+    """The JSON header (its long arrays of numbers unread) and the binary tail (empty without
+    the binary extension)."""
+    if header_length is None:
+        size = len(body)
+    elif (length := plain_count(header_length)) is not None and length <= len(body):
+        size = length
+    else:
+        raise _invalid(f"Inference-Header-Content-Length {header_length!r} does not fit the body")
+    try:
+        header = skim(body[:size], max_values)
+    except json.JSONDecodeError as exc:
+        raise _invalid(f"request header is not valid JSON: {exc}") from None
+    except TooManyValuesError as exc:
+        raise _invalid(str(exc)) from None
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # Not UTF-8, an integer of thousands of digits, or nesting deeper than Python recurses.
+        raise _invalid(
+            "request header is not valid JSON, or nests or counts beyond reason"
+        ) from None
+    if not isinstance(header, dict):
+        raise _invalid("request header must be a JSON object")
+    return header, body[size:]
+
+
+def parse_request(
+    body: bytes, header_length: str | None, image_shape: tuple[int, ...], max_images: int
+) -> InferRequest:
+    """Read a request's tensor, checking first what it declares (its input, datatype, shape and
+    sizes) against the model and ``max_images``, so that a request over the limits is refused
+    before any work that grows with its body. Blocks for as long as the body is large: call it
+    off the event loop. Raises ``InvalidInputError`` (400) or a 413 ``ApiError``."""
+    header, binary = _split_body(body, header_length, max_header_values(image_shape, max_images))
+    inputs = header.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise _invalid(f"exactly one input is expected: {IMAGE_INPUT} or {PIXELS_INPUT}")
+    tensor = inputs[0]
+    name, datatype, shape = tensor.get("name"), tensor.get("datatype"), tensor.get("shape")
+    if name not in (IMAGE_INPUT, PIXELS_INPUT):
+        raise _invalid(f"unknown input {name!r}: expected {IMAGE_INPUT} or {PIXELS_INPUT}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise _invalid("input shape must be a list of non-negative integers")
+    if shape and shape[0] > max_images:
+        raise too_many_images(max_images, str(shape[0]))
+    request_id = header.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise _invalid("id must be a string")
+    raw = _tensor_bytes(tensor, binary)
+    if name == IMAGE_INPUT:
+        if datatype != "BYTES" or len(shape) != 1 or shape[0] < 1:
+            raise _invalid(f"{IMAGE_INPUT} must be BYTES with shape [N], N >= 1")
+        images = _binary_bytes(raw, shape[0]) if raw is not None else _json_bytes(tensor, shape[0])
+        return InferRequest(request_id, images, None, _outputs(header))
+    expected = [shape[0] if shape else 0, *image_shape]
+    if datatype not in PIXEL_TYPES or shape != expected or shape[0] < 1:
+        raise _invalid(
+            f"{PIXELS_INPUT} must be UINT8 or FP32 with shape [N,"
+            f"{','.join(map(str, image_shape))}], got {datatype} {shape}"
+        )
+    return InferRequest(request_id, None, _pixels(tensor, raw, shape), _outputs(header))
+
+
+def _parameters(holder: dict[str, Any]) -> dict[str, Any]:
+    """The ``parameters`` object of a request, input or output; absent is empty."""
+    parameters = holder.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise _invalid("parameters must be a JSON object")
+    return parameters
+
+
+def _tensor_bytes(tensor: dict[str, Any], binary: bytes) -> bytes | None:
+    size = _parameters(tensor).get("binary_data_size")
+    if size is None:
+        return None
+    if not isinstance(size, int) or size != len(binary):
+        raise _invalid(f"binary_data_size {size} does not match the {len(binary)} bytes sent")
+    return binary
+
+
+def _binary_bytes(raw: bytes, count: int) -> list[bytes]:
+    elements, offset = [], 0
+    for _ in range(count):
+        if offset + 4 > len(raw):
+            raise _invalid("BYTES tensor data ends early")
+        (length,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + length > len(raw):
+            raise _invalid("BYTES tensor data ends early")
+        elements.append(raw[offset : offset + length])
+        offset += length
+    if offset != len(raw):
+        raise _invalid("BYTES tensor data is longer than its shape")
+    return elements
+
+
+def _json_bytes(tensor: dict[str, Any], count: int) -> list[bytes]:
+    data = tensor.get("data")
+    if (
+        not isinstance(data, list)
+        or len(data) != count
+        or not all(isinstance(d, str) for d in data)
+    ):
+        raise _invalid(f"{IMAGE_INPUT} data must be {count} base64 strings")
+    try:
+        return [base64.b64decode(item, validate=True) for item in data]
+    except binascii.Error:
+        raise _invalid(f"{IMAGE_INPUT} data must be base64 strings") from None
+
+
+def _pixels(tensor: dict[str, Any], raw: bytes | None, shape: list[int]) -> torch.Tensor:
+    datatype = tensor["datatype"]
+    count = math.prod(shape)  # Python ints: np.prod wraps round in int64 for a hostile shape
+    if raw is not None:
+        if len(raw) != count * ELEMENT_BYTES[datatype]:
+            raise _invalid(f"{PIXELS_INPUT} binary data does not match its shape")
+        array = np.frombuffer(raw, dtype=np.dtype(PIXEL_TYPES[datatype]).newbyteorder("<"))
+    else:
+        data = tensor.get("data")
+        try:
+            found = count_numbers(data)
+        except ValueError:
+            raise _invalid(f"{PIXELS_INPUT} data must be numbers") from None
+        if found != count:
+            raise _invalid(f"{PIXELS_INPUT} has {found} values for shape {shape}")
+        try:
+            array = read_numbers(data, count)
+        except (ValueError, OverflowError):
+            raise _invalid(f"{PIXELS_INPUT} data must be numbers") from None
+    if not np.all(np.isfinite(array)) or array.min() < 0 or array.max() > 255:
+        raise _invalid(f"{PIXELS_INPUT} values must be 0..255")
+    return torch.from_numpy(np.rint(array).astype(np.uint8).reshape(shape))
+
+
+def _outputs(header: dict[str, Any]) -> list[OutputRequest]:
+    """The outputs asked for, each at most once; none asked for means all of them."""
+    default_binary = bool(_parameters(header).get("binary_data_output", False))
+    wanted = header.get("outputs") or []
+    if not isinstance(wanted, list):
+        raise _invalid("outputs must be a list")
+    if not wanted:
+        return [OutputRequest(name, default_binary) for name in OUTPUTS]
+    requests = [_output(output, default_binary) for output in wanted]
+    names = [request.name for request in requests]
+    if len(set(names)) != len(names):
+        raise _invalid("each output may be asked for once")
+    return requests
+
+
+def _output(wanted: Any, default_binary: bool) -> OutputRequest:
+    if not isinstance(wanted, dict) or wanted.get("name") not in OUTPUTS:
+        raise _invalid(f"unknown output: the model has {', '.join(OUTPUTS)}")
+    parameters = _parameters(wanted)
+    classification = parameters.get("classification")
+    if classification is not None:
+        if wanted["name"] != PROBABILITIES:
+            raise _invalid(f"classification applies to {PROBABILITIES} only")
+        if not isinstance(classification, int) or classification < 1:
+            raise _invalid("classification must be a positive integer")
+    binary = bool(parameters.get("binary_data", default_binary))
+    return OutputRequest(wanted["name"], binary, classification)
+
+
+TensorData = list[Any] | bytes  # JSON values, or the binary tensor extension's bytes
+
+
+def _probabilities(
+    output: OutputRequest, results: list[ImageResult], labels: list[str]
+) -> tuple[dict[str, Any], TensorData]:
+    """``FP32 [N,classes]``, or with the classification extension ``score:index:label`` strings;
+    in the one form ``output`` asks for."""
+    if output.classification:
+        k = min(output.classification, len(labels))
+        rows = [torch.topk(r.probabilities, k) for r in results]
+        strings = [
+            f"{score:f}:{index}:{labels[index]}"
+            for scores, indices in rows
+            for score, index in zip(scores.tolist(), indices.tolist(), strict=True)
+        ]
+        tensor = {"datatype": "BYTES", "shape": [len(results), k]}
+        if not output.binary:
+            return tensor, strings
+        return tensor, b"".join(struct.pack("<I", len(s.encode())) + s.encode() for s in strings)
+    probabilities = torch.stack([r.probabilities for r in results]).numpy()
+    tensor = {"datatype": "FP32", "shape": list(probabilities.shape)}
+    if output.binary:
+        return tensor, probabilities.astype("<f4").tobytes()
+    return tensor, probabilities.reshape(-1).tolist()
+
+
+def _abstained(
+    output: OutputRequest, results: list[ImageResult]
+) -> tuple[dict[str, Any], TensorData]:
+    """``BOOL [N]``: true where the answer abstains (``ImageResult.abstained``)."""
+    flags = [r.abstained for r in results]
+    return {"datatype": "BOOL", "shape": [len(flags)]}, bytes(flags) if output.binary else flags
+
+
+def encode_response(
+    model: str, request: InferRequest, results: list[ImageResult], labels: list[str]
+) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header's length when binary data follows it."""
+    outputs, binary = [], b""
+    for wanted in request.outputs:
+        if wanted.name == PROBABILITIES:
+            tensor, data = _probabilities(wanted, results, labels)
+        else:
+            tensor, data = _abstained(wanted, results)
+        output = {"name": wanted.name} | tensor
+        if isinstance(data, bytes):
+            output["parameters"] = {"binary_data_size": len(data)}
+            binary += data
+        else:
+            output["data"] = data
+        outputs.append(output)
+    body: dict[str, Any] = {"model_name": model, "model_version": MODEL_VERSION, "outputs": outputs}
+    if request.request_id is not None:
+        body["id"] = request.request_id
+    header = json.dumps(body).encode()
+    return header + binary, (len(header) if binary else None)

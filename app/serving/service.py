@@ -1,0 +1,269 @@
+"""The one object every inference route calls, whatever its protocol: ``InferenceService``.
+
+It owns what /predict, the Open Inference Protocol, /explain and the health routes share: health
+and readiness, the model's description, top-k, admission, the request deadline, decoding, batching,
+the explainer and the inference metrics. A route parses its request, opens an ``InferenceCall`` with
+``begin``, hands it images (encoded, or pixels already at the model's input size) and formats the
+``ImageResult`` list it gets back. What fails is raised as the pipeline's own exceptions (and those
+of ``app.serving.errors``), mapped to HTTP once, in ``app.edge.routes.inference_errors``.
+
+No FastAPI here: the HTTP side (body reading, disconnect watching, error shapes) stays in ``app/api``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import torch
+
+from app.model.bundle import BundleManifest
+from app.serving.admission import Ticket, body_reservation
+from app.serving.batcher import DeadlineExceededError
+from app.serving.errors import (
+    DrainingError,
+    InvalidInputError,
+    InvalidParameterError,
+    NotReadyError,
+)
+from app.serving.explainer import Explainer
+from app.serving.health import HealthReport, health_report
+from app.serving.metrics import ServiceMetrics
+from app.serving.pipeline import InferencePipeline
+from app.serving.runner import ScoredClass, abstains
+from app.serving.state import Phase, ServiceState
+from app.settings import Settings
+
+T = TypeVar("T")
+
+DEFAULT_TOP_K = 5
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One image's answer: its probabilities, top-k classes and the timings of its batch.
+
+    ``abstained`` is true when the top score is below the abstain threshold (the model's answer is
+    too unsure to act on, likely an image of none of its classes), or when the top class is one of
+    ``abstain_labels`` (a trained "none of these" class).
+    """
+
+    probabilities: torch.Tensor
+    top: list[ScoredClass]
+    batch_size: int
+    queue_s: float
+    compute_s: float
+    abstained: bool = False
+
+
+@dataclass
+class InferenceService:
+    """Everything inference needs, created by ``create_app``; ``pipeline`` is set once loaded."""
+
+    settings: Settings
+    state: ServiceState
+    metrics: ServiceMetrics
+    pipeline: InferencePipeline | None = None
+    _explainer: asyncio.Future[Explainer] | None = field(default=None, repr=False)
+
+    def ready_pipeline(self) -> InferencePipeline:
+        """The pipeline, or ``NotReadyError`` (``DrainingError``) while starting, draining or failed."""
+        if self.state.phase is Phase.DRAINING:
+            raise DrainingError(self.state.reason)
+        if not self.state.ready or self.pipeline is None:
+            raise NotReadyError(self.state.reason)
+        return self.pipeline
+
+    def health(self) -> HealthReport:
+        """What every protocol's health routes answer from (``app.serving.health``)."""
+        return health_report(self.settings, self.state, self.pipeline)
+
+    @property
+    def queue_depth(self) -> int:
+        """Images waiting for a batch."""
+        return self.pipeline.batcher.queue_depth if self.pipeline else 0
+
+    @property
+    def saturation(self) -> float:
+        """Fill of the fullest admission bound, 0..1."""
+        return self.pipeline.gate.saturation if self.pipeline else 0.0
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """The model's input, (3, S, S) (``NotReadyError`` until it is loaded)."""
+        if self.pipeline is None:
+            raise NotReadyError(self.state.reason)
+        return self.pipeline.runner.image_shape
+
+    @property
+    def manifest(self) -> BundleManifest:
+        """What the served model is (``NotReadyError`` until it is loaded)."""
+        if self.pipeline is None:
+            raise NotReadyError(self.state.reason)
+        return self.pipeline.runner.bundle.manifest
+
+    @functools.cached_property
+    def abstain_threshold(self) -> float:
+        """The top score below which an answer abstains: the setting, else the bundle's, else 0;
+        read once, when the model is loaded (``NotReadyError`` before)."""
+        if self.settings.abstain_threshold is not None:
+            return self.settings.abstain_threshold
+        return self.manifest.abstain_threshold
+
+    @functools.cached_property
+    def abstain_indices(self) -> frozenset[int]:
+        """Class indices answered abstained whatever their score (``abstain_labels``); computed once,
+        on the first classification (the model is loaded by then and never changes)."""
+        names = self.settings.abstain_label_names
+        return frozenset(i for i, label in enumerate(self.manifest.labels) if label in names)
+
+    def top_k(self, requested: int | None) -> int:
+        """``requested`` checked against the number of classes; the default is 5, or fewer."""
+        num_classes = self.manifest.num_classes
+        if requested is None:
+            return min(DEFAULT_TOP_K, num_classes)
+        if not 1 <= requested <= num_classes:
+            raise InvalidParameterError(f"top_k must be 1..{num_classes}, got {requested}")
+        return requested
+
+    def start_draining(self) -> None:
+        """Stop admitting: readiness and new inference answer 503; admitted work goes on."""
+        self.state.mark_draining()
+
+    async def end_drain(self) -> None:
+        """Answer whatever is still queued or running with 503 now (drain timeout, second signal)."""
+        if self.pipeline is not None:
+            await self.pipeline.batcher.stop(drain_timeout_s=0)
+
+    async def stop(self) -> None:
+        """The way out: draining, queued work finished within the drain timeout, threads released."""
+        self.start_draining()
+        if self.pipeline is not None:
+            await self.pipeline.stop()
+        made = self._explainer
+        if made is None or made.cancelled():
+            return
+        try:
+            explainer = await made  # one still being made is waited for, then closed too
+        except Exception:
+            return  # its making failed: nothing to close
+        await asyncio.to_thread(explainer.close)  # the one computing ends; queued ones drop
+
+    async def explainer(self) -> Explainer:
+        """The Grad-CAM explainer, made on first use: its model copy costs memory (and a GPU's, on
+        one) that a server nobody asks to explain should not pay. Concurrent first calls share one;
+        a failed copy is retried by the next call."""
+        runner = self.ready_pipeline().runner
+        if self._explainer is None:
+            max_pending = self.settings.explain_max_pending
+            self._explainer = asyncio.ensure_future(
+                asyncio.to_thread(Explainer, runner, max_pending)
+            )
+        making = self._explainer
+        try:
+            return await asyncio.shield(making)  # one caller's timeout must not cancel it for all
+        except Exception:
+            if making.done() and self._explainer is making:
+                self._explainer = None
+            raise
+
+    def begin(self, declared_length: str | None) -> InferenceCall:
+        """Admit one request before its body is read, by its ``Content-Length`` header (None when
+        it declares none): ``NotReadyError`` or ``OverloadedError``."""
+        pipeline = self.ready_pipeline()
+        body_bytes = body_reservation(declared_length, self.settings.max_body_bytes)
+        return InferenceCall(self, pipeline, pipeline.admit(body_bytes))
+
+
+class InferenceCall:
+    """One admitted request: its admission ticket and its deadline, counted from ``begin``.
+
+    Use as ``with service.begin(content_length) as call:``; leaving returns everything it holds.
+    """
+
+    def __init__(self, service: InferenceService, pipeline: InferencePipeline, ticket: Ticket):
+        self.service = service
+        self.pipeline = pipeline
+        self.ticket = ticket
+        self.started = time.perf_counter()
+        self.deadline = asyncio.get_running_loop().time() + service.settings.request_timeout_s
+        self.decoded_at: float | None = None
+
+    def __enter__(self) -> InferenceCall:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.ticket.close()
+
+    @property
+    def remaining_s(self) -> float:
+        return self.deadline - asyncio.get_running_loop().time()
+
+    def timeout(self) -> asyncio.Timeout:
+        """An ``asyncio.timeout`` at this call's deadline, for the stages the route awaits."""
+        return asyncio.timeout_at(self.deadline)
+
+    async def classify_encoded(
+        self, uploads: list[bytes], top_k: int | None = None
+    ) -> list[ImageResult]:
+        """Decode untrusted image bytes (within the budgets) and classify them, in order."""
+        images = await self.pipeline.prepare_all(uploads, self.ticket)
+        return await self.classify(images, top_k)
+
+    async def parse(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` off the event loop, for a body whose parse cost grows with it."""
+        return await self.pipeline.parse(function, *args)
+
+    async def decode(self, upload: bytes) -> torch.Tensor:
+        """Decode one untrusted image to uint8 model input (3, S, S), as ``classify_encoded`` does,
+        for a route that runs its own computation on it (/explain)."""
+        (image,) = await self.pipeline.prepare_all([upload], self.ticket)
+        self.decoded_at = time.perf_counter()
+        return image
+
+    async def classify_pixels(
+        self, pixels: torch.Tensor, top_k: int | None = None
+    ) -> list[ImageResult]:
+        """Classify uint8 pixels (N, 3, S, S) already at the model's input size."""
+        expected = self.service.image_shape
+        if pixels.dim() != 4 or tuple(pixels.shape[1:]) != expected:
+            raise InvalidInputError(
+                f"pixels must have shape [N,{','.join(map(str, expected))}], "
+                f"got {list(pixels.shape)}"
+            )
+        self.ticket.hold_images(len(pixels))
+        return await self.classify(list(pixels.unbind(0)), top_k)
+
+    async def classify(
+        self, images: list[torch.Tensor], top_k: int | None = None
+    ) -> list[ImageResult]:
+        """Classify decoded images, in order; ``top_k`` None leaves ``ImageResult.top`` empty for a
+        caller that ranks the probabilities itself (the v2 route's classification extension)."""
+        self.decoded_at = time.perf_counter()
+        if self.remaining_s <= 0:
+            raise DeadlineExceededError("deadline passed while the images were decoded")
+        outputs = await self.pipeline.classify(images, self.remaining_s)
+        metrics, runner = self.service.metrics, self.pipeline.runner
+        threshold, rejected = self.service.abstain_threshold, self.service.abstain_indices
+        results = []
+        for output in outputs:
+            metrics.queue_wait.observe(output.queue_wait_s)
+            metrics.inference.observe(output.compute_s)
+            metrics.batch_size.observe(output.batch_size)
+            top = runner.top_k(output.value, top_k) if top_k else []
+            results.append(
+                ImageResult(
+                    output.value,
+                    top,
+                    output.batch_size,
+                    output.queue_wait_s,
+                    output.compute_s,
+                    abstained=abstains(output.value, threshold, rejected),
+                )
+            )
+        metrics.images.inc(len(results))
+        return results

@@ -1,0 +1,269 @@
+"""Bodies of the Open Inference Protocol routes (/v2), as /docs and generated clients see them.
+
+The infer bodies are documentation only: ``app.edge.routes.v2_codec`` reads and writes them by hand, to
+answer with the protocol's own error messages. Each carries an example with the bundled demo
+model's values.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# A 40 x 40 WEBP of a demo star, which the demo model answers "star" (0.999997): the request
+# example works as it is in /docs' "Try it out".
+STAR_WEBP = (
+    "UklGRtQAAABXRUJQVlA4IMgAAACQBQCdASooACgAPtFcp02oJSOiLjgIAQAaCWQAwOgTwEG5Zeqo2or6"
+    "FHzTMZR/uuDryS5gAAD+E6rPy7gRRG+duFEWH+Vv+4PtVpvgwf/49teOcexwzXJ+IYM84Xu7n8SMDqEP"
+    "iPh9Bhvb1zFcnWnwDB2WmAJ17t/n/pQ/H61t+SeomXOLhF3yMeK1FJa0Kf/dJQi0naKsSBT8Tfv4gCCu"
+    "i7d8naaKOqmS/p/t3+z1A/5PuJOS2kva4GpBlMEMo/dDkl6TbQAAAA=="
+)
+
+
+class V2Error(BaseModel):
+    """Every error under /v2: the protocol's clients read ``error`` and nothing else."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"error": "unknown model resnet50; this server serves demo"}]
+        }
+    )
+
+    error: str
+
+
+class ServerMetadata(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "resnet-serve",
+                    "version": "0.1.0",
+                    "extensions": ["classification", "binary_tensor_data"],
+                }
+            ]
+        }
+    )
+
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str = Field(description="One per tensor, as the protocol has it.")
+    shape: list[int] = Field(description="-1: any size (the batch dimension).")
+
+
+class ModelMetadata(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "demo",
+                    "versions": ["1"],
+                    "platform": "pytorch",
+                    "inputs": [
+                        {"name": "IMAGE", "datatype": "BYTES", "shape": [-1]},
+                        {"name": "PIXELS", "datatype": "UINT8", "shape": [-1, 3, 112, 112]},
+                    ],
+                    "outputs": [
+                        {"name": "PROBABILITIES", "datatype": "FP32", "shape": [-1, 8]},
+                        {"name": "ABSTAINED", "datatype": "BOOL", "shape": [-1]},
+                    ],
+                }
+            ]
+        }
+    )
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class TritonTensorConfig(BaseModel):
+    name: str
+    data_type: str = Field(description="Triton's TYPE_ name: TYPE_STRING is the protocol's BYTES.")
+    dims: list[int] = Field(description="Shape of one batch element (no batch dimension).")
+
+
+class TritonModelConfig(BaseModel):
+    """The part of Triton's model configuration its clients read; the rest is Triton's own."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "demo",
+                    "platform": "pytorch",
+                    "max_batch_size": 32,
+                    "input": [
+                        {"name": "IMAGE", "data_type": "TYPE_STRING", "dims": []},
+                        {"name": "PIXELS", "data_type": "TYPE_UINT8", "dims": [3, 112, 112]},
+                    ],
+                    "output": [
+                        {"name": "PROBABILITIES", "data_type": "TYPE_FP32", "dims": [8]},
+                        {"name": "ABSTAINED", "data_type": "TYPE_BOOL", "dims": []},
+                    ],
+                }
+            ]
+        }
+    )
+
+    name: str
+    platform: str
+    max_batch_size: int = Field(description="Most images one request may carry.")
+    input: list[TritonTensorConfig]
+    output: list[TritonTensorConfig]
+
+
+class V2InputParameters(BaseModel):
+    binary_data_size: int | None = Field(
+        None,
+        ge=0,
+        description="Bytes of this tensor after the JSON header (binary tensor extension); "
+        "absent: the tensor is in `data`.",
+    )
+
+
+class V2InferInput(BaseModel):
+    name: Literal["IMAGE", "PIXELS"]
+    shape: list[Annotated[int, Field(ge=0)]] = Field(
+        description="IMAGE: [N]; PIXELS: [N, 3, S, S] at the model's input size S."
+    )
+    datatype: Literal["BYTES", "UINT8", "FP32"] = Field(
+        description="IMAGE: BYTES; PIXELS: UINT8 or FP32, RGB values 0..255."
+    )
+    data: list[str] | list[float] | None = Field(
+        None,
+        description="IMAGE: N base64 strings of encoded images (JPEG, PNG, ...); PIXELS: the "
+        "values in row-major order. Absent with `binary_data_size`.",
+    )
+    parameters: V2InputParameters | None = None
+
+
+class V2OutputRequestParameters(BaseModel):
+    classification: int | None = Field(
+        None,
+        ge=1,
+        description="PROBABILITIES only: the top k as BYTES `score:index:label` strings "
+        "(the classification extension).",
+    )
+    binary_data: bool | None = Field(
+        None, description="Answer this output as bytes after the JSON header (binary extension)."
+    )
+
+
+class V2OutputRequest(BaseModel):
+    name: Literal["PROBABILITIES", "ABSTAINED"]
+    parameters: V2OutputRequestParameters | None = None
+
+
+class V2RequestParameters(BaseModel):
+    binary_data_output: bool | None = Field(
+        None, description="Default of every output's `binary_data`."
+    )
+
+
+class V2InferRequest(BaseModel):
+    """The JSON body of an infer request, or the JSON header of a binary one."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "request-1",
+                    "inputs": [
+                        {"name": "IMAGE", "shape": [1], "datatype": "BYTES", "data": [STAR_WEBP]}
+                    ],
+                    "outputs": [
+                        {"name": "PROBABILITIES", "parameters": {"classification": 3}},
+                        {"name": "ABSTAINED"},
+                    ],
+                }
+            ]
+        }
+    )
+
+    id: str | None = Field(None, description="Echoed in the response.")
+    inputs: list[V2InferInput] = Field(
+        min_length=1, max_length=1, description="Exactly one: IMAGE or PIXELS."
+    )
+    outputs: list[V2OutputRequest] | None = Field(
+        None, description="Each at most once; none named: all of them, in this order."
+    )
+    parameters: V2RequestParameters | None = None
+
+
+class V2OutputParameters(BaseModel):
+    binary_data_size: int = Field(description="Bytes of this output after the JSON header.")
+
+
+class V2OutputTensor(BaseModel):
+    name: Literal["PROBABILITIES", "ABSTAINED"]
+    datatype: Literal["FP32", "BYTES", "BOOL"] = Field(
+        description="PROBABILITIES: FP32 [N, classes], or BYTES [N, k] with classification; "
+        "ABSTAINED: BOOL [N]."
+    )
+    shape: list[int]
+    data: list[float] | list[str] | list[bool] | None = Field(
+        None, description="The values in row-major order; absent when sent as binary data."
+    )
+    parameters: V2OutputParameters | None = None
+
+
+class V2InferResponse(BaseModel):
+    """The JSON body of an infer response, or the JSON header of a binary one."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_name": "demo",
+                    "model_version": "1",
+                    "id": "request-1",
+                    "outputs": [
+                        {
+                            "name": "PROBABILITIES",
+                            "datatype": "BYTES",
+                            "shape": [1, 3],
+                            "data": ["0.999997:5:star", "0.000002:2:cross", "0.000001:7:triangle"],
+                        },
+                        {"name": "ABSTAINED", "datatype": "BOOL", "shape": [1], "data": [False]},
+                    ],
+                }
+            ]
+        }
+    )
+
+    model_name: str
+    model_version: str
+    id: str | None = Field(None, description="The request's, when it had one.")
+    outputs: list[V2OutputTensor]
+
+
+def inline_json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON schema with its nested models written out in place.
+
+    For a body documented through ``openapi_extra`` (its route reads the body itself): FastAPI
+    puts only the models it uses in ``components``, so a ``$ref`` into ``$defs`` would
+    point nowhere in /openapi.json.
+    """
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:  # the field's own keys (a description) win over the model's
+            target = definitions[node["$ref"].rsplit("/", 1)[-1]]
+            node = target | {key: value for key, value in node.items() if key != "$ref"}
+        return {key: resolve(value) for key, value in node.items()}
+
+    return resolve(schema)
