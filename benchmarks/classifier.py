@@ -1,7 +1,7 @@
 """The served model and its preprocessing without the service around them, for the comparisons.
 
 The in-process ceiling and both peer servers classify through this one class. It loads the bundle
-exactly as ``resnet-serve serve`` does (``app.edge.application.load_runner`` with ``Settings`` read from the same
+exactly as ``resnet-serve serve`` does (``app.serving.builder.load_runner`` with ``Settings`` read from the same
 ``RESNET_SERVE_*`` environment the harness gives the service), warms it up the same way (which
 captures the CUDA graphs where the service would), and decodes and preprocesses with
 the service's own ``UploadDecoder``. Only the serving around the model differs between the
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from app.edge.application import load_runner
 from app.model.preprocessing import UploadDecoder
+from app.serving.builder import load_runner
 from app.settings import Settings
 
 TOP_K = 5

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import os
 import signal
@@ -19,12 +21,16 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from fastapi import FastAPI
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.edge.application import create_app
 from app.model.bundle import BundleManifest, save_bundle
 from app.model.preprocessing import PreprocessingSpec
 from app.model.resnet import ResNet, build_resnet
+from app.serving.builder import build_service
+from app.settings import Settings
 from app.training.demo_data import CLASSES, render_image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -218,3 +224,14 @@ def png_claiming(width: int, height: int) -> bytes:
         + chunk(b"IDAT", zlib.compress(b"\0" * 64))
         + chunk(b"IEND", b"")
     )
+
+
+@contextlib.contextmanager
+def demo_app(**settings: object) -> Iterator[FastAPI]:
+    """The app over the demo model, built in-process as ``serve`` builds it (no port, no warm-up),
+    for tests that read its routes or documents; its threads are released afterwards."""
+    service = build_service(Settings(model_dir=DEMO_BUNDLE, **settings))
+    try:
+        yield create_app(service)
+    finally:
+        asyncio.run(service.stop())

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from app.settings import Settings
 
 if TYPE_CHECKING:  # the parent process never imports torch
-    from app.edge.server import RunnerLoader
+    from app.serving.builder import RunnerLoader
 
 logger = logging.getLogger("resnet_serve")
 POLL_S = 0.5
@@ -77,7 +77,7 @@ def _stopped_status(process: BaseProcess) -> int:
 def serve_replicas(settings: Settings, load: RunnerLoader | None = None) -> int:
     """Start ``settings.workers`` replicas, forward SIGTERM/SIGINT, return the exit status.
 
-    ``load`` replaces ``app.edge.application.load_runner`` in every replica; it must be importable by name.
+    ``load`` replaces ``app.serving.builder.load_runner`` in every replica; it must be importable by name.
     """
     sock = bind(settings.host, settings.port)
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child

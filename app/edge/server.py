@@ -13,20 +13,19 @@ import os
 import signal
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import FrameType
 
 import uvicorn
 
-from app.edge.application import create_app, load_runner
+from app.edge.application import create_app
 from app.edge.http_protocol import edge_protocol
 from app.edge.logs import configure_logging
 from app.edge.routes.auth import ApiKeysError, load_api_keys
 from app.edge.routes.dependencies import admission_door
 from app.model.bundle import BundleError
 from app.model.devices import DeviceError
-from app.serving.runner import ModelRunner
+from app.serving.builder import RunnerLoader, build_service, load_runner
 from app.serving.service import InferenceService
 from app.settings import Settings
 
@@ -40,33 +39,29 @@ class DrainingServer(uvicorn.Server):
 
     def __init__(self, config: uvicorn.Config, service: InferenceService) -> None:
         super().__init__(config)
+        self.state = service.state  # owns the drain and its one timer
         self.service = service
-        self.drain_started: float | None = None
-        self.cut_short = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.drain_started is None and self.started:
+        if not self.state.draining and self.started:
             # First signal: stop admitting work but keep answering until the drain is over.
-            self.drain_started = time.monotonic()
-            self.service.start_draining()
+            self.state.mark_draining()
             return
-        if self.drain_started is not None and not self.cut_short and not self.should_exit:
+        if self.state.drain_left_s > 0 and not self.should_exit:
             # Second signal: end the drain now; what is still queued or running gets its 503.
             logger.warning("second signal: ending the drain now")
-            self.cut_short = True
+            self.state.cut_drain_short()
             return
         super().handle_exit(sig, frame)  # a signal during start-up, or a third one: stop now
 
     async def on_tick(self, counter: int) -> bool:
-        if self.drain_started is not None and not self.should_exit:
-            waited = time.monotonic() - self.drain_started
-            out_of_time = waited >= self.service.settings.drain_timeout_s or self.cut_short
-            if out_of_time:
+        if self.state.draining and not self.should_exit:
+            if self.state.drain_left_s <= 0:
                 # Out of time: answer what is still queued or running with 503 now, rather than
                 # let uvicorn cancel those requests into bare 500s.
                 await self.service.end_drain()
                 self.should_exit = True
-            self.should_exit = self.should_exit or self.service.state.idle
+            self.should_exit = self.should_exit or self.state.idle
         return await super().on_tick(counter)
 
     @contextlib.contextmanager
@@ -85,9 +80,6 @@ class DrainingServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-RunnerLoader = Callable[[Settings], ModelRunner]
-
-
 def serve(
     settings: Settings, sock: socket.socket | None = None, load: RunnerLoader = load_runner
 ) -> int:
@@ -99,8 +91,8 @@ def serve(
     configure_logging(settings.log_format, settings.log_level)
     try:
         load_api_keys(settings)  # a missing key file is reported before the model loads
-        runner = load(settings)
-        app = create_app(settings, runner, warm_before_accepting=sock is not None)
+        service = build_service(settings, load)
+        app = create_app(service, warm_before_accepting=sock is not None)
     except (ApiKeysError, BundleError, DeviceError) as exc:
         logger.error("start-up failed: %s", exc)
         return STARTUP_FAILED
@@ -111,8 +103,8 @@ def serve(
         lifespan="on",
         http=edge_protocol(
             settings,
-            door=admission_door(app.state.service, app.state.inference_route),
-            count_rejection=app.state.service.metrics.count_rejection,
+            door=admission_door(service, app.state.inference_route),
+            count_rejection=service.metrics.count_rejection,
         ),
         # uvicorn annotates these int but hands them to loop.call_later: fractions of a second work.
         timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]
@@ -121,11 +113,10 @@ def serve(
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,  # type: ignore[arg-type]
         server_header=False,
     )
-    server = DrainingServer(config, app.state.service)
+    server = DrainingServer(config, service)
     server.run(sockets=None if sock is None else [sock])
     code = 0 if server.started else STARTUP_FAILED
-    pipeline = app.state.service.pipeline
-    if pipeline is not None and pipeline.threads_stuck:
+    if service.pipeline.threads_stuck:
         # A hung forward pass cannot be interrupted, and the interpreter would wait for its
         # thread forever on the way out: leave without it.
         logging.shutdown()

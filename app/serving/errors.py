@@ -1,6 +1,6 @@
 """Why a request cannot be served, as the service and the explainer raise it (no HTTP here).
 
-Each maps to one HTTP answer in ``app.edge.routes.inference_errors``. They live apart from the service so
+Each maps to one HTTP answer in ``app.edge.routes.inference``. They live apart from the service so
 that the modules it uses (the explainer) can raise them too.
 """
 

@@ -24,10 +24,10 @@ class HealthReport:
 
     status: str  # starting, ready, draining, failed or stuck
     reason: str
-    model: str | None
-    arch: str | None
-    device: str | None
-    precision: str | None
+    model: str
+    arch: str
+    device: str
+    precision: str
     max_batch_size: int
     queue_depth: int
     saturation: float
@@ -44,24 +44,24 @@ class HealthReport:
 
 
 def health_report(
-    settings: Settings, state: ServiceState, pipeline: InferencePipeline | None
+    settings: Settings, state: ServiceState, pipeline: InferencePipeline
 ) -> HealthReport:
-    """The report now: ``pipeline`` is None until the model is loaded."""
+    """The report now."""
     status, reason = state.phase.value, state.reason
-    running_s = pipeline.batcher.longest_batch_s if pipeline else 0.0
+    running_s = pipeline.batcher.longest_batch_s
     if state.phase is not Phase.FAILED and running_s > max(settings.request_timeout_s, MIN_STUCK_S):
         status = "stuck"
         reason = f"a batch has been running for {running_s:.0f}s, beyond the request deadline"
-    manifest = pipeline.runner.bundle.manifest if pipeline else None
+    runner = pipeline.runner
     return HealthReport(
         status=status,
         reason=reason,
-        model=manifest.name if manifest else None,
-        arch=manifest.arch if manifest else None,
-        device=str(pipeline.runner.device) if pipeline else None,
-        precision=pipeline.runner.precision if pipeline else None,
-        max_batch_size=settings.max_batch_size,
-        queue_depth=pipeline.batcher.queue_depth if pipeline else 0,
-        saturation=round(pipeline.gate.saturation, 3) if pipeline else 0.0,
+        model=runner.bundle.manifest.name,
+        arch=runner.bundle.manifest.arch,
+        device=str(runner.device),
+        precision=runner.precision,
+        max_batch_size=runner.max_batch_size,
+        queue_depth=pipeline.batcher.queue_depth,
+        saturation=round(pipeline.gate.saturation, 3),
         uptime_s=round(state.uptime_s, 3),
     )

@@ -82,7 +82,7 @@ class InferencePipeline:
             GpuJpegDecoder(
                 spec,
                 runner.device,
-                settings.max_batch_size,
+                runner.max_batch_size,
                 settings.max_queue_size,
                 settings.gpu_decode_max_pixels,
             )
@@ -91,7 +91,7 @@ class InferencePipeline:
         )
         self.batcher: DynamicBatcher[torch.Tensor, torch.Tensor] = DynamicBatcher(
             runner.run_batch,
-            max_batch_size=settings.max_batch_size,
+            max_batch_size=runner.max_batch_size,
             max_queue_size=settings.max_queue_size,
             max_batch_delay_s=settings.max_batch_delay_ms / 1000,
             max_batches_in_flight=runner.batches_in_flight,
@@ -212,9 +212,9 @@ class InferencePipeline:
             self.gate.record_batch(result.batch_size, result.compute_s)
         return results
 
-    async def stop(self) -> None:
-        """Finish queued work within the drain timeout, then release the threads."""
-        await self.batcher.stop(self.settings.drain_timeout_s)
+    async def stop(self, drain_timeout_s: float) -> None:
+        """Finish queued work within ``drain_timeout_s``, then release the threads."""
+        await self.batcher.stop(drain_timeout_s)
         if self.gpu_decoder is not None:
             await self.gpu_decoder.stop(drain_timeout_s=0)
         self.decode_pool.shutdown()

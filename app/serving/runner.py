@@ -148,10 +148,11 @@ class ModelRunner:
 
     @classmethod
     def load(
-        cls, model_dir: str, device: str, precision: str, options: RunnerOptions
+        cls, model_dir: str, device: torch.device | str, precision: str, options: RunnerOptions
     ) -> ModelRunner:
-        """Resolve the device and load a bundle onto it; raises ``BundleError``/``DeviceError``."""
-        resolved = resolve_device(device)
+        """Load a bundle onto ``device`` (resolved here when given by name, as ``"auto"``);
+        raises ``BundleError``/``DeviceError``."""
+        resolved = device if isinstance(device, torch.device) else resolve_device(device)
         precision = resolve_precision(precision, resolved)  # before the weights are read
         if resolved.type == "cuda" and options.device_memory_fraction < 1:
             torch.cuda.set_per_process_memory_fraction(options.device_memory_fraction, resolved)
@@ -168,6 +169,11 @@ class ModelRunner:
             raise
         runner.load_seconds = time.perf_counter() - started
         return runner
+
+    @property
+    def max_batch_size(self) -> int:
+        """The largest batch: warmed up here, and the batcher's limit (the one copy of it)."""
+        return self.options.max_batch_size
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -247,7 +253,7 @@ class ModelRunner:
 
     def _warm_up(self) -> float:
         started = time.perf_counter()
-        max_batch_size = self.options.max_batch_size
+        max_batch_size = self.max_batch_size
         if self.on_cuda and self.options.cuda_graphs:
             with self._launch:
                 self._captured = CapturedForward(

@@ -5,15 +5,15 @@ and readiness, the model's description, top-k, admission, the request deadline, 
 the explainer and the inference metrics. A route parses its request, opens an ``InferenceCall`` with
 ``begin``, hands it images (encoded, or pixels already at the model's input size) and formats the
 ``ImageResult`` list it gets back. What fails is raised as the pipeline's own exceptions (and those
-of ``app.serving.errors``), mapped to HTTP once, in ``app.edge.routes.inference_errors``.
+of ``app.serving.errors``), mapped to HTTP once, in ``app.edge.routes.inference``.
 
-No FastAPI here: the HTTP side (body reading, disconnect watching, error shapes) stays in ``app/api``.
+No FastAPI here: the HTTP side (body reading, disconnect watching, error shapes) stays in
+``app.edge``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,64 +62,38 @@ class ImageResult:
 
 @dataclass
 class InferenceService:
-    """Everything inference needs, created by ``create_app``; ``pipeline`` is set once loaded."""
+    """Everything inference needs, with its model loaded: made by ``app.serving.builder``."""
 
     settings: Settings
     state: ServiceState
     metrics: ServiceMetrics
-    pipeline: InferencePipeline | None = None
+    pipeline: InferencePipeline
     _explainer: asyncio.Future[Explainer] | None = field(default=None, repr=False)
 
-    def ready_pipeline(self) -> InferencePipeline:
-        """The pipeline, or ``NotReadyError`` (``DrainingError``) while starting, draining or failed."""
+    def __post_init__(self) -> None:
+        manifest = self.pipeline.runner.bundle.manifest
+        self.manifest: BundleManifest = manifest
+        self.image_shape: tuple[int, int, int] = self.pipeline.runner.image_shape
+        # The top score below which an answer abstains: the setting, else the bundle's.
+        self.abstain_threshold: float = (
+            self.settings.abstain_threshold
+            if self.settings.abstain_threshold is not None
+            else manifest.abstain_threshold
+        )
+        # Class indices answered abstained whatever their score (``abstain_labels``).
+        names = self.settings.abstain_label_names
+        self.abstain_indices = frozenset(i for i, x in enumerate(manifest.labels) if x in names)
+
+    def check_ready(self) -> None:
+        """``NotReadyError`` (``DrainingError``) while warming up, draining or failed."""
         if self.state.phase is Phase.DRAINING:
             raise DrainingError(self.state.reason)
-        if not self.state.ready or self.pipeline is None:
+        if not self.state.ready:
             raise NotReadyError(self.state.reason)
-        return self.pipeline
 
     def health(self) -> HealthReport:
         """What every protocol's health routes answer from (``app.serving.health``)."""
         return health_report(self.settings, self.state, self.pipeline)
-
-    @property
-    def queue_depth(self) -> int:
-        """Images waiting for a batch."""
-        return self.pipeline.batcher.queue_depth if self.pipeline else 0
-
-    @property
-    def saturation(self) -> float:
-        """Fill of the fullest admission bound, 0..1."""
-        return self.pipeline.gate.saturation if self.pipeline else 0.0
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """The model's input, (3, S, S) (``NotReadyError`` until it is loaded)."""
-        if self.pipeline is None:
-            raise NotReadyError(self.state.reason)
-        return self.pipeline.runner.image_shape
-
-    @property
-    def manifest(self) -> BundleManifest:
-        """What the served model is (``NotReadyError`` until it is loaded)."""
-        if self.pipeline is None:
-            raise NotReadyError(self.state.reason)
-        return self.pipeline.runner.bundle.manifest
-
-    @functools.cached_property
-    def abstain_threshold(self) -> float:
-        """The top score below which an answer abstains: the setting, else the bundle's, else 0;
-        read once, when the model is loaded (``NotReadyError`` before)."""
-        if self.settings.abstain_threshold is not None:
-            return self.settings.abstain_threshold
-        return self.manifest.abstain_threshold
-
-    @functools.cached_property
-    def abstain_indices(self) -> frozenset[int]:
-        """Class indices answered abstained whatever their score (``abstain_labels``); computed once,
-        on the first classification (the model is loaded by then and never changes)."""
-        names = self.settings.abstain_label_names
-        return frozenset(i for i, label in enumerate(self.manifest.labels) if label in names)
 
     def top_k(self, requested: int | None) -> int:
         """``requested`` checked against the number of classes; the default is 5, or fewer."""
@@ -130,20 +104,29 @@ class InferenceService:
             raise InvalidParameterError(f"top_k must be 1..{num_classes}, got {requested}")
         return requested
 
-    def start_draining(self) -> None:
-        """Stop admitting: readiness and new inference answer 503; admitted work goes on."""
-        self.state.mark_draining()
+    async def start(self) -> float:
+        """Warm the model up, then take requests; returns the warm-up seconds. A failure marks
+        the service failed (liveness turns 503) and is raised."""
+        self.state.mark_warming_up()
+        try:
+            seconds = await self.pipeline.start()
+        except Exception as exc:
+            # Health routes answer without a key: the cause (paths, driver text) stays in the log.
+            self.state.mark_failed(f"warm-up failed ({type(exc).__name__}); the server log has why")
+            raise
+        self.metrics.set_warmup_seconds(seconds)
+        self.state.mark_ready()
+        return seconds
 
     async def end_drain(self) -> None:
         """Answer whatever is still queued or running with 503 now (drain timeout, second signal)."""
-        if self.pipeline is not None:
-            await self.pipeline.batcher.stop(drain_timeout_s=0)
+        await self.pipeline.batcher.stop(drain_timeout_s=0)
 
     async def stop(self) -> None:
-        """The way out: draining, queued work finished within the drain timeout, threads released."""
-        self.start_draining()
-        if self.pipeline is not None:
-            await self.pipeline.stop()
+        """The way out: draining, queued work finished within what is left of the drain, threads
+        released."""
+        self.state.mark_draining()
+        await self.pipeline.stop(self.state.drain_left_s)
         made = self._explainer
         if made is None or made.cancelled():
             return
@@ -157,7 +140,8 @@ class InferenceService:
         """The Grad-CAM explainer, made on first use: its model copy costs memory (and a GPU's, on
         one) that a server nobody asks to explain should not pay. Concurrent first calls share one;
         a failed copy is retried by the next call."""
-        runner = self.ready_pipeline().runner
+        self.check_ready()
+        runner = self.pipeline.runner
         if self._explainer is None:
             max_pending = self.settings.explain_max_pending
             self._explainer = asyncio.ensure_future(
@@ -174,9 +158,9 @@ class InferenceService:
     def begin(self, declared_length: str | None) -> InferenceCall:
         """Admit one request before its body is read, by its ``Content-Length`` header (None when
         it declares none): ``NotReadyError`` or ``OverloadedError``."""
-        pipeline = self.ready_pipeline()
+        self.check_ready()
         body_bytes = body_reservation(declared_length, self.settings.max_body_bytes)
-        return InferenceCall(self, pipeline, pipeline.admit(body_bytes))
+        return InferenceCall(self, self.pipeline.admit(body_bytes))
 
 
 class InferenceCall:
@@ -185,13 +169,14 @@ class InferenceCall:
     Use as ``with service.begin(content_length) as call:``; leaving returns everything it holds.
     """
 
-    def __init__(self, service: InferenceService, pipeline: InferencePipeline, ticket: Ticket):
+    def __init__(self, service: InferenceService, ticket: Ticket):
         self.service = service
-        self.pipeline = pipeline
+        self.pipeline = service.pipeline
         self.ticket = ticket
         self.started = time.perf_counter()
         self.deadline = asyncio.get_running_loop().time() + service.settings.request_timeout_s
         self.decoded_at: float | None = None
+        self.largest_batch = 0  # of the batches this call's images ran in (0: none ran)
 
     def __enter__(self) -> InferenceCall:
         return self
@@ -247,6 +232,7 @@ class InferenceCall:
         if self.remaining_s <= 0:
             raise DeadlineExceededError("deadline passed while the images were decoded")
         outputs = await self.pipeline.classify(images, self.remaining_s)
+        self.largest_batch = max([self.largest_batch, *(output.batch_size for output in outputs)])
         metrics, runner = self.service.metrics, self.pipeline.runner
         threshold, rejected = self.service.abstain_threshold, self.service.abstain_indices
         results = []

@@ -19,10 +19,10 @@ import sys
 import torch
 from torch import nn
 
-from app.edge.application import load_runner
 from app.edge.logs import configure_logging
 from app.edge.replicas import serve_replicas
 from app.edge.server import serve
+from app.serving.builder import load_runner
 from app.serving.runner import ModelRunner
 from app.settings import Settings
 

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import torch
 
-from app.edge.application import load_runner
 from app.edge.server import serve
+from app.serving.builder import load_runner
 from app.serving.runner import ModelRunner
 from app.settings import Settings
 

@@ -1,7 +1,7 @@
 """The OpenAPI document is complete: every JSON answer has a schema, every successful one an
 example, request bodies say what they take, and /v2 advertises only the protocol's error shape.
 
-Built in-process: ``create_app(...).openapi()`` loads no model."""
+Built in-process, with no server: ``demo_app().openapi()``."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from app.edge.application import create_app
-from app.settings import Settings
-from tests.conftest import DEMO_BUNDLE
+from tests.conftest import demo_app
 
 V2_INFER = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
 RAW_IMAGE = {"multipart/form-data", "image/*", "application/octet-stream"}
@@ -21,7 +19,8 @@ RAW_IMAGE = {"multipart/form-data", "image/*", "application/octet-stream"}
 
 @pytest.fixture(scope="module")
 def document() -> dict[str, Any]:
-    return create_app(Settings(model_dir=DEMO_BUNDLE)).openapi()
+    with demo_app() as app:
+        return app.openapi()
 
 
 def _operations(document: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:

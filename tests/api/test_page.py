@@ -9,9 +9,7 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 from fastapi.testclient import TestClient
 
-from app.edge.application import create_app
-from app.settings import Settings
-from tests.conftest import DEMO_BUNDLE, ServerProcess
+from tests.conftest import DEMO_BUNDLE, ServerProcess, demo_app
 
 CONTENT_TYPES = {".js": "javascript", ".css": "text/css", ".png": "image/png"}
 
@@ -124,18 +122,17 @@ def test_model_describes_the_served_bundle(demo_server: ServerProcess) -> None:
     assert "/model" in demo_server.get("/openapi.json").json()["paths"]
 
 
-def test_model_is_503_not_ready_until_loaded_and_needs_no_key() -> None:
-    # No lifespan (TestClient outside `with`): the app is built but the model is never loaded.
-    client = TestClient(create_app(Settings(model_dir=DEMO_BUNDLE, api_keys="secret-key")))
-    response = client.get("/model")
-    assert response.status_code == 503  # not 401: the route is open even with keys configured
-    assert response.json()["error"]["code"] == "not_ready"
-    assert response.headers["retry-after"] == "1"
+def test_model_needs_no_key_even_while_warming_up() -> None:
+    # No lifespan (TestClient outside `with`): the model is loaded but never warmed up.
+    with demo_app(api_keys="secret-key") as app:
+        response = TestClient(app).get("/model")
+    assert response.status_code == 200  # not 401: the route is open even with keys configured
+    assert response.json()["name"] == "demo"
 
 
 def test_page_shows_the_api_key_field_only_when_keys_are_configured() -> None:
     for api_keys, expected in (("", 'data-api-keys="off"'), ("k1,k2", 'data-api-keys="on"')):
-        client = TestClient(create_app(Settings(model_dir=DEMO_BUNDLE, api_keys=api_keys)))
-        response = client.get("/")
+        with demo_app(api_keys=api_keys) as app:
+            response = TestClient(app).get("/")
         assert response.status_code == 200
         assert expected in response.text

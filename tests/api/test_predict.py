@@ -248,14 +248,20 @@ def test_an_abstain_label_the_bundle_lacks_stops_start_up_with_one_line(start_se
 
 
 def test_a_runner_loaded_by_the_caller_is_checked_for_abstain_labels_too() -> None:
-    """Benchmarks and replicas load their own runner; a misspelt label must not pass silently."""
-    from app.edge.application import create_app, load_runner
+    """Benchmarks and replicas load their own runner; a misspelt label must not pass silently,
+    and the runner it refused is closed."""
     from app.model.bundle import BundleError
+    from app.serving.builder import build_service, load_runner
+    from app.serving.runner import ModelRunner
     from app.settings import Settings
 
-    runner = load_runner(Settings(model_dir=REPO / "models" / "demo"))
-    try:
-        with pytest.raises(BundleError, match="abstain_labels names strar, not among"):
-            create_app(Settings(model_dir=REPO / "models" / "demo", abstain_labels="strar"), runner)
-    finally:
-        runner.close()
+    loaded = []
+
+    def load(settings: Settings) -> ModelRunner:
+        loaded.append(load_runner(settings))
+        return loaded[-1]
+
+    settings = Settings(model_dir=REPO / "models" / "demo", abstain_labels="strar")
+    with pytest.raises(BundleError, match="abstain_labels names strar, not among"):
+        build_service(settings, load)
+    assert loaded[0]._closing.is_set()  # closed: no thread left behind

@@ -11,10 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.edge.application import create_app
 from app.edge.routes.auth import ApiKeysError, load_api_keys
 from app.settings import Settings
-from tests.conftest import DEMO_BUNDLE, ServerProcess, encode, known_image
+from tests.conftest import DEMO_BUNDLE, ServerProcess, demo_app, encode, known_image
 
 KEY_A = "key-alpha-7f3c9e"
 KEY_B = "key-beta-19d2aa"
@@ -244,8 +243,11 @@ def test_missing_keys_file_stops_start_up_naming_the_file(start_server, tmp_path
 def test_keys_file_without_a_key_is_refused_rather_than_serving_open(tmp_path: Path) -> None:
     empty = tmp_path / "keys"
     empty.write_text("\n   \n")
-    with pytest.raises(ApiKeysError, match="holds no key; refusing to serve without auth"):
-        create_app(Settings(api_keys_file=empty))
+    with (
+        pytest.raises(ApiKeysError, match="holds no key; refusing to serve without auth"),
+        demo_app(api_keys_file=empty),
+    ):
+        pass
 
 
 def test_keys_are_the_union_of_both_sources_without_blanks(tmp_path: Path) -> None:

@@ -12,10 +12,9 @@ import tomllib
 
 from starlette.routing import Match
 
-from app.edge.application import create_app
 from app.serving.metrics import ServiceMetrics
 from app.settings import Settings
-from tests.conftest import CLI
+from tests.conftest import CLI, demo_app
 from tests.deploy.manifests import (
     REPO,
     compose_environment,
@@ -42,9 +41,9 @@ DEFAULTS = Settings.model_fields
 
 def _answers_get(path: str) -> bool:
     """Whether the app routes ``GET path`` to a handler (asked the way Starlette dispatches)."""
-    app = create_app(Settings())  # builds routes only; the model loads in the lifespan
     scope = {"type": "http", "method": "GET", "path": path, "root_path": "", "headers": []}
-    return any(route.matches(scope)[0] is Match.FULL for route in app.router.routes)
+    with demo_app() as app:
+        return any(route.matches(scope)[0] is Match.FULL for route in app.router.routes)
 
 
 def test_image_cmd_is_the_console_script_that_make_serve_and_the_tests_run() -> None:

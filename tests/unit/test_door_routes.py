@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from fastapi.routing import APIRoute
 
-from app.edge.application import INFERENCE_ROUTERS, create_app
-from app.settings import Settings
-from tests.conftest import DEMO_BUNDLE
+from app.edge.application import INFERENCE_ROUTERS
+from tests.conftest import demo_app
 
 
 def test_the_door_matches_every_inference_route_and_no_other() -> None:
-    app = create_app(Settings(model_dir=DEMO_BUNDLE))
+    with demo_app() as app:
+        pass
     matcher = app.state.inference_route
     inference = {route.path for router in INFERENCE_ROUTERS for route in router.routes}
     assert {"/predict", "/explain", "/v2/models/{name}/infer"} <= inference

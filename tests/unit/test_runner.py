@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from app.edge.application import load_runner
 from app.model.bundle import Calibration, load_bundle, write_manifest
 from app.model.devices import DeviceError
 from app.model.preprocessing import eval_transform, pixel_transform
+from app.serving.builder import load_runner
 from app.serving.runner import ModelRunner, RunnerOptions, replica_memory_fraction
 from app.settings import Settings
 from app.training.demo_data import CLASSES

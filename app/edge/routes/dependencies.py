@@ -9,8 +9,9 @@ from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 
-from app.edge.http_errors import ApiError, retry_after_headers
+from app.edge.http_errors import ApiError
 from app.edge.http_protocol import Door, request_path
+from app.edge.routes.inference import as_api_error
 from app.serving.admission import body_reservation
 from app.serving.service import InferenceService
 
@@ -45,7 +46,7 @@ def admission_door(service: InferenceService, inference_route: RouteMatcher) -> 
     max_body_bytes = service.settings.max_body_bytes
 
     def door(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> ApiError | None:
-        if method != b"POST" or service.pipeline is None:
+        if method != b"POST":
             return None
         route = inference_route(request_path(target))
         if route is None:
@@ -56,7 +57,7 @@ def admission_door(service: InferenceService, inference_route: RouteMatcher) -> 
             return None
         service.metrics.count_rejection("overloaded")
         service.metrics.requests.labels(route, "503").inc()
-        return ApiError(503, "overloaded", str(refused), retry_after_headers(refused.retry_after_s))
+        return as_api_error(refused)
 
     return door
 

@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.edge.http_errors import ApiError
 from app.edge.routes.dependencies import ServiceDep
-from app.edge.routes.inference_errors import inference_errors
+from app.edge.routes.inference import inference_request
 from app.edge.routes.predict import ERROR_RESPONSES, REQUEST_BODY
-from app.edge.routes.uploads import ImagePart, read_images, until_disconnect, upload_deadline
+from app.edge.routes.uploads import ImagePart, read_images
 from app.serving.explainer import Explainer, ExplainSlot, Explanation, target_index
 from app.serving.service import InferenceCall
 
@@ -94,23 +94,16 @@ async def explain(
 ) -> Response | ExplainResponse:
     """Show which part of one image (multipart field ``file``, or a raw image body) made the model
     answer a class: Grad-CAM from the last stage, at the model's input size."""
-    settings = service.settings
     parts: list[ImagePart] = []
-    with inference_errors(
-        request.state.request_id, settings.request_timeout_s, lambda _: parts[0].name
-    ):
+    async with inference_request(request, service, lambda _: parts[0].name) as http:
         index = target_index(service.manifest.labels, target)
-        with service.begin(request.headers.get("content-length")) as call:
-            async with call.timeout():
-                explainer = await service.explainer()
-                # From here to the end of the pass, upload and decoding included; taken before
-                # the body is read, like admission.
-                with explainer.reserve() as slot:
-                    async with upload_deadline(settings.upload_timeout_s):
-                        parts += await _read_one_image(request, settings.max_body_bytes)
-                    request.state.images = 1
-                    work = _explain(call, explainer, slot, parts[0].data, index)
-                    explanation = await until_disconnect(request, work)
+        explainer = await service.explainer()
+        # From here to the end of the pass, upload and decoding included; taken before the body
+        # is read, like admission.
+        with explainer.reserve() as slot:
+            parts += await http.upload(_read_one_image(request, service.settings.max_body_bytes))
+            work = _explain(http.call, explainer, slot, parts[0].data, index)
+            explanation = await http.answer(work, images=1)
     headers = _explained_headers(explanation)
     if format == "json":
         response.headers.update(headers)

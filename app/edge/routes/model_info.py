@@ -5,21 +5,19 @@ Open like the health routes (no API key): it describes the model, it runs nothin
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
 from app.edge.routes.dependencies import ServiceDep
-from app.edge.routes.inference_errors import inference_errors
-from app.wire.rest import ErrorResponse, ModelInfo, PreprocessingInfo
+from app.wire.rest import ModelInfo, PreprocessingInfo
 
 router = APIRouter()
 
 
-@router.get("/model", response_model=ModelInfo, responses={503: {"model": ErrorResponse}})
-async def model_info(request: Request, service: ServiceDep) -> ModelInfo:
+@router.get("/model", response_model=ModelInfo)
+async def model_info(service: ServiceDep) -> ModelInfo:
     """The model's name, architecture, labels in output order, input size, preprocessing and
-    provenance; 503 ``not_ready`` until the model is loaded."""
-    with inference_errors(request.state.request_id, service.settings.request_timeout_s):
-        manifest = service.manifest
+    provenance."""
+    manifest = service.manifest
     spec = manifest.preprocessing
     return ModelInfo(
         name=manifest.name,

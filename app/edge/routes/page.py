@@ -19,7 +19,7 @@ from app.settings import Settings
 
 router = APIRouter(include_in_schema=False)
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 ASSETS_URL = "static/page"  # relative in the HTML, so the page also works under a path prefix
 ASSETS = {"page.js": "text/javascript; charset=utf-8", "page.css": "text/css; charset=utf-8"}
 # blob: for the thumbnails (read from the chosen files) and the heat maps (fetched as blobs).

@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from app.edge.routes.dependencies import ServiceDep
-from app.edge.routes.inference_errors import inference_errors
-from app.edge.routes.uploads import ImagePart, read_images, until_disconnect, upload_deadline
+from app.edge.routes.inference import inference_request
+from app.edge.routes.uploads import ImagePart, read_images
 from app.serving.service import ImageResult
 from app.wire.rest import ErrorResponse, ImagePrediction, PredictResponse, ScoredLabel
 
@@ -56,27 +56,19 @@ async def predict(
 ) -> PredictResponse:
     """Classify one or more images (multipart fields ``file``/``files``, or a raw image body)."""
     settings = service.settings
-    request_id: str = request.state.request_id
     parts: list[ImagePart] = []
-    # Admission comes first, before a byte of the body is read: a refusal costs microseconds.
-    with inference_errors(request_id, settings.request_timeout_s, lambda i: parts[i].name):
+    async with inference_request(request, service, lambda i: parts[i].name) as http:
         k = service.top_k(top_k)
-        with service.begin(request.headers.get("content-length")) as call:
-            async with call.timeout():
-                async with upload_deadline(settings.upload_timeout_s):
-                    parts += await read_images(
-                        request, settings.max_body_bytes, settings.max_images_per_request
-                    )
-                request.state.images = len(parts)
-                uploads = [part.data for part in parts]
-                results = await until_disconnect(request, call.classify_encoded(uploads, k))
-    request.state.batch_size = max(result.batch_size for result in results)
+        reading = read_images(request, settings.max_body_bytes, settings.max_images_per_request)
+        parts += await http.upload(reading)
+        work = http.call.classify_encoded([part.data for part in parts], k)
+        results = await http.answer(work, images=len(parts))
     return PredictResponse(
         model=service.manifest.name,
-        request_id=request_id,
+        request_id=request.state.request_id,
         results=[_prediction(result) for result in results],
-        preprocess_ms=_ms((call.decoded_at or call.started) - call.started),
-        total_ms=_ms(time.perf_counter() - call.started),
+        preprocess_ms=_ms((http.call.decoded_at or http.call.started) - http.call.started),
+        total_ms=_ms(time.perf_counter() - http.call.started),
     )
 
 

@@ -18,8 +18,8 @@ from fastapi import APIRouter, Request, Response
 
 from app.edge.http_errors import ApiError
 from app.edge.routes.dependencies import ServiceDep
-from app.edge.routes.inference_errors import inference_errors
-from app.edge.routes.uploads import read_body, until_disconnect, upload_deadline
+from app.edge.routes.inference import inference_request
+from app.edge.routes.uploads import read_body
 from app.edge.routes.v2_codec import (
     ABSTAINED,
     HEADER_LENGTH,
@@ -120,9 +120,8 @@ infer_router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (v2)"])
 
 
 def _served_model(service: InferenceService, name: str, version: str | None) -> None:
-    """404 unless ``name`` (and ``version``) is the served model; 503 before it is loaded."""
-    with inference_errors("-", service.settings.request_timeout_s):
-        served = service.manifest.name
+    """404 unless ``name`` (and ``version``) is the served model."""
+    served = service.manifest.name
     if name != served or version not in (None, MODEL_VERSION):
         shown = name if version is None else f"{name} version {version}"
         raise ApiError(
@@ -228,34 +227,26 @@ async def infer(
     model's input size."""
     _served_model(service, name, version)
     settings = service.settings
-    request_id = request.state.request_id
-    with (
-        inference_errors(request_id, settings.request_timeout_s),
-        service.begin(request.headers.get("content-length")) as call,
-    ):
-        async with call.timeout():
-            async with upload_deadline(settings.upload_timeout_s):
-                body = await read_body(request, settings.max_body_bytes)
-            # Off the event loop, which does nothing whose cost grows with what a client sends;
-            # parse_request reads a body's numbers a piece at a time, so the GIL comes back to the
-            # event loop between pieces.
-            parsed = await call.parse(
-                parse_request,
-                body,
-                request.headers.get(HEADER_LENGTH),
-                service.image_shape,
-                settings.max_images_per_request,
-            )
-            request.state.images = parsed.count
-            # No top-k here: the classification extension ranks the probabilities itself.
-            work = (
-                call.classify_encoded(parsed.images)
-                if parsed.images is not None
-                # ignore: a parsed request has images or pixels, never neither (parse_request).
-                else call.classify_pixels(parsed.pixels)  # type: ignore[arg-type]
-            )
-            results = await until_disconnect(request, work)
-    request.state.batch_size = max(result.batch_size for result in results)
+    async with inference_request(request, service) as http:
+        body = await http.upload(read_body(request, settings.max_body_bytes))
+        # Off the event loop, which does nothing whose cost grows with what a client sends;
+        # parse_request reads a body's numbers a piece at a time, so the GIL comes back to the
+        # event loop between pieces.
+        parsed = await http.call.parse(
+            parse_request,
+            body,
+            request.headers.get(HEADER_LENGTH),
+            service.image_shape,
+            settings.max_images_per_request,
+        )
+        # No top-k here: the classification extension ranks the probabilities itself.
+        work = (
+            http.call.classify_encoded(parsed.images)
+            if parsed.images is not None
+            # ignore: a parsed request has images or pixels, never neither (parse_request).
+            else http.call.classify_pixels(parsed.pixels)  # type: ignore[arg-type]
+        )
+        results = await http.answer(work, images=parsed.count)
     content, header_length = encode_response(
         service.manifest.name, parsed, results, service.manifest.labels
     )
