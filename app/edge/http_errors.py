@@ -82,8 +82,9 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    # ignore: Starlette types a handler as taking any Exception; each of these takes its own class.
-    app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
-    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    # The ignores: Starlette types every handler as taking any Exception; each of these is only
+    # ever called with the class it is registered for.
+    app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]  # called for ApiError only
+    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]  # for HTTPException only
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]  # for it only
     app.add_exception_handler(Exception, _unexpected_error)

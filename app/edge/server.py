@@ -107,10 +107,10 @@ def serve(
             count_rejection=service.metrics.count_rejection,
         ),
         # uvicorn annotates these int but hands them to loop.call_later: fractions of a second work.
-        timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]
+        timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]  # a float works
         access_log=False,
         log_config=None,
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,  # type: ignore[arg-type]
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,  # type: ignore[arg-type]  # a float works
         server_header=False,
     )
     server = DrainingServer(config, service)

@@ -96,6 +96,5 @@ def exact_fp32() -> None:
     a difference of about 1e-3 in the probabilities: ``PRECISION=fp32`` asks for float32 and
     gets it. Process-wide: a process serves one model at one precision.
     """
-    # Not in torch's stubs, which still describe the older allow_tf32 flags.
-    torch.backends.cudnn.conv.fp32_precision = "ieee"  # type: ignore[attr-defined]
+    torch.backends.cudnn.conv.fp32_precision = "ieee"  # type: ignore[attr-defined]  # not in torch's stubs yet
     torch.backends.cuda.matmul.fp32_precision = "ieee"

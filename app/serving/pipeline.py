@@ -149,8 +149,8 @@ class InferencePipeline:
                 task.cancel()
         failed = [task for task in done if not task.cancelled() and task.exception()]
         if failed:
-            # ignore: exception() is not None for the tasks kept in `failed`.
-            raise min(failed, key=tasks.index).exception()  # type: ignore[misc]
+            first = min(failed, key=tasks.index).exception()
+            raise first  # type: ignore[misc]  # not None: `failed` keeps tasks that raised
         return [task.result() for task in tasks]
 
     def _gpu_decoder_for(self, header: ImageHeader) -> GpuJpegDecoder | None:
