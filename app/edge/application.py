@@ -95,7 +95,12 @@ def create_app(service: InferenceService, warm_before_accepting: bool = False) -
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID", *explain.EXPLAINED_HEADERS],
         )
-    app.add_middleware(RequestObserver, metrics=service.metrics, state=service.state)
+    app.add_middleware(
+        RequestObserver,
+        metrics=service.metrics,
+        state=service.state,
+        inference_route=app.state.inference_route,
+    )
     return app
 
 

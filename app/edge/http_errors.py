@@ -13,6 +13,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 logger = logging.getLogger(__name__)
+# The Open Inference Protocol's routes live under this prefix and answer errors in its own shape.
+V2_PREFIX = "/v2"
 
 
 class ApiError(Exception):
@@ -41,7 +43,7 @@ def retry_after_headers(retry_after_s: float) -> dict[str, str]:
 def error_response(error: ApiError, path: str) -> JSONResponse:
     """``error`` answered to a request for ``path``: our shape, or the Open Inference Protocol's
     ``{"error": message}`` under /v2 (its clients read nothing else)."""
-    if path == "/v2" or path.startswith("/v2/"):
+    if path == V2_PREFIX or path.startswith(V2_PREFIX + "/"):
         body: dict = {"error": error.message}
     else:
         body = {"error": {"code": error.code, "message": error.message}}

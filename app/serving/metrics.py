@@ -79,7 +79,7 @@ class ServiceMetrics:
         )
         self.in_flight = Gauge(
             "resnet_serve_requests_in_flight",
-            "Requests being handled now, health probes and scrapes excluded (the HPA signal).",
+            "Inference requests (/predict, /explain, v2 infer) being handled now (the HPA signal).",
             registry=self.registry,
         )
         self.images = Counter("resnet_serve_images", "Images classified.", registry=self.registry)

@@ -15,7 +15,7 @@ from app.edge.routes.inference import as_api_error
 from app.serving.admission import body_reservation
 from app.serving.service import InferenceService
 
-RouteMatcher = Callable[[bytes], str | None]
+RouteMatcher = Callable[[str], str | None]
 
 
 def route_matcher(routes: Sequence[BaseRoute]) -> RouteMatcher:
@@ -27,9 +27,8 @@ def route_matcher(routes: Sequence[BaseRoute]) -> RouteMatcher:
     """
     compiled = [(route.path_regex, route.path) for route in routes if isinstance(route, APIRoute)]
 
-    def match(path: bytes) -> str | None:
-        text = path.decode("latin-1")
-        return next((template for regex, template in compiled if regex.match(text)), None)
+    def match(path: str) -> str | None:
+        return next((template for regex, template in compiled if regex.match(path)), None)
 
     return match
 
@@ -48,7 +47,7 @@ def admission_door(service: InferenceService, inference_route: RouteMatcher) -> 
     def door(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> ApiError | None:
         if method != b"POST":
             return None
-        route = inference_route(request_path(target))
+        route = inference_route(request_path(target).decode("latin-1"))
         if route is None:
             return None
         declared = next((value for name, value in headers if name == b"content-length"), None)

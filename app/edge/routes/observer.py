@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,7 +20,6 @@ from app.serving.state import ServiceState
 logger = logging.getLogger("resnet_serve.access")
 REQUEST_ID_HEADER = "x-request-id"
 MAX_REQUEST_ID_LENGTH = 128
-OPERATIONS_PREFIXES = ("/health", "/metrics")
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
@@ -35,10 +35,17 @@ def _incoming_request_id(scope: Scope) -> str | None:
 class RequestObserver:
     """Assign or honour ``X-Request-ID``, echo it, and record one log line and metrics per request."""
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, state: ServiceState) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: ServiceMetrics,
+        state: ServiceState,
+        inference_route: Callable[[str], str | None],
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.state = state
+        self.inference_route = inference_route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,9 +66,9 @@ class RequestObserver:
                 MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
             await send(message)
 
-        # Probes and scrapes are not work: leaving them out keeps the in-flight gauge an exact
-        # scaling signal and lets a drain end while health checks keep arriving.
-        is_work = not scope["path"].startswith(OPERATIONS_PREFIXES)
+        # Only requests that run the model count: leaving probes, scrapes and pages out keeps the
+        # in-flight gauge an exact scaling signal and lets a drain end while health checks arrive.
+        is_work = self.inference_route(scope["path"]) is not None
         self.state.requests_in_flight += is_work
         try:
             await self.app(scope, receive, send_with_id)

@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from app.edge.http_errors import ApiError
+from app.edge.http_errors import V2_PREFIX, ApiError
 from app.edge.routes.dependencies import ServiceDep
 from app.edge.routes.inference import inference_request
 from app.edge.routes.uploads import read_body
@@ -115,8 +115,8 @@ INFER_OPENAPI: dict[str, Any] = {
     },
 }
 
-router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (v2)"])
-infer_router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (v2)"])
+router = APIRouter(prefix=V2_PREFIX, tags=["Open Inference Protocol (v2)"])
+infer_router = APIRouter(prefix=V2_PREFIX, tags=["Open Inference Protocol (v2)"])
 
 
 def _served_model(service: InferenceService, name: str, version: str | None) -> None:
