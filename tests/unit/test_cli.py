@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.cli.main import TRAINING_COMMANDS, build_parser, main
-from app.cli.training import COMMAND_NAMES
-from app.cli.training import build_parser as training_parser
+from app.cli.main import build_parser, main
 from app.settings import Settings
-
-
-def test_training_commands_are_listed_with_the_same_names() -> None:
-    assert tuple(TRAINING_COMMANDS) == COMMAND_NAMES
 
 
 def test_serve_has_one_option_per_setting(capsys: pytest.CaptureFixture[str]) -> None:
@@ -37,12 +31,10 @@ def test_invalid_serve_options_exit_2_naming_each_setting(
 
 def test_finetune_weights_dtype_is_fp16_or_fp32(capsys: pytest.CaptureFixture[str]) -> None:
     finetune = ["finetune", "data", "--out", "models/x"]
-    assert training_parser().parse_args(finetune).weights_dtype == "fp32"
-    assert (
-        training_parser().parse_args([*finetune, "--weights-dtype", "fp16"]).weights_dtype == "fp16"
-    )
+    assert build_parser().parse_args(finetune).weights_dtype == "fp32"
+    assert build_parser().parse_args([*finetune, "--weights-dtype", "fp16"]).weights_dtype == "fp16"
     with pytest.raises(SystemExit) as refused:
-        training_parser().parse_args([*finetune, "--weights-dtype", "float16"])
+        build_parser().parse_args([*finetune, "--weights-dtype", "float16"])
     assert refused.value.code == 2
     assert "--weights-dtype: invalid choice: 'float16'" in capsys.readouterr().err
 
