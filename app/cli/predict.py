@@ -1,11 +1,13 @@
 """``resnet-serve predict``: find the images, classify them concurrently, print a table or JSON.
 
-One request per image, so one bad file fails only its own line. ``app.cli.main`` parses the options and
-imports this module only when the command runs.
+One request per image, so one bad file fails only its own line. The client (httpx) is imported only
+when the command runs: ``app.cli.main`` imports this module to register the command, and so does
+every ``resnet-serve healthcheck``, which must stay cheap.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import csv
 import json
@@ -14,12 +16,15 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from app.client.client import AsyncResnetClient
-from app.client.models import ImageResult, ResnetConnectionError, ResnetServeError
+from app.cli.commands import EXIT_ERROR, Commands
+
+if TYPE_CHECKING:
+    from app.client.models import ImageResult
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED = 0, 1
 # 128 + SIGPIPE: what a shell reports for a Unix tool whose reader left (`yes | head -1`), so a
 # `set -o pipefail` script sees this command as it sees any other. Not 0: some lines went unread.
 EXIT_STDOUT_CLOSED = 141
@@ -58,6 +63,9 @@ async def classify_all(
     A failed image becomes an ``Outcome`` with its error; an unreachable server cancels the rest
     and raises ``ResnetConnectionError``: every other request would fail the same way.
     """
+    from app.client.client import AsyncResnetClient
+    from app.client.models import ResnetConnectionError, ResnetServeError
+
     limit = asyncio.Semaphore(concurrency)
 
     async def classify(client: AsyncResnetClient, path: Path) -> Outcome:
@@ -146,52 +154,94 @@ def _print_results(text: str) -> bool:
     return True
 
 
-def run_predict(
-    arguments: Sequence[str],
-    url: str,
-    api_key: str | None = None,
-    top_k: int | None = None,
-    concurrency: int = 8,
-    as_json: bool = False,
-    bundle: Path | None = None,
-    output: Path | None = None,
-) -> int:
+def register(commands: Commands) -> None:
+    predict = commands.add_parser(
+        "predict",
+        help="classify images with a running server, or with a bundle here",
+        description="Send each image to a server's /predict (several at once), or classify it here "
+        "with --bundle, and print its top labels. Exit 0 when every image was classified, 1 if any "
+        "failed, 2 if none could be.",
+    )
+    add = predict.add_argument
+    add(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="image files, or directories searched recursively for "
+        ".jpg/.jpeg/.png/.webp/.bmp/.gif/.tif/.tiff",
+    )
+    add("--url", help="the server (env RESNET_SERVE_URL, default http://127.0.0.1:8000)")
+    add(
+        "--bundle", type=Path, help="classify here with this bundle folder, no server (loads torch)"
+    )
+    add(
+        "--output",
+        type=Path,
+        help="also write the results to this file: CSV if it ends in .csv, else JSON lines",
+    )
+    add("--api-key", help="sent as 'Authorization: Bearer' (env RESNET_SERVE_API_KEY)")
+    add("--top-k", type=_positive_int, help="labels per image (default: the server's, 5)")
+    add(
+        "--concurrency",
+        type=_positive_int,
+        default=8,
+        help="requests in flight at once, one image each (default: 8)",
+    )
+    add("--json", action="store_true", help="print one JSON document instead of a table")
+    predict.set_defaults(handler=run_predict)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def run_predict(args: argparse.Namespace) -> int:
     """The command: 0 when every image was classified, 1 if any failed, 2 when nothing could run,
     141 when stdout closed early.
 
-    With ``bundle`` the images are classified here, with no server; with ``output`` the results
-    are also written to a CSV or JSON-lines file.
+    With ``--bundle`` the images are classified here, with no server; with ``--output`` the
+    results are also written to a CSV or JSON-lines file.
     """
     try:
-        paths = find_images(arguments)
+        paths = find_images(args.images)
     except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _refuse(exc)
     if not paths:
-        print(f"error: no images found in {' '.join(arguments)}", file=sys.stderr)
-        return EXIT_USAGE
-    if bundle is not None:
+        return _refuse(f"no images found in {' '.join(args.images)}")
+    if args.bundle is not None:
         # Local classification loads torch; the client alone never does.
         from app.cli.offline import classify_files
         from app.model.bundle import BundleError
         from app.model.devices import DeviceError
 
         try:
-            outcomes = classify_files(paths, bundle, top_k)
+            outcomes = classify_files(paths, args.bundle, args.top_k)
         except (BundleError, DeviceError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+            return _refuse(exc)
     else:
+        from app.client.client import DEFAULT_URL
+        from app.client.models import ResnetConnectionError
+
+        url = args.url or os.environ.get("RESNET_SERVE_URL") or DEFAULT_URL
+        api_key = args.api_key or os.environ.get("RESNET_SERVE_API_KEY")
         try:
-            outcomes = asyncio.run(classify_all(paths, url, api_key, top_k, concurrency))
+            outcomes = asyncio.run(classify_all(paths, url, api_key, args.top_k, args.concurrency))
         except ResnetConnectionError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-    if output is not None:  # first: a reader that closes stdout early must not cost the file
-        write_output(outcomes, output)
-    if not _print_results(format_json(outcomes) if as_json else format_table(outcomes)):
+            return _refuse(exc)
+    if args.output is not None:  # first: a reader that closes stdout early must not cost the file
+        write_output(outcomes, args.output)
+    if not _print_results(format_json(outcomes) if args.json else format_table(outcomes)):
         return EXIT_STDOUT_CLOSED
     failed = sum(outcome.result is None for outcome in outcomes)
     if failed:
         print(f"{failed} of {len(outcomes)} images failed", file=sys.stderr)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _refuse(problem: object) -> int:
+    """Nothing could be classified: one ``error:`` line, and the usage status."""
+    print(f"error: {problem}", file=sys.stderr)
+    return EXIT_ERROR

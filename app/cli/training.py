@@ -1,116 +1,21 @@
 """The training commands of ``resnet-serve``: ``finetune``, ``evaluate``, ``calibrate``, ``demo-data``.
 
-``app.cli.main`` hands argv over here when the first word is one of ``COMMAND_NAMES``; this module holds
-their argument parsing, kept apart so that the light commands never import torch. Each command is one ``_add_<command>`` function that declares its arguments and sets a handler, plus
-one entry in ``COMMANDS``. Handlers turn arguments into one library call and print the result.
-Expected failures (a bad bundle, dataset or option) print one ``error: ...`` line to stderr and exit
-with status 2; progress and warnings from the library go to stderr, results to stdout.
+Their options take choices and defaults from the training library, which loads torch, so each is
+registered with a ``configure`` function that adds them only when that command runs. Handlers turn
+the arguments into one library call and print its result with ``app.cli.reports``; failures the
+user can fix are one ``error: ...`` line and status 2 (``library_command``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from app.model.bundle import MANIFEST_FILE, BundleError
-from app.model.resnet import ARCHITECTURES
-from app.training.calibration import DEFAULT_TARGET_RECALL, CalibrationFit
-from app.training.config import WEIGHTS_DTYPES, FinetuneConfig, default_workers
-from app.training.demo_data import CLASS_SETS, generate_dataset
-from app.training.evaluate import calibrate_bundle, evaluate_bundle
-from app.training.finetune import finetune, format_duration
-from app.training.optim import OPTIMIZER_DEFAULTS
-from app.training.recipe import FROM_PRETRAINED, FROM_SCRATCH
-from app.training.scores import (
-    format_accuracy,
-    format_confusion,
-    format_per_class_accuracy,
-    format_precision_recall,
-)
+from app.cli.commands import Commands, library_command
 
-EXIT_ERROR = 2
-EXIT_INTERRUPTED = 130
-Subparsers = argparse._SubParsersAction  # what add_subparsers returns; add_parser is called on it
-# Failures a user can fix; DatasetError, CheckpointError and ImageDecodeError are ValueErrors.
-EXPECTED_ERRORS = (BundleError, ValueError, OSError)
-
-
-class _LogFormatter(logging.Formatter):
-    """Info lines as they are; warnings and errors prefixed like ``warning: ...``."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if record.levelno >= logging.WARNING:
-            return f"{record.levelname.lower()}: {message}"
-        return message
-
-
-@contextmanager
-def _log_to_stderr() -> Iterator[None]:
-    """Show the ``app`` loggers' info lines on stderr for the duration of one command."""
-    logger = logging.getLogger("app")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_LogFormatter())
-    previous = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)
-
-
-# ---- demo-data ---------------------------------------------------------------------------------
-
-
-def _add_demo_data(commands: Subparsers) -> None:
-    parser = commands.add_parser(
-        "demo-data",
-        help="generate the labelled shapes dataset used for the demo model",
-        description="Write OUT/<class>/<class>_00000.jpg images of drawn shapes; "
-        "the same seed gives the same files.",
-    )
-    parser.add_argument("out", type=Path, help="folder to write the class folders into")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument(
-        "--per-class", type=int, default=150, help="images per class (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--classes",
-        type=_class_names,
-        default=CLASS_SETS["demo"],
-        help="comma-separated class names or sets: 'demo' (the demo model's 8 shapes, the "
-        f"default), 'new' (6 shapes it never saw: {', '.join(CLASS_SETS['new'])}), 'clutter' "
-        "(no shape: backgrounds and strokes)",
-    )
-    parser.set_defaults(handler=_demo_data)
-
-
-def _class_names(value: str) -> tuple[str, ...]:
-    """Comma-separated class names and set names: ``demo,clutter`` is the 8 demo shapes and clutter."""
-    names = (name.strip() for name in value.split(","))
-    return tuple(chosen for name in names for chosen in CLASS_SETS.get(name, (name,)))
-
-
-def _demo_data(args: argparse.Namespace) -> int:
-    counts = generate_dataset(
-        args.out, seed=args.seed, per_class=args.per_class, classes=args.classes
-    )
-    print(f"wrote {sum(counts.values())} images of {len(counts)} classes to {args.out}")
-    return 0
-
-
-# ---- finetune ----------------------------------------------------------------------------------
-
-_FINETUNE_DESCRIPTION = f"""\
+_FINETUNE_DESCRIPTION = """\
 Fine-tune a ResNet on DATA (one subfolder of images per class) and write a bundle to --out from the
 epoch with the best validation accuracy, with training_curves.png and confusion_matrix.png beside it.
 
@@ -121,27 +26,53 @@ linear warm-up, then cosine decay. Mixed precision is used on CUDA only. A check
 after every epoch; --resume continues a run (pass the same arguments).
 
 Options left unset follow a recipe chosen by the starting weights and sized by the data (the first
-log line prints it): from scratch {FROM_SCRATCH.input_size} px, ~{FROM_SCRATCH.steps} steps of {FROM_SCRATCH.batch_size} images, lr {FROM_SCRATCH.adamw_lr:g}; from pretrained weights
-their own input size, ~{FROM_PRETRAINED.steps} steps of {FROM_PRETRAINED.batch_size} images, lr {FROM_PRETRAINED.adamw_lr:g}, a fifth of the epochs head-only."""
+log line prints it): from scratch {scratch.input_size} px, ~{scratch.steps} steps of {scratch.batch_size} images, lr {scratch.adamw_lr:g}; from pretrained weights
+their own input size, ~{pretrained.steps} steps of {pretrained.batch_size} images, lr {pretrained.adamw_lr:g}, a fifth of the epochs head-only."""
 
 
-def _config_defaults() -> dict[str, Any]:
-    """FinetuneConfig's defaults, so the CLI and the library cannot drift apart."""
-    defaults = {}
-    for field in fields(FinetuneConfig):
-        if field.default is not MISSING:
-            defaults[field.name] = field.default
-        elif field.default_factory is not MISSING:
-            defaults[field.name] = field.default_factory()
-    return defaults
-
-
-def _add_finetune(commands: Subparsers) -> None:
-    parser = commands.add_parser(
+def register(commands: Commands) -> None:
+    commands.add_parser(
         "finetune",
         help="fine-tune a ResNet on an image folder and write a bundle",
-        description=_FINETUNE_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        configure=_finetune_options,
+    )
+    commands.add_parser(
+        "evaluate",
+        help="score a bundle on a labelled image folder",
+        description="Classify FOLDER/<class>/ images with BUNDLE, preprocessed as serving does, "
+        "and print accuracy, calibration error, per-class precision and recall and the confusion "
+        "matrix. FOLDER's classes must be among the bundle's labels.",
+        configure=_evaluate_options,
+    )
+    commands.add_parser(
+        "calibrate",
+        help="fit a bundle's softmax temperature and abstain threshold",
+        description="Classify held-out FOLDER/<class>/ images with BUNDLE, fit the temperature that "
+        "calibrates its scores and the abstain threshold that keeps --target-recall of its correct "
+        "answers, and store both in BUNDLE/model.json (the weights are not touched).",
+        configure=_calibrate_options,
+    )
+    commands.add_parser(
+        "demo-data",
+        help="generate the labelled shapes dataset used for the demo model",
+        description="Write OUT/<class>/<class>_00000.jpg images of drawn shapes; "
+        "the same seed gives the same files.",
+        configure=_demo_data_options,
+    )
+
+
+# ---- finetune ----------------------------------------------------------------------------------
+
+
+def _finetune_options(parser: argparse.ArgumentParser) -> None:
+    from app.model.resnet import ARCHITECTURES
+    from app.training.config import WEIGHTS_DTYPES, FinetuneConfig
+    from app.training.optim import OPTIMIZER_DEFAULTS
+    from app.training.recipe import FROM_PRETRAINED, FROM_SCRATCH
+
+    parser.description = _FINETUNE_DESCRIPTION.format(
+        scratch=FROM_SCRATCH, pretrained=FROM_PRETRAINED
     )
     add = parser.add_argument
     add("data", type=Path, help="training images: DATA/<class>/*.jpg|png|...")
@@ -249,63 +180,41 @@ def _add_finetune(commands: Subparsers) -> None:
         help="bundle storage precision (default: %(default)s)",
     )
     add("--no-progress", dest="progress", action="store_false", help="no per-batch progress bar")
-    parser.set_defaults(**_config_defaults(), handler=_finetune)
+    # FinetuneConfig's own defaults, so the CLI and the library cannot drift apart; DATA and --out
+    # are required, so their placeholders here are never used.
+    parser.set_defaults(**vars(FinetuneConfig(data=Path(), out=Path("out"))), handler=_finetune)
 
 
+@library_command
 def _finetune(args: argparse.Namespace) -> int:
-    config = FinetuneConfig(
-        **{field.name: getattr(args, field.name) for field in fields(FinetuneConfig)}
-    )
-    result = finetune(config)
-    report = result.report
-    print(
-        f"best validation accuracy: {100 * result.best_accuracy:.2f}% "
-        f"(epoch {result.best_epoch} of {result.epochs_run})"
-    )
-    print("per-class validation accuracy:")
-    print(format_per_class_accuracy(report))
-    print("confusion matrix (rows: true class, columns: predicted class):")
-    print(format_confusion(report))
-    _print_calibration(result.calibration)
-    print(f"checkpoint (last and best epoch, for --resume): {result.checkpoint}")
-    print(
-        f"done in {format_duration(result.seconds)}: bundle {result.bundle_dir}, validation "
-        f"accuracy {100 * result.best_accuracy:.2f}%, ECE {result.calibration.ece_after:.4f} "
-        "(calibrated)"
-    )
+    from app.cli.reports import print_finetune
+    from app.training.config import FinetuneConfig
+    from app.training.finetune import finetune
+
+    options = {field.name: getattr(args, field.name) for field in fields(FinetuneConfig)}
+    print_finetune(finetune(FinetuneConfig(**options)))
     return 0
 
 
-def _print_calibration(fit: CalibrationFit) -> None:
-    calibration = fit.calibration
-    print(
-        f"calibration on {fit.images} images: temperature {calibration.temperature:.3f}, "
-        f"ECE {fit.ece_before:.4f} before, {fit.ece_after:.4f} after"
-    )
-    print(
-        f"abstain threshold: {calibration.abstain_threshold:.4f} "
-        f"(keeps {100 * (calibration.target_recall or 0):g}% of correct in-class answers)"
-    )
+# ---- evaluate and calibrate --------------------------------------------------------------------
 
 
-# ---- evaluate ----------------------------------------------------------------------------------
-
-
-def _add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
+def _scoring_options(parser: argparse.ArgumentParser) -> None:
     """BUNDLE, a labelled FOLDER and how to run the model over it: shared by evaluate and calibrate."""
-    parser.add_argument("bundle", type=Path, help="bundle folder (model.json + model.safetensors)")
-    parser.add_argument("folder", type=Path, help="labelled images: FOLDER/<class>/*.jpg|png|...")
-    parser.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
-    parser.add_argument(
-        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)"
-    )
-    parser.add_argument(
+    from app.training.config import default_workers
+
+    add = parser.add_argument
+    add("bundle", type=Path, help="bundle folder (model.json + model.safetensors)")
+    add("folder", type=Path, help="labelled images: FOLDER/<class>/*.jpg|png|...")
+    add("--batch-size", type=int, default=64, help="(default: %(default)s)")
+    add("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    add(
         "--workers",
         type=int,
         default=default_workers(),
         help="DataLoader worker processes (default: %(default)s)",
     )
-    parser.add_argument(
+    add(
         "--no-jpeg-draft",
         dest="jpeg_draft",
         action="store_false",
@@ -313,15 +222,13 @@ def _add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_evaluate(commands: Subparsers) -> None:
-    parser = commands.add_parser(
-        "evaluate",
-        help="score a bundle on a labelled image folder",
-        description="Classify FOLDER/<class>/ images with BUNDLE, preprocessed as serving does, "
-        "and print accuracy, calibration error, per-class precision and recall and the confusion "
-        "matrix. FOLDER's classes must be among the bundle's labels.",
-    )
-    _add_scoring_arguments(parser)
+def _scoring_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """What ``_scoring_options`` parsed, as keyword arguments of evaluate and calibrate."""
+    return {name: getattr(args, name) for name in ("batch_size", "device", "workers", "jpeg_draft")}
+
+
+def _evaluate_options(parser: argparse.ArgumentParser) -> None:
+    _scoring_options(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     parser.add_argument(
         "--ood",
@@ -332,69 +239,22 @@ def _add_evaluate(commands: Subparsers) -> None:
     parser.set_defaults(handler=_evaluate)
 
 
-def _scoring_options(args: argparse.Namespace) -> dict[str, Any]:
-    """What ``_add_scoring_arguments`` parsed, as keyword arguments of evaluate and calibrate."""
-    return {
-        "batch_size": args.batch_size,
-        "device": args.device,
-        "workers": args.workers,
-        "jpeg_draft": args.jpeg_draft,
-    }
-
-
+@library_command
 def _evaluate(args: argparse.Namespace) -> int:
+    from app.cli.reports import print_evaluate
+    from app.training.evaluate import evaluate_bundle
+
     result = evaluate_bundle(
-        args.bundle,
-        args.folder,
-        ood_folder=args.ood,
-        **_scoring_options(args),
+        args.bundle, args.folder, ood_folder=args.ood, **_scoring_arguments(args)
     )
-    if args.json:
-        summary = {
-            "bundle": result.name,
-            "folder": str(result.folder),
-            "skipped": result.skipped,
-            "ece": result.ece,
-            "temperature": result.temperature,
-        }
-        if result.ood is not None:
-            summary["ood"] = result.ood.to_dict()
-        print(json.dumps(summary | result.report.to_dict(), indent=2))
-        return 0
-    print(f"bundle: {result.name}, folder: {result.folder}")
-    print(format_accuracy(result.report))
-    print(
-        f"calibration error (ECE) of the served scores: {result.ece:.4f} (temperature {result.temperature:.3f})"
-    )
-    print("per-class precision and recall:")
-    print(format_precision_recall(result.report))
-    print("confusion matrix (rows: true class, columns: predicted class):")
-    print(format_confusion(result.report))
-    if result.ood is not None:
-        ood = result.ood
-        print(f"out-of-distribution: {ood.images} images in {ood.folder}")
-        print(f"  AUROC in-class vs OOD, max softmax probability: {ood.msp_auroc:.4f}")
-        print(f"  AUROC in-class vs OOD, energy score: {ood.energy_auroc:.4f}")
-        print(
-            f"  abstain rate at threshold {ood.threshold:.4f}: "
-            f"{100 * ood.abstain_rate_ood:.1f}% of OOD, "
-            f"{100 * ood.abstain_rate_in_class:.1f}% of in-class"
-        )
+    print_evaluate(result, args.json)
     return 0
 
 
-# ---- calibrate ---------------------------------------------------------------------------------
+def _calibrate_options(parser: argparse.ArgumentParser) -> None:
+    from app.training.calibration import DEFAULT_TARGET_RECALL
 
-
-def _add_calibrate(commands: Subparsers) -> None:
-    parser = commands.add_parser(
-        "calibrate",
-        help="fit a bundle's softmax temperature and abstain threshold",
-        description="Classify held-out FOLDER/<class>/ images with BUNDLE, fit the temperature that "
-        "calibrates its scores and the abstain threshold that keeps --target-recall of its correct "
-        "answers, and store both in BUNDLE/model.json (the weights are not touched).",
-    )
-    _add_scoring_arguments(parser)
+    _scoring_options(parser)
     parser.add_argument(
         "--target-recall",
         type=float,
@@ -409,50 +269,54 @@ def _add_calibrate(commands: Subparsers) -> None:
     parser.set_defaults(handler=_calibrate)
 
 
+@library_command
 def _calibrate(args: argparse.Namespace) -> int:
+    from app.cli.reports import print_calibrate
+    from app.training.evaluate import calibrate_bundle
+
     fit = calibrate_bundle(
         args.bundle,
         args.folder,
         target_recall=args.target_recall,
         fitted_on=args.fitted_on,
-        **_scoring_options(args),
+        **_scoring_arguments(args),
     )
-    print(f"accuracy: {100 * fit.accuracy:.2f}%")
-    _print_calibration(fit)
-    print(f"wrote {args.bundle / MANIFEST_FILE}")
+    print_calibrate(fit, args.bundle)
     return 0
 
 
-# ---- entry point -------------------------------------------------------------------------------
-
-COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
-    _add_finetune,
-    _add_evaluate,
-    _add_calibrate,
-    _add_demo_data,
-)
-COMMAND_NAMES = ("finetune", "evaluate", "calibrate", "demo-data")
+# ---- demo-data ---------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="resnet-serve", description="Fine-tune and evaluate ResNet image classifiers."
+def _demo_data_options(parser: argparse.ArgumentParser) -> None:
+    from app.training.demo_data import CLASS_SETS
+
+    def class_names(value: str) -> tuple[str, ...]:
+        """Class names and set names, comma-separated: ``demo,clutter`` is the 8 shapes and clutter."""
+        names = (name.strip() for name in value.split(","))
+        return tuple(chosen for name in names for chosen in CLASS_SETS.get(name, (name,)))
+
+    add = parser.add_argument
+    add("out", type=Path, help="folder to write the class folders into")
+    add("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    add("--per-class", type=int, default=150, help="images per class (default: %(default)s)")
+    add(
+        "--classes",
+        type=class_names,
+        default=CLASS_SETS["demo"],
+        help="comma-separated class names or sets: 'demo' (the demo model's 8 shapes, the "
+        f"default), 'new' (6 shapes it never saw: {', '.join(CLASS_SETS['new'])}), 'clutter' "
+        "(no shape: backgrounds and strokes)",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add_command in COMMANDS:
-        add_command(commands)
-    return parser
+    parser.set_defaults(handler=_demo_data)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the exit status (argparse itself exits 2 on usage errors)."""
-    args = build_parser().parse_args(argv)
-    with _log_to_stderr():
-        try:
-            return args.handler(args)
-        except EXPECTED_ERRORS as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_ERROR
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
+@library_command
+def _demo_data(args: argparse.Namespace) -> int:
+    from app.training.demo_data import generate_dataset
+
+    counts = generate_dataset(
+        args.out, seed=args.seed, per_class=args.per_class, classes=args.classes
+    )
+    print(f"wrote {sum(counts.values())} images of {len(counts)} classes to {args.out}")
+    return 0
