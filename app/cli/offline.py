@@ -1,30 +1,26 @@
 """``resnet-serve predict --bundle``: classify image files on this machine, with no server.
 
-The same decoding and model path as the service (``UploadDecoder``, ``ModelRunner``), in batches,
-answered as the client's ``Outcome`` objects (abstaining below the bundle's threshold, as a server
-with no ``ABSTAIN_THRESHOLD`` setting does) so that the command prints and writes them exactly as
-it does a server's answers. Imported only when ``--bundle`` is given: it loads torch.
+The service ``serve`` runs, built the same way (``build_service``), without HTTP: one call per
+image, as the client sends one request per image, so the batcher merges them and one bad file fails
+only its own line. It abstains below the bundle's threshold, as a server with no
+``ABSTAIN_THRESHOLD`` setting does, and answers as the client's ``Outcome`` objects so that the
+command prints and writes them exactly as it does a server's answers. Imported only when
+``--bundle`` is given: it loads torch.
 """
 
 from __future__ import annotations
 
-import time
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from app.cli.predict import Outcome
 from app.client.models import ImageResult, ScoredLabel
-from app.model.preprocessing import (
-    DATASET_MAX_PIXELS,
-    ImageDecodeError,
-    ImageTooLargeError,
-    UploadDecoder,
-)
-from app.serving.runner import ModelRunner, RunnerOptions, abstains
-
-BATCH_SIZE = 32
+from app.model.preprocessing import DATASET_MAX_PIXELS
+from app.serving.builder import build_service
+from app.serving.pipeline import RejectedImageError
+from app.serving.service import InferenceService
+from app.settings import Settings
 
 
 def classify_files(
@@ -34,42 +30,42 @@ def classify_files(
 
     Raises ``BundleError`` or ``DeviceError`` when the bundle cannot be served here.
     """
-    runner = ModelRunner.load(str(bundle), device, "auto", RunnerOptions(max_batch_size=BATCH_SIZE))
-    try:
-        decode = UploadDecoder(runner.bundle.manifest.preprocessing, DATASET_MAX_PIXELS)
-        k = min(top_k or 5, len(runner.labels))
-        threshold = runner.bundle.manifest.abstain_threshold
-        outcomes: list[Outcome] = []
-        for start in range(0, len(paths), BATCH_SIZE):
-            batch = paths[start : start + BATCH_SIZE]
-            outcomes += _classify_batch(runner, decode, batch, k, threshold)
-        return outcomes
-    finally:
-        runner.close()
+    # Local files are the user's own: the pixel limits of a dataset, not of a public endpoint.
+    settings = Settings(
+        model_dir=bundle,
+        device=device,
+        abstain_threshold=None,
+        abstain_labels="",
+        max_image_pixels=DATASET_MAX_PIXELS,
+        max_request_pixels=DATASET_MAX_PIXELS,
+        max_decode_pixels=DATASET_MAX_PIXELS,
+    )
+    return asyncio.run(_classify_all(build_service(settings), paths, top_k))
 
 
-def _classify_batch(
-    runner: ModelRunner, decode: UploadDecoder, paths: Sequence[Path], k: int, threshold: float
+async def _classify_all(
+    service: InferenceService, paths: Sequence[Path], top_k: int | None
 ) -> list[Outcome]:
-    decoded: dict[int, torch.Tensor] = {}
-    failures: dict[int, Outcome] = {}
-    for index, path in enumerate(paths):
-        try:
-            decoded[index] = decode(path.read_bytes())
-        except OSError as exc:
-            failures[index] = Outcome(path, code="unreadable", message=exc.strerror or str(exc))
-        except (ImageDecodeError, ImageTooLargeError) as exc:
-            failures[index] = Outcome(path, code="invalid_image", message=str(exc))
-    started = time.perf_counter()
-    probabilities = runner.predict_blocking(list(decoded.values())) if decoded else []
-    inference_ms = round((time.perf_counter() - started) * 1000, 3)
-    results = dict(zip(decoded, probabilities, strict=True))
-    outcomes = []
-    for index, path in enumerate(paths):
-        if index in failures:
-            outcomes.append(failures[index])
-            continue
-        top = tuple(ScoredLabel(c.label, c.index, c.score) for c in runner.top_k(results[index], k))
-        abstained = abstains(results[index], threshold)
-        outcomes.append(Outcome(path, ImageResult(top, len(decoded), 0.0, inference_ms, abstained)))
-    return outcomes
+    k = min(top_k or 5, service.manifest.num_classes)
+    admitted = asyncio.Semaphore(service.settings.max_requests_in_flight)
+
+    async def classify(path: Path) -> Outcome:
+        async with admitted:
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                return Outcome(path, code="unreadable", message=exc.strerror or str(exc))
+            try:
+                with service.begin(None) as call:
+                    (result,) = await call.classify_encoded([data], k)
+            except RejectedImageError as exc:
+                return Outcome(path, code="invalid_image", message=str(exc.cause))
+        top = tuple(ScoredLabel(c.label, c.index, c.score) for c in result.top)
+        ms = (round(result.queue_s * 1000, 3), round(result.compute_s * 1000, 3))
+        return Outcome(path, ImageResult(top, result.batch_size, *ms, result.abstained))
+
+    try:
+        await service.start()
+        return await asyncio.gather(*(classify(path) for path in paths))
+    finally:
+        await service.stop()
