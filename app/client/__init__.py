@@ -1,4 +1,5 @@
-"""A typed Python client for resnet-serve, on httpx only (no torch, PIL or numpy).
+"""A typed Python client for resnet-serve, on httpx and pydantic only (no torch, PIL or numpy): it
+parses answers with the server's own wire models (``app.wire``).
 
 from app.client import ResnetClient
 

@@ -1,17 +1,20 @@
 """``ResnetClient`` and ``AsyncResnetClient``: typed calls to a resnet-serve server over httpx.
 
 Both send the same requests and read the same answers (the helpers below); only the I/O differs.
+Answers are parsed with the models the server emits them with (``app.wire.rest``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self, TypeVar
+from urllib.parse import unquote
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from app.client.models import (
     Explanation,
@@ -21,13 +24,15 @@ from app.client.models import (
     Prediction,
     ResnetConnectionError,
     ResnetServeError,
+    ScoredLabel,
 )
+from app.wire.rest import ErrorResponse
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 60.0
 ImageInput = str | os.PathLike[str] | bytes
 Target = str | int | None  # a label, or an index into ``ModelInfo.labels``; None: the top class
-T = TypeVar("T")
+Body = TypeVar("Body", bound=BaseModel)
 
 
 def _http_options(url: str, api_key: str | None, timeout: float) -> dict[str, Any]:
@@ -77,65 +82,63 @@ def _no_answer_as_error(url: str) -> Iterator[None]:
         raise ResnetConnectionError(url, str(exc) or type(exc).__name__) from exc
 
 
-def _decode(response: httpx.Response, parse: Callable[[dict[str, Any]], T], ok: bool) -> T:
-    """``parse`` the body when ``ok``; otherwise raise the server's error, or say what came back."""
-    body = _json(response)
-    if ok and isinstance(body, dict):
+def _decode(response: httpx.Response, body: type[Body], ok: bool) -> Body:
+    """The answer as ``body`` when ``ok``; otherwise raise the server's error, or say what came
+    back."""
+    if ok:
         try:
-            return parse(body)
-        except (KeyError, TypeError):
-            pass  # JSON, but not the API's: reported below
-    raise _error(response, body)
+            return body.model_validate_json(response.content)
+        except ValidationError:
+            pass  # not JSON, or not the API's: reported below
+    raise _error(response)
 
 
-def _json(response: httpx.Response) -> object:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
-def _error(response: httpx.Response, body: object) -> ResnetServeError:
-    """The server's own error from a JSON ``body``, or one saying what came back instead."""
+def _error(response: httpx.Response) -> ResnetServeError:
+    """The server's own error, or one saying what came back instead."""
     request_id = response.headers.get("x-request-id")
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict) and "code" in error and "message" in error:
-        status, code, message = response.status_code, error["code"], error["message"]
-        return ResnetServeError(status, str(code), str(message), request_id)
-    snippet = " ".join(response.text.split())[:200] or "(empty body)"
-    message = (
-        f"{response.reason_phrase or 'unexpected answer'} (not a resnet-serve answer): {snippet}"
-    )
-    return ResnetServeError(response.status_code, "unexpected_response", message, request_id)
+    try:
+        error = ErrorResponse.model_validate_json(response.content).error
+    except ValidationError:
+        snippet = " ".join(response.text.split())[:200] or "(empty body)"
+        reason = response.reason_phrase or "unexpected answer"
+        message = f"{reason} (not a resnet-serve answer): {snippet}"
+        return ResnetServeError(response.status_code, "unexpected_response", message, request_id)
+    return ResnetServeError(response.status_code, error.code, error.message, request_id)
 
 
 def _prediction(response: httpx.Response) -> Prediction:
-    return _decode(response, Prediction.from_json, response.is_success)
+    return _decode(response, Prediction, response.is_success)
 
 
 def _model_info(response: httpx.Response) -> ModelInfo:
-    return _decode(response, ModelInfo.from_json, response.is_success)
+    return _decode(response, ModelInfo, response.is_success)
 
 
 def _explanation(response: httpx.Response) -> Explanation:
     """The PNG and the ``X-Explained-*`` headers; any other answer is decoded as an error."""
-    if response.is_success and response.headers.get("content-type") == "image/png":
+    headers = response.headers
+    if response.is_success and headers.get("content-type") == "image/png":
         try:
-            return Explanation.from_headers(response.headers, response.content)
+            # The label is percent-encoded UTF-8: header values carry ASCII only.
+            explained = ScoredLabel(
+                unquote(headers["x-explained-label"]),
+                int(headers["x-explained-index"]),
+                float(headers["x-explained-score"]),
+            )
         except (KeyError, ValueError):
             pass  # a PNG without the headers: not the API's, reported below
-    raise _error(response, _json(response))
+        else:
+            return Explanation(explained, response.content)
+    raise _error(response)
 
 
 def _heat_map(response: httpx.Response) -> HeatMap:
-    return _decode(response, HeatMap.from_json, response.is_success)
+    return _decode(response, HeatMap, response.is_success)
 
 
 def _health(response: httpx.Response) -> Health:
     # 503 is an answer here, not a failure: the body says why the server is not ready.
-    ready = response.status_code == 200
-    ok = ready or response.status_code == 503
-    return _decode(response, lambda body: Health.from_json(body, ready), ok)
+    return _decode(response, Health, response.status_code in (200, 503))
 
 
 class ResnetClient:

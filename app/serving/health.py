@@ -1,4 +1,5 @@
-"""What the health routes of every protocol answer from: the server's phase, or ``stuck``.
+"""What the health routes of every protocol answer from (``app.wire.rest.HealthResponse``): the
+server's phase, or ``stuck``.
 
 ``stuck`` is the one state the phase cannot show: a forward pass that has outlived every request
 deadline. Only a restart cures it, so liveness fails on it as on a failed start-up.
@@ -6,54 +7,28 @@ deadline. Only a restart cures it, so liveness fails on it as on a failed start-
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from app.serving.pipeline import InferencePipeline
 from app.serving.state import Phase, ServiceState
 from app.settings import Settings
+from app.wire.rest import HealthResponse
 
 # A batch is never called stuck sooner: a short request deadline is no reason to restart a
 # process whose slowest batch (a large model, a full batch, a busy CPU) takes a few seconds.
 MIN_STUCK_S = 10.0
 
 
-@dataclass(frozen=True)
-class HealthReport:
-    """What the health routes of every protocol answer from: the phase, or ``stuck`` when a batch
-    has outlived every deadline, and what is served on what."""
-
-    status: str  # starting, ready, draining, failed or stuck
-    reason: str
-    model: str
-    arch: str
-    device: str
-    precision: str
-    max_batch_size: int
-    queue_depth: int
-    saturation: float
-    uptime_s: float
-
-    @property
-    def live(self) -> bool:
-        """False when only a restart helps: start-up failed for good, or inference is hung."""
-        return self.status not in (Phase.FAILED, "stuck")
-
-    @property
-    def ready(self) -> bool:
-        return self.status == Phase.READY
-
-
 def health_report(
     settings: Settings, state: ServiceState, pipeline: InferencePipeline
-) -> HealthReport:
-    """The report now."""
+) -> HealthResponse:
+    """The report now, as /health/ready answers it (``live`` and ``ready`` read it for the other
+    health routes)."""
     status, reason = state.phase.value, state.reason
     running_s = pipeline.batcher.longest_batch_s
     if state.phase is not Phase.FAILED and running_s > max(settings.request_timeout_s, MIN_STUCK_S):
         status = "stuck"
         reason = f"a batch has been running for {running_s:.0f}s, beyond the request deadline"
     runner = pipeline.runner
-    return HealthReport(
+    return HealthResponse(
         status=status,
         reason=reason,
         model=runner.bundle.manifest.name,

@@ -31,12 +31,13 @@ from app.serving.errors import (
     NotReadyError,
 )
 from app.serving.explainer import Explainer
-from app.serving.health import HealthReport, health_report
+from app.serving.health import health_report
 from app.serving.metrics import ServiceMetrics
 from app.serving.pipeline import InferencePipeline
 from app.serving.runner import ScoredClass, abstains
 from app.serving.state import Phase, ServiceState
 from app.settings import Settings
+from app.wire.rest import HealthResponse
 
 T = TypeVar("T")
 
@@ -91,7 +92,7 @@ class InferenceService:
         if not self.state.ready:
             raise NotReadyError(self.state.reason)
 
-    def health(self) -> HealthReport:
+    def health(self) -> HealthResponse:
         """What every protocol's health routes answer from (``app.serving.health``)."""
         return health_report(self.settings, self.state, self.pipeline)
 

@@ -1,36 +1,57 @@
-"""Bodies of the public API, which also document it in /docs: /predict's, /explain's error shape,
-the operations routes' and /model's (the Open Inference Protocol's are in ``v2_schemas``).
+"""The JSON bodies of the REST API, declared once: the server answers with them (and documents them
+in /docs), the client parses the answers with them. The Open Inference Protocol's are in
+``app.wire.open_inference``.
 
-Each response carries an example with the bundled demo model's values, so /docs shows a real answer.
+Each body carries an example with the bundled demo model's values, so /docs shows a real answer.
+Bodies are frozen, as values a caller receives, and most of their sequences tuples (whose JSON schema
+is an array, as a list's). A model's docstring is its description in /docs: written for API users.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.dataclasses import dataclass
 
 
-class ScoredLabel(BaseModel):
+# ScoredLabel and ImagePrediction are pydantic dataclasses, not BaseModels: validated alike, but
+# callers also build them positionally and read them with ``dataclasses.asdict`` (the offline CLI).
+@dataclass(frozen=True)
+class ScoredLabel:
     label: str
     index: int = Field(description="Position of the label in the model's label list.")
     score: float = Field(description="Softmax probability (calibrated when the bundle is).")
 
 
-class ImagePrediction(BaseModel):
-    predictions: list[ScoredLabel] = Field(description="Top-k classes, highest score first.")
+# Required in the answer's schema all the same: the server always sends ``abstained``.
+@dataclass(frozen=True, config=ConfigDict(json_schema_serialization_defaults_required=True))
+class ImagePrediction:
+    """One image's answer: its top-k labels (highest first) and how it was batched."""
+
+    predictions: Sequence[ScoredLabel] = Field(description="Top-k classes, highest score first.")
     batch_size: int = Field(description="Size of the forward pass this image ran in.")
     queue_ms: float = Field(description="Time the image waited for a batch.")
     inference_ms: float = Field(description="Forward-pass time of that batch.")
     abstained: bool = Field(
+        False,
         description="Too unsure to act on (likely an image of none of the model's classes): "
         "the top score is below the abstain threshold, or the top class is one of the "
-        "abstain labels."
+        "abstain labels.",
     )
+
+    @property
+    def top(self) -> ScoredLabel:
+        """The highest-scored label."""
+        return self.predictions[0]
 
 
 class PredictResponse(BaseModel):
+    """A ``POST /predict`` answer: one ``ImagePrediction`` per image, in the order sent."""
+
     model_config = ConfigDict(
+        frozen=True,
         json_schema_extra={
             "examples": [
                 {
@@ -53,18 +74,21 @@ class PredictResponse(BaseModel):
                     "total_ms": 7.413,
                 }
             ]
-        }
+        },
     )
 
     model: str
     request_id: str
-    results: list[ImagePrediction] = Field(description="One entry per image, in input order.")
+    results: tuple[ImagePrediction, ...] = Field(description="One entry per image, in input order.")
     preprocess_ms: float
     total_ms: float
 
 
 class LivenessResponse(BaseModel):
+    """A ``GET /health/live`` answer."""
+
     model_config = ConfigDict(
+        frozen=True,
         json_schema_extra={
             "examples": [
                 {"status": "alive"},
@@ -73,7 +97,7 @@ class LivenessResponse(BaseModel):
                     "reason": "a batch has been running for 95s, beyond the request deadline",
                 },
             ]
-        }
+        },
     )
 
     status: str = Field(description="alive; or failed, or stuck (with a 503).")
@@ -81,7 +105,13 @@ class LivenessResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
+    """A ``GET /health/ready`` answer: the server's phase, or ``stuck`` when a batch has outlived
+    every deadline, and what is served on what; 200 when ready, else 503."""
+
+    # What every protocol's health routes answer from (``app.serving.health``).
+
     model_config = ConfigDict(
+        frozen=True,
         json_schema_extra={
             "examples": [
                 {
@@ -109,7 +139,7 @@ class HealthResponse(BaseModel):
                     "uptime_s": 4.87,
                 },
             ]
-        }
+        },
     )
 
     status: str = Field(description="starting, ready, draining, failed or stuck.")
@@ -125,14 +155,29 @@ class HealthResponse(BaseModel):
     )
     uptime_s: float
 
+    @property
+    def live(self) -> bool:
+        """False when only a restart helps: start-up failed for good, or inference is hung."""
+        return self.status not in ("failed", "stuck")
+
+    @property
+    def ready(self) -> bool:
+        """True when the server takes traffic (the route answers 200)."""
+        return self.status == "ready"
+
 
 class ErrorBody(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     code: str
     message: str
 
 
 class ErrorResponse(BaseModel):
+    """Every error outside /v2: ``code`` for programs, ``message`` for people."""
+
     model_config = ConfigDict(
+        frozen=True,
         json_schema_extra={
             "examples": [
                 {
@@ -143,14 +188,17 @@ class ErrorResponse(BaseModel):
                     }
                 }
             ]
-        }
+        },
     )
 
     error: ErrorBody
 
 
 class PreprocessingInfo(BaseModel):
-    """How an image becomes model input, with the names ``model.json`` uses."""
+    """How an image becomes model input, with the names ``model.json`` uses: resize the shorter
+    side, centre-crop, normalise with ``mean`` and ``std``."""
+
+    model_config = ConfigDict(frozen=True)
 
     resize_size: int = Field(description="The shorter side is resized to this many pixels.")
     input_size: int = Field(description="Then centre-cropped to this square (the crop).")
@@ -160,7 +208,10 @@ class PreprocessingInfo(BaseModel):
 
 
 class ModelInfo(BaseModel):
+    """A ``GET /model`` answer: what is served, so a caller can check labels and input size."""
+
     model_config = ConfigDict(
+        frozen=True,
         json_schema_extra={
             "examples": [
                 {
@@ -199,13 +250,15 @@ class ModelInfo(BaseModel):
                     "abstain_labels": [],
                 }
             ]
-        }
+        },
     )
 
     name: str
     arch: str
     num_classes: int
-    labels: list[str] = Field(description="Class labels in output order: `index` points here.")
+    labels: tuple[str, ...] = Field(
+        description="Class labels in output order: `index` points here."
+    )
     input_size: int = Field(description="Side of the square RGB input the model sees.")
     preprocessing: PreprocessingInfo
     weights_sha256: str | None = Field(None, description="sha256 of the bundle's weights file.")
@@ -218,7 +271,47 @@ class ModelInfo(BaseModel):
     abstain_threshold: float = Field(
         0.0, description="Top score below which an answer is `abstained` (0: never)."
     )
-    abstain_labels: list[str] = Field(
-        default_factory=list,
+    abstain_labels: tuple[str, ...] = Field(
+        default_factory=tuple,
         description="Labels whose answers are `abstained` whatever their score.",
     )
+
+
+class ExplainResponse(BaseModel):
+    """A ``POST /explain?format=json`` answer: the class explained and its Grad-CAM map, rows top to
+    bottom, values 0..1, over the model's input crop."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "label": "star",
+                    "index": 5,
+                    "score": 0.9999976,
+                    "width": 112,
+                    "height": 112,
+                    # Two of the 112 rows, four of their 112 values each: a real map is 112 x 112.
+                    "map": [[0.0, 0.0012, 0.0031, 0.0057], [0.0008, 0.4127, 0.8621, 0.9655]],
+                }
+            ]
+        },
+    )
+
+    label: str = Field(description="The class explained.")
+    index: int = Field(description="Its position in the model's label list.")
+    score: float = Field(description="Its softmax probability.")
+    width: int = Field(description="Width of the map: the model's input size.")
+    height: int = Field(description="Height of the map: the model's input size.")
+    map: tuple[tuple[float, ...], ...] = Field(
+        description="Grad-CAM, rows top to bottom, 0..1, over the centre crop the model saw."
+    )
+
+    @property
+    def explained(self) -> ScoredLabel:
+        return ScoredLabel(self.label, self.index, self.score)
+
+    @property
+    def rows(self) -> tuple[tuple[float, ...], ...]:
+        """``map``, by the name the client has always given it."""
+        return self.map

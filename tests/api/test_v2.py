@@ -12,7 +12,9 @@ import tritonclient.http as triton
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
+from app.edge.routes.v2_codec import parse_request
 from app.model.preprocessing import PreprocessingSpec, pixel_transform
+from app.serving.errors import InvalidInputError
 from app.training.demo_data import CLASSES
 from tests.conftest import DEMO_BUNDLE, ServerProcess, encode, known_image
 
@@ -349,3 +351,33 @@ def test_a_header_length_of_thousands_of_digits_is_400(demo_server: ServerProces
     )
     assert response.status_code == 400
     assert "Inference-Header-Content-Length" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ({"inputs": [IMAGE_DATA, IMAGE_DATA]}, "exactly one input is expected: IMAGE or PIXELS"),
+        ({"inputs": [IMAGE_DATA | {"name": "LOGITS"}]}, "unknown input 'LOGITS': expected"),
+        (
+            {"inputs": [IMAGE_DATA | {"shape": [True]}]},
+            "input shape must be a list of non-negative",
+        ),
+        ({"inputs": [IMAGE_DATA | {"datatype": "INT8"}]}, "inputs.0.datatype: Input should be"),
+        (
+            {
+                "inputs": [IMAGE_DATA],
+                "outputs": [{"name": "PROBABILITIES", "parameters": {"classification": 0}}],
+            },
+            "classification must be a positive integer",
+        ),
+    ],
+    ids=["two-inputs", "unknown-input", "boolean-shape", "unknown-datatype", "classification-0"],
+)
+def test_a_header_the_wire_model_refuses_is_400_in_the_protocols_words_or_naming_the_field(
+    header: dict[str, object], message: str
+) -> None:
+    """The structure is validated by ``V2InferRequest``; its errors keep the protocol's messages,
+    and any other names the field, as a 422 of the query does."""
+    with pytest.raises(InvalidInputError) as error:
+        parse_request(json.dumps(header).encode(), None, (3, SIZE, SIZE), 64)
+    assert str(error.value).startswith(message)

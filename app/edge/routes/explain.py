@@ -13,7 +13,6 @@ from typing import Annotated, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
 
 from app.edge.http_errors import ApiError
 from app.edge.routes.dependencies import ServiceDep
@@ -22,38 +21,12 @@ from app.edge.routes.predict import ERROR_RESPONSES, REQUEST_BODY
 from app.edge.routes.uploads import ImagePart, read_images
 from app.serving.explainer import Explainer, ExplainSlot, Explanation, target_index
 from app.serving.service import InferenceCall
+from app.wire.rest import ExplainResponse
 
 router = APIRouter()
 
 # Printable ASCII but "%" passes unchanged; anything else in a label is percent-encoded UTF-8.
 _HEADER_SAFE = "".join(c for c in string.printable if c.isprintable() and c != "%")
-
-
-class ExplainResponse(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "label": "star",
-                    "index": 5,
-                    "score": 0.9999976,
-                    "width": 112,
-                    "height": 112,
-                    # Two of the 112 rows, four of their 112 values each: a real map is 112 x 112.
-                    "map": [[0.0, 0.0012, 0.0031, 0.0057], [0.0008, 0.4127, 0.8621, 0.9655]],
-                }
-            ]
-        }
-    )
-
-    label: str = Field(description="The class explained.")
-    index: int = Field(description="Its position in the model's label list.")
-    score: float = Field(description="Its softmax probability.")
-    width: int = Field(description="Width of the map: the model's input size.")
-    height: int = Field(description="Height of the map: the model's input size.")
-    map: list[list[float]] = Field(
-        description="Grad-CAM, rows top to bottom, 0..1, over the centre crop the model saw."
-    )
 
 
 EXPLAINED_HEADERS = {

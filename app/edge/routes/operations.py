@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from fastapi import APIRouter, Response
@@ -47,7 +46,7 @@ async def ready(service: ServiceDep) -> JSONResponse:
     of rotation together would turn a burst into an outage; refusals at the door (503 with
     ``Retry-After``) and ``saturation`` here are the overload signals."""
     health = service.health()
-    body = dataclasses.asdict(health)  # the fields of HealthResponse, which documents it
+    body = health.model_dump()
     if health.ready:
         return JSONResponse(body)
     return JSONResponse(body, status_code=503, headers=retry_after_headers(1.0))

@@ -31,7 +31,7 @@ from app.edge.routes.v2_codec import (
     parse_request,
 )
 from app.serving.service import InferenceService
-from app.wire.v2 import (
+from app.wire.open_inference import (
     ModelMetadata,
     ServerMetadata,
     TensorMetadata,

@@ -16,9 +16,11 @@ order the outputs are listed; a request that names none gets both:
   ``"score:index:label"`` strings.
 - ``ABSTAINED``: ``BOOL`` ``[N]``, one byte per element in binary: /predict's ``abstained``.
 
-A request is read off the event loop (``parse_request`` blocks), and what it declares is checked
-against the limits before its data is read: a body within the size limit may declare millions of
-numbers (``app.edge.routes.v2_json``).
+The bodies are the pydantic models of ``app.wire.open_inference``: a request's JSON structure is
+validated by ``V2InferRequest``, an answer is a ``V2InferResponse``. Read by hand here are only an
+input's ``data`` and the binary tensor extension's bytes. A request is read off the event loop
+(``parse_request`` blocks), and what it declares is checked against the limits before its data is
+read: a body within the size limit may declare millions of numbers (``app.edge.routes.v2_json``).
 """
 
 from __future__ import annotations
@@ -33,12 +35,21 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from app.edge.routes.uploads import too_many_images
 from app.edge.routes.v2_json import TooManyValuesError, count_numbers, read_numbers, skim
 from app.serving.errors import InvalidInputError
 from app.serving.numbers import plain_count
 from app.serving.service import ImageResult
+from app.wire.open_inference import (
+    V2InferInput,
+    V2InferRequest,
+    V2InferResponse,
+    V2OutputParameters,
+    V2OutputRequestParameters,
+    V2OutputTensor,
+)
 
 HEADER_LENGTH = "inference-header-content-length"
 MODEL_VERSION = "1"  # the served bundle is the one version of the one model
@@ -52,6 +63,8 @@ ELEMENT_BYTES = {"UINT8": 1, "FP32": 4}
 
 @dataclass(frozen=True)
 class OutputRequest:
+    """An output asked for, its ``binary_data`` resolved against the request's default."""
+
     name: str
     binary: bool
     classification: int | None = None
@@ -108,6 +121,39 @@ def _split_body(body: bytes, header_length: str | None, max_values: int) -> tupl
     return header, body[size:]
 
 
+def _validated(header: dict[str, Any]) -> V2InferRequest:
+    try:
+        return V2InferRequest.model_validate(header)
+    except ValidationError as exc:
+        raise _invalid(_first_error(exc)) from None
+
+
+def _first_error(error: ValidationError) -> str:
+    """The protocol's words for the first thing wrong with a header's structure; pydantic's,
+    after the field's path, for anything else."""
+    first = error.errors(include_url=False)[0]
+    loc, value = first["loc"], first["input"]
+    if loc == ("id",):
+        return "id must be a string"
+    if loc[-1:] == ("parameters",):
+        return "parameters must be a JSON object"
+    if loc[-1:] == ("classification",):
+        return "classification must be a positive integer"
+    if loc[:1] == ("inputs",):
+        if len(loc) <= 2:  # not a list of one, or an input that is not an object
+            return f"exactly one input is expected: {IMAGE_INPUT} or {PIXELS_INPUT}"
+        if loc[2] == "name":
+            name = None if first["type"] == "missing" else value
+            return f"unknown input {name!r}: expected {IMAGE_INPUT} or {PIXELS_INPUT}"
+        if loc[2] == "shape":
+            return "input shape must be a list of non-negative integers"
+    if loc == ("outputs",):
+        return "outputs must be a list"
+    if loc[:1] == ("outputs",) and (len(loc) == 2 or loc[2] == "name"):
+        return f"unknown output: the model has {', '.join(OUTPUTS)}"
+    return f"{'.'.join(map(str, loc))}: {first['msg']}"
+
+
 def parse_request(
     body: bytes, header_length: str | None, image_shape: tuple[int, ...], max_images: int
 ) -> InferRequest:
@@ -116,50 +162,32 @@ def parse_request(
     before any work that grows with its body. Blocks for as long as the body is large: call it
     off the event loop. Raises ``InvalidInputError`` (400) or a 413 ``ApiError``."""
     header, binary = _split_body(body, header_length, max_header_values(image_shape, max_images))
-    inputs = header.get("inputs")
-    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-        raise _invalid(f"exactly one input is expected: {IMAGE_INPUT} or {PIXELS_INPUT}")
-    tensor = inputs[0]
-    name, datatype, shape = tensor.get("name"), tensor.get("datatype"), tensor.get("shape")
-    if name not in (IMAGE_INPUT, PIXELS_INPUT):
-        raise _invalid(f"unknown input {name!r}: expected {IMAGE_INPUT} or {PIXELS_INPUT}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise _invalid("input shape must be a list of non-negative integers")
+    request = _validated(header)
+    tensor = request.inputs[0]
+    shape = tensor.shape
     if shape and shape[0] > max_images:
         raise too_many_images(max_images, str(shape[0]))
-    request_id = header.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise _invalid("id must be a string")
+    outputs = _outputs(request)
     raw = _tensor_bytes(tensor, binary)
-    if name == IMAGE_INPUT:
-        if datatype != "BYTES" or len(shape) != 1 or shape[0] < 1:
+    if tensor.name == IMAGE_INPUT:
+        if tensor.datatype != "BYTES" or len(shape) != 1 or shape[0] < 1:
             raise _invalid(f"{IMAGE_INPUT} must be BYTES with shape [N], N >= 1")
         images = _binary_bytes(raw, shape[0]) if raw is not None else _json_bytes(tensor, shape[0])
-        return InferRequest(request_id, images, None, _outputs(header))
+        return InferRequest(request.id, images, None, outputs)
     expected = [shape[0] if shape else 0, *image_shape]
-    if datatype not in PIXEL_TYPES or shape != expected or shape[0] < 1:
+    if tensor.datatype not in PIXEL_TYPES or shape != expected or shape[0] < 1:
         raise _invalid(
             f"{PIXELS_INPUT} must be UINT8 or FP32 with shape [N,"
-            f"{','.join(map(str, image_shape))}], got {datatype} {shape}"
+            f"{','.join(map(str, image_shape))}], got {tensor.datatype} {shape}"
         )
-    return InferRequest(request_id, None, _pixels(tensor, raw, shape), _outputs(header))
+    return InferRequest(request.id, None, _pixels(tensor, raw, shape), outputs)
 
 
-def _parameters(holder: dict[str, Any]) -> dict[str, Any]:
-    """The ``parameters`` object of a request, input or output; absent is empty."""
-    parameters = holder.get("parameters")
-    if parameters is None:
-        return {}
-    if not isinstance(parameters, dict):
-        raise _invalid("parameters must be a JSON object")
-    return parameters
-
-
-def _tensor_bytes(tensor: dict[str, Any], binary: bytes) -> bytes | None:
-    size = _parameters(tensor).get("binary_data_size")
+def _tensor_bytes(tensor: V2InferInput, binary: bytes) -> bytes | None:
+    size = tensor.parameters.binary_data_size if tensor.parameters else None
     if size is None:
         return None
-    if not isinstance(size, int) or size != len(binary):
+    if size != len(binary):
         raise _invalid(f"binary_data_size {size} does not match the {len(binary)} bytes sent")
     return binary
 
@@ -180,37 +208,33 @@ def _binary_bytes(raw: bytes, count: int) -> list[bytes]:
     return elements
 
 
-def _json_bytes(tensor: dict[str, Any], count: int) -> list[bytes]:
-    data = tensor.get("data")
-    if (
-        not isinstance(data, list)
-        or len(data) != count
-        or not all(isinstance(d, str) for d in data)
-    ):
+def _json_bytes(tensor: V2InferInput, count: int) -> list[bytes]:
+    data = tensor.data if isinstance(tensor.data, list) else []
+    strings = [item for item in data if isinstance(item, str)]
+    if len(strings) != count or len(data) != count:
         raise _invalid(f"{IMAGE_INPUT} data must be {count} base64 strings")
     try:
-        return [base64.b64decode(item, validate=True) for item in data]
+        return [base64.b64decode(item, validate=True) for item in strings]
     except binascii.Error:
         raise _invalid(f"{IMAGE_INPUT} data must be base64 strings") from None
 
 
-def _pixels(tensor: dict[str, Any], raw: bytes | None, shape: list[int]) -> torch.Tensor:
-    datatype = tensor["datatype"]
+def _pixels(tensor: V2InferInput, raw: bytes | None, shape: list[int]) -> torch.Tensor:
+    datatype = tensor.datatype
     count = math.prod(shape)  # Python ints: np.prod wraps round in int64 for a hostile shape
     if raw is not None:
         if len(raw) != count * ELEMENT_BYTES[datatype]:
             raise _invalid(f"{PIXELS_INPUT} binary data does not match its shape")
         array = np.frombuffer(raw, dtype=np.dtype(PIXEL_TYPES[datatype]).newbyteorder("<"))
     else:
-        data = tensor.get("data")
         try:
-            found = count_numbers(data)
+            found = count_numbers(tensor.data)
         except ValueError:
             raise _invalid(f"{PIXELS_INPUT} data must be numbers") from None
         if found != count:
             raise _invalid(f"{PIXELS_INPUT} has {found} values for shape {shape}")
         try:
-            array = read_numbers(data, count)
+            array = read_numbers(tensor.data, count)
         except (ValueError, OverflowError):
             raise _invalid(f"{PIXELS_INPUT} data must be numbers") from None
     if not np.all(np.isfinite(array)) or array.min() < 0 or array.max() > 255:
@@ -218,33 +242,22 @@ def _pixels(tensor: dict[str, Any], raw: bytes | None, shape: list[int]) -> torc
     return torch.from_numpy(np.rint(array).astype(np.uint8).reshape(shape))
 
 
-def _outputs(header: dict[str, Any]) -> list[OutputRequest]:
+def _outputs(request: V2InferRequest) -> list[OutputRequest]:
     """The outputs asked for, each at most once; none asked for means all of them."""
-    default_binary = bool(_parameters(header).get("binary_data_output", False))
-    wanted = header.get("outputs") or []
-    if not isinstance(wanted, list):
-        raise _invalid("outputs must be a list")
-    if not wanted:
+    default_binary = bool(request.parameters and request.parameters.binary_data_output)
+    if not request.outputs:
         return [OutputRequest(name, default_binary) for name in OUTPUTS]
-    requests = [_output(output, default_binary) for output in wanted]
-    names = [request.name for request in requests]
+    names = [output.name for output in request.outputs]
     if len(set(names)) != len(names):
         raise _invalid("each output may be asked for once")
-    return requests
-
-
-def _output(wanted: Any, default_binary: bool) -> OutputRequest:
-    if not isinstance(wanted, dict) or wanted.get("name") not in OUTPUTS:
-        raise _invalid(f"unknown output: the model has {', '.join(OUTPUTS)}")
-    parameters = _parameters(wanted)
-    classification = parameters.get("classification")
-    if classification is not None:
-        if wanted["name"] != PROBABILITIES:
+    wanted = []
+    for output in request.outputs:
+        parameters = output.parameters or V2OutputRequestParameters()
+        if parameters.classification is not None and output.name != PROBABILITIES:
             raise _invalid(f"classification applies to {PROBABILITIES} only")
-        if not isinstance(classification, int) or classification < 1:
-            raise _invalid("classification must be a positive integer")
-    binary = bool(parameters.get("binary_data", default_binary))
-    return OutputRequest(wanted["name"], binary, classification)
+        binary = default_binary if parameters.binary_data is None else parameters.binary_data
+        wanted.append(OutputRequest(output.name, binary, parameters.classification))
+    return wanted
 
 
 TensorData = list[Any] | bytes  # JSON values, or the binary tensor extension's bytes
@@ -252,7 +265,7 @@ TensorData = list[Any] | bytes  # JSON values, or the binary tensor extension's 
 
 def _probabilities(
     output: OutputRequest, results: list[ImageResult], labels: list[str]
-) -> tuple[dict[str, Any], TensorData]:
+) -> tuple[str, list[int], TensorData]:
     """``FP32 [N,classes]``, or with the classification extension ``score:index:label`` strings;
     in the one form ``output`` asks for."""
     if output.classification:
@@ -263,23 +276,23 @@ def _probabilities(
             for scores, indices in rows
             for score, index in zip(scores.tolist(), indices.tolist(), strict=True)
         ]
-        tensor = {"datatype": "BYTES", "shape": [len(results), k]}
         if not output.binary:
-            return tensor, strings
-        return tensor, b"".join(struct.pack("<I", len(s.encode())) + s.encode() for s in strings)
+            return "BYTES", [len(results), k], strings
+        encoded = b"".join(struct.pack("<I", len(s.encode())) + s.encode() for s in strings)
+        return "BYTES", [len(results), k], encoded
     probabilities = torch.stack([r.probabilities for r in results]).numpy()
-    tensor = {"datatype": "FP32", "shape": list(probabilities.shape)}
+    shape = list(probabilities.shape)
     if output.binary:
-        return tensor, probabilities.astype("<f4").tobytes()
-    return tensor, probabilities.reshape(-1).tolist()
+        return "FP32", shape, probabilities.astype("<f4").tobytes()
+    return "FP32", shape, probabilities.reshape(-1).tolist()
 
 
 def _abstained(
     output: OutputRequest, results: list[ImageResult]
-) -> tuple[dict[str, Any], TensorData]:
+) -> tuple[str, list[int], TensorData]:
     """``BOOL [N]``: true where the answer abstains (``ImageResult.abstained``)."""
     flags = [r.abstained for r in results]
-    return {"datatype": "BOOL", "shape": [len(flags)]}, bytes(flags) if output.binary else flags
+    return "BOOL", [len(flags)], bytes(flags) if output.binary else flags
 
 
 def encode_response(
@@ -289,18 +302,22 @@ def encode_response(
     outputs, binary = [], b""
     for wanted in request.outputs:
         if wanted.name == PROBABILITIES:
-            tensor, data = _probabilities(wanted, results, labels)
+            datatype, shape, data = _probabilities(wanted, results, labels)
         else:
-            tensor, data = _abstained(wanted, results)
-        output = {"name": wanted.name} | tensor
+            datatype, shape, data = _abstained(wanted, results)
         if isinstance(data, bytes):
-            output["parameters"] = {"binary_data_size": len(data)}
             binary += data
+            tensor = V2OutputTensor(
+                name=wanted.name,
+                datatype=datatype,
+                shape=shape,
+                parameters=V2OutputParameters(binary_data_size=len(data)),
+            )
         else:
-            output["data"] = data
-        outputs.append(output)
-    body: dict[str, Any] = {"model_name": model, "model_version": MODEL_VERSION, "outputs": outputs}
-    if request.request_id is not None:
-        body["id"] = request.request_id
-    header = json.dumps(body).encode()
+            tensor = V2OutputTensor(name=wanted.name, datatype=datatype, shape=shape, data=data)
+        outputs.append(tensor)
+    response = V2InferResponse(
+        model_name=model, model_version=MODEL_VERSION, id=request.request_id, outputs=outputs
+    )
+    header = response.model_dump_json(exclude_none=True).encode()
     return header + binary, (len(header) if binary else None)

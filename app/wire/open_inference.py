@@ -1,15 +1,17 @@
-"""Bodies of the Open Inference Protocol routes (/v2), as /docs and generated clients see them.
+"""The JSON bodies of the Open Inference Protocol routes (/v2), declared once: the server parses
+requests and emits answers with them, and /docs and generated clients see them.
 
-The infer bodies are documentation only: ``app.edge.routes.v2_codec`` reads and writes them by hand, to
-answer with the protocol's own error messages. Each carries an example with the bundled demo
-model's values.
+One part is read by hand (``app.edge.routes.v2_codec``): an infer input's ``data``, millions of
+numbers in a body within the size limit, read in pieces once its declared shape has passed the
+limits, and the bytes after the JSON header of the binary tensor extension. Each body carries an
+example with the bundled demo model's values.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, StrictInt
 
 # A 40 x 40 WEBP of a demo star, which the demo model answers "star" (0.999997): the request
 # example works as it is in /docs' "Try it out".
@@ -122,7 +124,7 @@ class TritonModelConfig(BaseModel):
 
 
 class V2InputParameters(BaseModel):
-    binary_data_size: int | None = Field(
+    binary_data_size: StrictInt | None = Field(
         None,
         ge=0,
         description="Bytes of this tensor after the JSON header (binary tensor extension); "
@@ -132,13 +134,15 @@ class V2InputParameters(BaseModel):
 
 class V2InferInput(BaseModel):
     name: Literal["IMAGE", "PIXELS"]
-    shape: list[Annotated[int, Field(ge=0)]] = Field(
+    shape: list[Annotated[StrictInt, Field(ge=0)]] = Field(
         description="IMAGE: [N]; PIXELS: [N, 3, S, S] at the model's input size S."
     )
     datatype: Literal["BYTES", "UINT8", "FP32"] = Field(
         description="IMAGE: BYTES; PIXELS: UINT8 or FP32, RGB values 0..255."
     )
-    data: list[str] | list[float] | None = Field(
+    # Not validated here: the codec reads it once the shape has passed the limits, numbers in
+    # pieces (``app.edge.routes.v2_json``), strings as base64. Nested or flat, as the protocol has it.
+    data: SkipValidation[list[str] | list[float] | None] = Field(
         None,
         description="IMAGE: N base64 strings of encoded images (JPEG, PNG, ...); PIXELS: the "
         "values in row-major order. Absent with `binary_data_size`.",
@@ -147,7 +151,7 @@ class V2InferInput(BaseModel):
 
 
 class V2OutputRequestParameters(BaseModel):
-    classification: int | None = Field(
+    classification: StrictInt | None = Field(
         None,
         ge=1,
         description="PROBABILITIES only: the top k as BYTES `score:index:label` strings "
@@ -171,6 +175,8 @@ class V2RequestParameters(BaseModel):
 
 class V2InferRequest(BaseModel):
     """The JSON body of an infer request, or the JSON header of a binary one."""
+
+    # Validated from the structure that app.edge.routes.v2_json reads, its inputs' data unread.
 
     model_config = ConfigDict(
         json_schema_extra={
