@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from app.cli import predict, serve, training
+from app.cli import prediction, serve, training
 from app.cli.commands import EXIT_ERROR, CommandParser
 
-GROUPS = (serve, predict, training)
+GROUPS = (serve, prediction, training)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,8 +14,7 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.cli.predict import Outcome
-from app.client.models import ImageResult, ScoredLabel
+from app.cli.prediction import Outcome
 from app.model.preprocessing import DATASET_MAX_PIXELS
 from app.serving.builder import build_service
 from app.serving.pipeline import RejectedImageError
@@ -60,9 +59,7 @@ async def _classify_all(
                     (result,) = await call.classify_encoded([data], k)
             except RejectedImageError as exc:
                 return Outcome(path, code="invalid_image", message=str(exc.cause))
-        top = tuple(ScoredLabel(c.label, c.index, c.score) for c in result.top)
-        ms = (round(result.queue_s * 1000, 3), round(result.compute_s * 1000, 3))
-        return Outcome(path, ImageResult(top, result.batch_size, *ms, result.abstained))
+        return Outcome(path, result.as_prediction())
 
     try:
         await service.start()

@@ -49,7 +49,7 @@ class ExplainerBusyError(Exception):
 
 
 @dataclass(frozen=True)
-class Explanation:
+class GradCam:
     """A Grad-CAM map for one class of one image, and the crop it was computed on."""
 
     label: str
@@ -208,7 +208,7 @@ class Explainer:
 
     async def explain(
         self, pixels: Tensor, target: int | None = None, slot: ExplainSlot | None = None
-    ) -> Explanation:
+    ) -> GradCam:
         """Grad-CAM of uint8 ``pixels`` (3, S, S) for class ``target`` (the top class if None),
         in ``slot`` (reserved here when None, raising ``ExplainerBusyError`` when none is left).
 
@@ -229,14 +229,14 @@ class Explainer:
         with self._lock:
             self._pending -= 1
 
-    def _timed(self, pixels: Tensor, target: int | None) -> Explanation:
+    def _timed(self, pixels: Tensor, target: int | None) -> GradCam:
         started = time.perf_counter()
         explanation = self.compute(pixels, target)
         seconds = time.perf_counter() - started
         self._seconds = seconds if not self._seconds else 0.8 * self._seconds + 0.2 * seconds
         return explanation
 
-    def compute(self, pixels: Tensor, target: int | None = None) -> Explanation:
+    def compute(self, pixels: Tensor, target: int | None = None) -> GradCam:
         """``explain`` on the calling thread (blocking)."""
         batch = self.normalize(pixels.unsqueeze(0).to(self.device))
         captured: list[Tensor] = []
@@ -258,7 +258,7 @@ class Explainer:
         (gradients,) = torch.autograd.grad(logits[0, index], captured[0])
         cam = grad_cam(captured[0].detach(), gradients, self.input_size)
         score = torch.softmax(logits.detach()[0] / self.temperature, dim=0)[index].item()
-        return Explanation(self.labels[index], index, score, cam.cpu(), pixels.cpu())
+        return GradCam(self.labels[index], index, score, cam.cpu(), pixels.cpu())
 
     def close(self) -> None:
         """Finish the explanation in progress and drop the queued ones."""

@@ -4,7 +4,7 @@ It owns what /predict, the Open Inference Protocol, /explain and the health rout
 and readiness, the model's description, top-k, admission, the request deadline, decoding, batching,
 the explainer and the inference metrics. A route parses its request, opens an ``InferenceCall`` with
 ``begin``, hands it images (encoded, or pixels already at the model's input size) and formats the
-``ImageResult`` list it gets back. What fails is raised as the pipeline's own exceptions (and those
+``Classification`` list it gets back. What fails is raised as the pipeline's own exceptions (and those
 of ``app.serving.errors``), mapped to HTTP once, in ``app.edge.routes.inference``.
 
 No FastAPI here: the HTTP side (body reading, disconnect watching, error shapes) stays in
@@ -37,7 +37,7 @@ from app.serving.pipeline import InferencePipeline
 from app.serving.runner import ScoredClass, abstains
 from app.serving.state import Phase, ServiceState
 from app.settings import Settings
-from app.wire.rest import HealthResponse
+from app.wire.rest import HealthResponse, ImagePrediction, ScoredLabel
 
 T = TypeVar("T")
 
@@ -45,7 +45,7 @@ DEFAULT_TOP_K = 5
 
 
 @dataclass(frozen=True)
-class ImageResult:
+class Classification:
     """One image's answer: its probabilities, top-k classes and the timings of its batch.
 
     ``abstained`` is true when the top score is below the abstain threshold (the model's answer is
@@ -59,6 +59,16 @@ class ImageResult:
     queue_s: float
     compute_s: float
     abstained: bool = False
+
+    def as_prediction(self) -> ImagePrediction:
+        """This answer as every transport and the offline command give it (``app.wire``)."""
+        return ImagePrediction(
+            predictions=[ScoredLabel(c.label, c.index, c.score) for c in self.top],
+            batch_size=self.batch_size,
+            queue_ms=round(self.queue_s * 1000, 3),
+            inference_ms=round(self.compute_s * 1000, 3),
+            abstained=self.abstained,
+        )
 
 
 @dataclass
@@ -195,7 +205,7 @@ class InferenceCall:
 
     async def classify_encoded(
         self, uploads: list[bytes], top_k: int | None = None
-    ) -> list[ImageResult]:
+    ) -> list[Classification]:
         """Decode untrusted image bytes (within the budgets) and classify them, in order."""
         images = await self.pipeline.prepare_all(uploads, self.ticket)
         return await self.classify(images, top_k)
@@ -213,7 +223,7 @@ class InferenceCall:
 
     async def classify_pixels(
         self, pixels: torch.Tensor, top_k: int | None = None
-    ) -> list[ImageResult]:
+    ) -> list[Classification]:
         """Classify uint8 pixels (N, 3, S, S) already at the model's input size."""
         expected = self.service.image_shape
         if pixels.dim() != 4 or tuple(pixels.shape[1:]) != expected:
@@ -226,8 +236,8 @@ class InferenceCall:
 
     async def classify(
         self, images: list[torch.Tensor], top_k: int | None = None
-    ) -> list[ImageResult]:
-        """Classify decoded images, in order; ``top_k`` None leaves ``ImageResult.top`` empty for a
+    ) -> list[Classification]:
+        """Classify decoded images, in order; ``top_k`` None leaves ``Classification.top`` empty for a
         caller that ranks the probabilities itself (the v2 route's classification extension)."""
         self.decoded_at = time.perf_counter()
         if self.remaining_s <= 0:
@@ -243,7 +253,7 @@ class InferenceCall:
             metrics.batch_size.observe(output.batch_size)
             top = runner.top_k(output.value, top_k) if top_k else []
             results.append(
-                ImageResult(
+                Classification(
                     output.value,
                     top,
                     output.batch_size,

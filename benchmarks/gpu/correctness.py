@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 from app.cli.offline import classify_files
-from app.cli.predict import Outcome, classify_all
+from app.cli.prediction import Outcome, classify_all
 from app.client.models import ResnetConnectionError
 from app.settings import Settings
 from benchmarks.gpu import server_memory

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from app.cli.predict import Outcome
+from app.cli.prediction import Outcome
 from app.client.models import ImageResult, ScoredLabel
 from app.model.preprocessing import decode_image
 from benchmarks.gpu import correctness

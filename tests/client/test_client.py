@@ -40,7 +40,7 @@ HEAVY_MODULES = ("torch", "torchvision", "PIL", "numpy", "fastapi")
 def test_importing_the_client_loads_no_torch_pil_numpy_or_server_code() -> None:
     script = (
         "import json, sys\n"
-        "import app.client, app.cli.predict\n"
+        "import app.client, app.cli.prediction\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in sys.argv[1:])))\n"
     )
     out = subprocess.run(

@@ -15,7 +15,7 @@ from PIL import Image
 from app.model.bundle import load_bundle
 from app.model.preprocessing import pixel_transform
 from app.serving.errors import DrainingError, InvalidParameterError
-from app.serving.explainer import Explainer, ExplainerBusyError, Explanation, grad_cam, target_index
+from app.serving.explainer import Explainer, ExplainerBusyError, GradCam, grad_cam, target_index
 from app.serving.runner import ModelRunner, RunnerOptions
 from app.training.demo_data import render_image
 from tests.conftest import DEMO_BUNDLE
@@ -116,7 +116,7 @@ def test_overlay_is_an_input_sized_rgb_png_coloured_by_the_map() -> None:
     pixels = torch.full((3, SIZE, SIZE), 128, dtype=torch.uint8)
     cam = torch.zeros(SIZE, SIZE)
     cam[:, SIZE // 2 :] = 1.0
-    png = Explanation("star", 5, 0.9, cam, pixels).overlay_png()
+    png = GradCam("star", 5, 0.9, cam, pixels).overlay_png()
     image = Image.open(io.BytesIO(png))
     assert (image.format, image.mode, image.size) == ("PNG", "RGB", (SIZE, SIZE))
     cold, hot = image.getpixel((0, 0)), image.getpixel((SIZE - 1, 0))
@@ -130,7 +130,7 @@ def test_busy_beyond_max_pending_until_the_thread_is_done(
     started, release = threading.Event(), threading.Event()
     compute = explainer.compute
 
-    def held(pixels: torch.Tensor, target: int | None = None) -> Explanation:
+    def held(pixels: torch.Tensor, target: int | None = None) -> GradCam:
         started.set()
         release.wait(10)
         return compute(pixels, target)

@@ -19,7 +19,7 @@ from app.edge.routes.dependencies import ServiceDep
 from app.edge.routes.inference import inference_request
 from app.edge.routes.predict import ERROR_RESPONSES, REQUEST_BODY
 from app.edge.routes.uploads import ImagePart, read_images
-from app.serving.explainer import Explainer, ExplainSlot, Explanation, target_index
+from app.serving.explainer import Explainer, ExplainSlot, GradCam, target_index
 from app.serving.service import InferenceCall
 from app.wire.rest import ExplainResponse
 
@@ -98,11 +98,11 @@ async def _read_one_image(request: Request, max_body_bytes: int) -> list[ImagePa
 
 async def _explain(
     call: InferenceCall, explainer: Explainer, slot: ExplainSlot, data: bytes, target: int | None
-) -> Explanation:
+) -> GradCam:
     return await explainer.explain(await call.decode(data), target, slot)
 
 
-def _explained_headers(explanation: Explanation) -> dict[str, str]:
+def _explained_headers(explanation: GradCam) -> dict[str, str]:
     return {
         "X-Explained-Label": quote(explanation.label, safe=_HEADER_SAFE),
         "X-Explained-Index": str(explanation.index),
@@ -110,7 +110,7 @@ def _explained_headers(explanation: Explanation) -> dict[str, str]:
     }
 
 
-def _as_json(explanation: Explanation) -> ExplainResponse:
+def _as_json(explanation: GradCam) -> ExplainResponse:
     height, width = explanation.cam.shape
     rows = (
         explanation.cam.double().mul(1e4).round().div(1e4).tolist()

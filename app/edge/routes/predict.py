@@ -10,8 +10,7 @@ from fastapi import APIRouter, Query, Request
 from app.edge.routes.dependencies import ServiceDep
 from app.edge.routes.inference import inference_request
 from app.edge.routes.uploads import ImagePart, read_images
-from app.serving.service import ImageResult
-from app.wire.rest import ErrorResponse, ImagePrediction, PredictResponse, ScoredLabel
+from app.wire.rest import ErrorResponse, PredictResponse
 
 router = APIRouter()
 
@@ -66,7 +65,7 @@ async def predict(
     return PredictResponse(
         model=service.manifest.name,
         request_id=request.state.request_id,
-        results=[_prediction(result) for result in results],
+        results=[result.as_prediction() for result in results],
         preprocess_ms=_ms((http.call.decoded_at or http.call.started) - http.call.started),
         total_ms=_ms(time.perf_counter() - http.call.started),
     )
@@ -74,13 +73,3 @@ async def predict(
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
-
-
-def _prediction(result: ImageResult) -> ImagePrediction:
-    return ImagePrediction(
-        predictions=[ScoredLabel(label=c.label, index=c.index, score=c.score) for c in result.top],
-        batch_size=result.batch_size,
-        queue_ms=_ms(result.queue_s),
-        inference_ms=_ms(result.compute_s),
-        abstained=result.abstained,
-    )

@@ -41,7 +41,7 @@ from app.edge.routes.uploads import too_many_images
 from app.edge.routes.v2_json import TooManyValuesError, count_numbers, read_numbers, skim
 from app.serving.errors import InvalidInputError
 from app.serving.numbers import plain_count
-from app.serving.service import ImageResult
+from app.serving.service import Classification
 from app.wire.open_inference import (
     V2InferInput,
     V2InferRequest,
@@ -264,7 +264,7 @@ TensorData = list[Any] | bytes  # JSON values, or the binary tensor extension's 
 
 
 def _probabilities(
-    output: OutputRequest, results: list[ImageResult], labels: list[str]
+    output: OutputRequest, results: list[Classification], labels: list[str]
 ) -> tuple[str, list[int], TensorData]:
     """``FP32 [N,classes]``, or with the classification extension ``score:index:label`` strings;
     in the one form ``output`` asks for."""
@@ -288,15 +288,15 @@ def _probabilities(
 
 
 def _abstained(
-    output: OutputRequest, results: list[ImageResult]
+    output: OutputRequest, results: list[Classification]
 ) -> tuple[str, list[int], TensorData]:
-    """``BOOL [N]``: true where the answer abstains (``ImageResult.abstained``)."""
+    """``BOOL [N]``: true where the answer abstains (``Classification.abstained``)."""
     flags = [r.abstained for r in results]
     return "BOOL", [len(flags)], bytes(flags) if output.binary else flags
 
 
 def encode_response(
-    model: str, request: InferRequest, results: list[ImageResult], labels: list[str]
+    model: str, request: InferRequest, results: list[Classification], labels: list[str]
 ) -> tuple[bytes, int | None]:
     """The response body, and the JSON header's length when binary data follows it."""
     outputs, binary = [], b""
