@@ -41,33 +41,46 @@ Trade-offs:
 - When a pipelined request breaks a limit while the previous response is still owed, that response
   is finished and the connection then closed, rather than an error interleaved with it.
 - httptools only (uvicorn's default with ``uvicorn[standard]``); h11 keeps its own behaviour.
+
+Nor a uvicorn setting: ``timeout_keep_alive`` times only the idle gap between requests (used as
+is), ``limit_concurrency`` answers plain-text 503s by connection and task count, and
+``h11_max_incomplete_event_size`` bounds a head only under h11 (a plain-text 400; no count or time
+limit). What the subclass takes from uvicorn beyond asyncio's and httptools' callbacks, each pinned
+in tests/unit/test_uvicorn_contract.py: ``data_received`` repeated, not extended (uvicorn feeds a
+read whole and answers any parse error in plain text), with its calls of
+``_unset_keepalive_if_required``, ``_should_upgrade`` and ``_unsupported_upgrade_warning``;
+``_start_asgi_task``, overridden to know which request is being answered (uvicorn keeps no
+reference once another is parsed behind it); and the request state on the protocol and its cycle.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from asyncio import TimerHandle
 from collections.abc import Callable
-from typing import Any, ClassVar
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import unquote_to_bytes
 
 import httptools
-from uvicorn._types import ASGI3Application
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import (
-    STATUS_LINE,
-    HttpToolsProtocol,
-    RequestResponseCycle,
-)
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from app.edge.http_errors import ApiError, error_response
 from app.settings import Settings
 
+if TYPE_CHECKING:
+    from uvicorn._types import ASGI3Application
+
 # How long, and how much, a connection answered with an error may still send before it is closed.
 LINGER_S = 1.0
 LINGER_BYTES = 1 << 20
+
+# uvicorn's own protocol logger, so that these lines sit with its connection messages.
+logger = logging.getLogger("uvicorn.error")
 
 
 class TooManyHeadersError(Exception):
@@ -129,8 +142,9 @@ def render_error(
     headers = [*default_headers, *response.raw_headers]
     if close:
         headers.append((b"connection", b"close"))
+    status = HTTPStatus(error.status)
     lines = [
-        STATUS_LINE[error.status],
+        f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode("latin-1"),
         *(name + b": " + value + b"\r\n" for name, value in headers),
     ]
     return b"".join([*lines, b"\r\n", response.body])
@@ -158,6 +172,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
+        self.keep_alive_s = config.timeout_keep_alive
         self.in_head = True  # between the end of a request (or the connection's start) and headers
         self.head_bytes = 0
         self.header_timer: TimerHandle | None = None
@@ -165,7 +180,9 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self.rejected = False  # answered with an error: the parser sees nothing more
         self.discarded_bytes = 0
         self.discarding: int | None = None  # body bytes of a request refused at the door
+        self.idle_timer: TimerHandle | None = None  # after a dropped body, as uvicorn's keep-alive
         self.write_timer: TimerHandle | None = None
+        self.writes_paused = False  # the transport's buffer is above its high-water mark
         self.writes_resumed = 0  # times the transport's buffer drained below its low-water mark
         self.body_bytes = 0  # of the current request, as they arrive
         # The request being answered. Not always ``cycle``: that is the last one parsed, perhaps
@@ -190,17 +207,19 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             # resumed from a full buffer, would write to the closed transport and fail with 500.
             answering.disconnected = True
         self._cancel_header_timer()
-        for timer in (self.linger_timer, self.write_timer):
+        for timer in (self.linger_timer, self.write_timer, self.idle_timer):
             if timer is not None:
                 timer.cancel()
         super().connection_lost(exc)
 
     def pause_writing(self) -> None:
         super().pause_writing()
+        self.writes_paused = True
         self._watch_writes()
 
     def resume_writing(self) -> None:
         super().resume_writing()
+        self.writes_paused = False
         self.writes_resumed += 1
 
     def data_received(self, data: bytes) -> None:
@@ -209,7 +228,11 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             if self.discarded_bytes > LINGER_BYTES:
                 self.transport.close()
             return
+        # uvicorn's data_received repeated (its keep-alive timer stopped here, the parser fed and an
+        # upgrade handed on in _feed): it feeds a read whole and answers any parse error in plain
+        # text, and no hook changes either.
         self._unset_keepalive_if_required()
+        self._cancel_idle_timer()
         view = memoryview(data)
         while view:
             if not self.in_head:
@@ -253,6 +276,8 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             return False
         return True
 
+    # uvicorn's one place that starts a request's app, pipelined ones included; no public hook says
+    # which request is being answered.
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         self.answering = cycle
         super()._start_asgi_task(cycle, app)
@@ -261,7 +286,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.body_bytes = 0
-        self._unset_keepalive_if_required()  # a request has begun: no longer idle
+        self._cancel_idle_timer()  # a request has begun in the read that ended a dropped body
         self._arm_header_timer()  # a pipelined request that began inside a read
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -295,12 +320,10 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             return
         self.discarding = None
         self._cancel_header_timer()  # the body's time is up; the next request has its own
-        # Idle until the next request under uvicorn's keep-alive limit, as after any answer (each
-        # byte of the dropped body had stopped its timer). Not the header timer: a client that
+        # Idle until the next request under the keep-alive limit, as uvicorn does after any answer
+        # (each byte of the dropped body had stopped its timer). Not the header timer: a client that
         # sends nothing more is closed quietly, not answered 408 for a request it never began.
-        self.timeout_keep_alive_task = self.loop.call_later(
-            self.timeout_keep_alive, self.timeout_keep_alive_handler
-        )
+        self.idle_timer = self.loop.call_later(self.keep_alive_s, self.transport.close)
 
     def on_response_complete(self) -> None:
         cycle = self.cycle
@@ -357,6 +380,11 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             self.header_timer.cancel()
             self.header_timer = None
 
+    def _cancel_idle_timer(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+
     def _header_timed_out(self) -> None:
         self.header_timer = None
         if self.discarding is not None:
@@ -378,7 +406,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self.rejected = True
         self._cancel_header_timer()
         if not from_door:
-            self.logger.warning("rejected a request from %s: %s", self.client, error.message)
+            logger.warning("rejected a request from %s: %s", self.client, error.message)
             self.count_rejection(error.code)
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
@@ -412,7 +440,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     def _check_writes(self, buffered_then: int, resumed_then: int) -> None:
         self.write_timer = None
         buffered = self.transport.get_write_buffer_size()
-        if not buffered and not self.flow.write_paused:
+        if not buffered and not self.writes_paused:
             return  # all sent
         if buffered < buffered_then or self.writes_resumed != resumed_then:
             self._watch_writes()  # a slow reader, but a reader
@@ -421,7 +449,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._count_write_timeout()
 
     def _count_write_timeout(self) -> None:
-        self.logger.warning(
+        logger.warning(
             "dropped the connection of %s: its answer went unread for %g s",
             self.client,
             self.settings.write_timeout_s,

@@ -333,6 +333,21 @@ def test_a_connection_idle_after_an_early_answer_and_its_body_closes_quietly(
         sock.sendall(b"POST /no-such-route HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\n")
         assert read_one(sock).status == 404
         sock.sendall(b"hello")  # the body, after its answer; then nothing more
+        started = time.monotonic()
         received = read_until_closed(sock, timeout_s=HEADER_TIMEOUT_S + SLACK_S)
+        idle = time.monotonic() - started
     assert received == b""  # closed at the keep-alive limit, not answered 408
+    assert KEEP_ALIVE_TIMEOUT_S - 0.1 <= idle < HEADER_TIMEOUT_S
     assert server.rejections() == before
+
+
+def test_a_request_begun_in_the_read_that_ends_a_dropped_body_gets_the_header_timeout(
+    server: ServerProcess,
+) -> None:
+    with connect(server) as sock:
+        sock.sendall(b"POST /no-such-route HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\n")
+        assert read_one(sock).status == 404
+        sock.sendall(b"hello" + GET_LIVE[:-2])  # the body's end, and the next head but its end
+        time.sleep(KEEP_ALIVE_TIMEOUT_S + 0.25)  # past keep-alive, within the header timeout
+        sock.sendall(GET_LIVE[-2:])
+        assert read_one(sock).status == 200
