@@ -21,6 +21,10 @@ from app.serving.pipeline import RejectedImageError
 from app.serving.service import InferenceService
 from app.settings import Settings
 
+# Batches of up to 32 images, or of as many as there are files: warm-up runs every batch size up to
+# the largest, and a few files should not pay for 32 sizes.
+MAX_BATCH_SIZE = 32
+
 
 def classify_files(
     paths: Sequence[Path], bundle: Path, top_k: int | None, device: str = "auto"
@@ -33,6 +37,7 @@ def classify_files(
     settings = Settings(
         model_dir=bundle,
         device=device,
+        max_batch_size=max(1, min(MAX_BATCH_SIZE, len(paths))),
         abstain_threshold=None,
         abstain_labels="",
         max_image_pixels=DATASET_MAX_PIXELS,
