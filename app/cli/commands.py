@@ -39,7 +39,7 @@ class CommandParser(argparse.ArgumentParser):
         super().__init__(*args, **kw)
         self._configure = configure
 
-    def parse_known_args(  # type: ignore[override]
+    def parse_known_args(  # type: ignore[override]  # typeshed overloads it by namespace type
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
         if self._configure is not None:

@@ -189,8 +189,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         # pipelined behind this one.
         self.answering: RequestResponseCycle | None = None
 
-    # ignore: uvicorn declares asyncio.Transport where asyncio's Protocol declares BaseTransport.
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # uvicorn's own signature, narrower than asyncio's BaseTransport
         super().connection_made(transport)
         self._arm_header_timer()
         sock = transport.get_extra_info("socket")

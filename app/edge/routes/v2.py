@@ -201,7 +201,7 @@ async def model_config(
         name=service.manifest.name,
         platform=PLATFORM,
         # Triton clients send batches up to max_batch_size: promise only what both limits allow.
-        max_batch_size=min(settings.max_batch_size, settings.max_images_per_request),
+        max_batch_size=min(service.pipeline.runner.max_batch_size, settings.max_images_per_request),
         input=[_triton_tensor(tensor) for tensor in inputs],
         output=[_triton_tensor(tensor) for tensor in outputs],
     )
@@ -241,10 +241,9 @@ async def infer(
         )
         # No top-k here: the classification extension ranks the probabilities itself.
         work = (
-            http.call.classify_encoded(parsed.images)
-            if parsed.images is not None
-            # ignore: a parsed request has images or pixels, never neither (parse_request).
-            else http.call.classify_pixels(parsed.pixels)  # type: ignore[arg-type]
+            http.call.classify_encoded(parsed.inputs)
+            if isinstance(parsed.inputs, list)
+            else http.call.classify_pixels(parsed.inputs)
         )
         results = await http.answer(work, images=parsed.count)
     content, header_length = encode_response(

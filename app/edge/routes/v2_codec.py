@@ -72,17 +72,16 @@ class OutputRequest:
 
 @dataclass(frozen=True)
 class InferRequest:
-    """A parsed request: images or pixels, and how to answer."""
+    """A parsed request: encoded images (``IMAGE``) or a pixel tensor (``PIXELS``), and how to
+    answer."""
 
     request_id: str | None
-    images: list[bytes] | None
-    pixels: torch.Tensor | None
+    inputs: list[bytes] | torch.Tensor
     outputs: list[OutputRequest]
 
     @property
     def count(self) -> int:
-        # ignore: images or pixels is set, never neither (parse_request builds it so).
-        return len(self.images) if self.images is not None else len(self.pixels)  # type: ignore[arg-type]
+        return len(self.inputs)
 
 
 def _invalid(message: str) -> InvalidInputError:
@@ -173,14 +172,14 @@ def parse_request(
         if tensor.datatype != "BYTES" or len(shape) != 1 or shape[0] < 1:
             raise _invalid(f"{IMAGE_INPUT} must be BYTES with shape [N], N >= 1")
         images = _binary_bytes(raw, shape[0]) if raw is not None else _json_bytes(tensor, shape[0])
-        return InferRequest(request.id, images, None, outputs)
+        return InferRequest(request.id, images, outputs)
     expected = [shape[0] if shape else 0, *image_shape]
     if tensor.datatype not in PIXEL_TYPES or shape != expected or shape[0] < 1:
         raise _invalid(
             f"{PIXELS_INPUT} must be UINT8 or FP32 with shape [N,"
             f"{','.join(map(str, image_shape))}], got {tensor.datatype} {shape}"
         )
-    return InferRequest(request.id, None, _pixels(tensor, raw, shape), outputs)
+    return InferRequest(request.id, _pixels(tensor, raw, shape), outputs)
 
 
 def _tensor_bytes(tensor: V2InferInput, binary: bytes) -> bytes | None:

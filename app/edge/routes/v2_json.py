@@ -17,9 +17,9 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-# Undocumented but stable from 3.11 to 3.13; not in typeshed (see the module docstring).
-from json.decoder import JSONArray, JSONObject  # type: ignore[attr-defined]
-from json.scanner import py_make_scanner  # type: ignore[attr-defined]
+# Undocumented but stable from 3.11 to 3.13 (see the module docstring).
+from json.decoder import JSONArray, JSONObject  # type: ignore[attr-defined]  # not in typeshed
+from json.scanner import py_make_scanner  # type: ignore[attr-defined]  # not in typeshed
 from typing import Any
 
 import numpy as np
