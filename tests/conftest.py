@@ -9,7 +9,6 @@ import socket
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from app.model.bundle import BundleManifest, save_bundle
 from app.model.preprocessing import PreprocessingSpec
 from app.model.resnet import ResNet, build_resnet
 from app.training.demo_data import CLASSES, render_image
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_BUNDLE = REPO / "models" / "demo"
@@ -83,19 +83,22 @@ class ServerProcess:
         counted = self.metrics()["resnet_serve_rejected_requests_total"]
         return {dict(labels)["reason"]: value for labels, value in counted.items()}
 
+    def alive(self) -> bool:
+        """True while the process runs; fails the test with the server log once it has exited."""
+        if self.process.poll() is not None:
+            pytest.fail(f"server exited with {self.process.returncode}:\n{self.logs()}")
+        return True
+
     def wait_until(self, path: str, status: int, timeout_s: float = 60) -> None:
         """Poll ``path`` until it answers ``status``; fail with the server log otherwise."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"server exited with {self.process.returncode}:\n{self.logs()}")
+
+        def answers() -> bool:
             try:
-                if self.get(path).status_code == status:
-                    return
+                return self.alive() and self.get(path).status_code == status
             except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        pytest.fail(f"{path} never answered {status} within {timeout_s}s:\n{self.logs()}")
+                return False
+
+        wait_for(answers, timeout_s, f"{path} answering {status}", detail=self.logs)
 
     def wait_ready(self) -> ServerProcess:
         self.wait_until("/health/ready", 200)
