@@ -102,7 +102,10 @@ def test_overload_is_refused_at_the_door_fast_and_every_admitted_request_succeed
         ).status_code
         == 200
     )  # recovered at once
-    assert "resnet_serve_admission_refused_total" in server.get("/metrics").text
+    # Counted, one by one, where the dashboard's overload panel reads them (a fresh server: from 0).
+    metrics = server.metrics()
+    assert metrics["resnet_serve_admission_refused_total"][()] == len(refused)
+    assert server.rejections()["overloaded"] == len(refused)
 
 
 def test_a_refused_request_keeps_its_connection_for_the_next_one(
