@@ -89,8 +89,10 @@ class ServerProcess:
             pytest.fail(f"server exited with {self.process.returncode}:\n{self.logs()}")
         return True
 
-    def wait_until(self, path: str, status: int, timeout_s: float = 60) -> None:
-        """Poll ``path`` until it answers ``status``; fail with the server log otherwise."""
+    def wait_until(self, path: str, status: int, timeout_s: float = 120) -> None:
+        """Poll ``path`` until it answers ``status``; fail with the server log otherwise. The
+        deadline is a guard against a hang, not a bound on start-up: a warm-up on two cores shared
+        with other test workers took over 60 s."""
 
         def answers() -> bool:
             try:
@@ -152,7 +154,9 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One demo-model server shared by the tests that do not change settings."""
     log = tmp_path_factory.mktemp("demo-server") / "server.log"
-    env = {"RESNET_SERVE_MODEL_DIR": str(DEMO_BUNDLE), "RESNET_SERVE_MAX_BATCH_SIZE": "16"}
+    # Batches of up to 8: warm-up runs every size from 1 up (36 images, not 16's 136), and each
+    # xdist worker starts its own.
+    env = {"RESNET_SERVE_MODEL_DIR": str(DEMO_BUNDLE), "RESNET_SERVE_MAX_BATCH_SIZE": "8"}
     server = ServerProcess(env, log).start()
     try:
         yield server.wait_ready()
