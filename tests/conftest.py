@@ -11,7 +11,6 @@ import socket
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from app.model.resnet import ResNet, build_resnet
 from app.serving.builder import build_service
 from app.settings import Settings
 from app.training.demo_data import CLASSES, render_image
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_BUNDLE = REPO / "models" / "demo"
@@ -89,19 +89,24 @@ class ServerProcess:
         counted = self.metrics()["resnet_serve_rejected_requests_total"]
         return {dict(labels)["reason"]: value for labels, value in counted.items()}
 
-    def wait_until(self, path: str, status: int, timeout_s: float = 60) -> None:
-        """Poll ``path`` until it answers ``status``; fail with the server log otherwise."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"server exited with {self.process.returncode}:\n{self.logs()}")
+    def alive(self) -> bool:
+        """True while the process runs; fails the test with the server log once it has exited."""
+        if self.process.poll() is not None:
+            pytest.fail(f"server exited with {self.process.returncode}:\n{self.logs()}")
+        return True
+
+    def wait_until(self, path: str, status: int, timeout_s: float = 120) -> None:
+        """Poll ``path`` until it answers ``status``; fail with the server log otherwise. The
+        deadline is a guard against a hang, not a bound on start-up: a warm-up on two cores shared
+        with other test workers took over 60 s."""
+
+        def answers() -> bool:
             try:
-                if self.get(path).status_code == status:
-                    return
+                return self.alive() and self.get(path).status_code == status
             except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        pytest.fail(f"{path} never answered {status} within {timeout_s}s:\n{self.logs()}")
+                return False
+
+        wait_for(answers, timeout_s, f"{path} answering {status}", detail=self.logs)
 
     def wait_ready(self) -> ServerProcess:
         self.wait_until("/health/ready", 200)
@@ -155,7 +160,9 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One demo-model server shared by the tests that do not change settings."""
     log = tmp_path_factory.mktemp("demo-server") / "server.log"
-    env = {"RESNET_SERVE_MODEL_DIR": str(DEMO_BUNDLE), "RESNET_SERVE_MAX_BATCH_SIZE": "16"}
+    # Batches of up to 8: warm-up runs every size from 1 up (36 images, not 16's 136), and each
+    # xdist worker starts its own.
+    env = {"RESNET_SERVE_MODEL_DIR": str(DEMO_BUNDLE), "RESNET_SERVE_MAX_BATCH_SIZE": "8"}
     server = ServerProcess(env, log).start()
     try:
         yield server.wait_ready()

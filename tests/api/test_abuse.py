@@ -19,6 +19,9 @@ from tests.conftest import DEMO_BUNDLE, ServerProcess, encode, known_image
 from tests.waiting import wait_for, wait_for_async
 
 JPEG = encode(known_image("circle", 0))
+TRICKLE_PAUSE_S = (
+    0.1  # a trickling client's pace: one byte per pause, well inside the upload timeout
+)
 
 
 def _big_png(side: int = 4000) -> bytes:
@@ -99,7 +102,10 @@ def test_overload_is_refused_at_the_door_fast_and_every_admitted_request_succeed
         ).status_code
         == 200
     )  # recovered at once
-    assert "resnet_serve_admission_refused_total" in server.get("/metrics").text
+    # Counted, one by one, where the dashboard's overload panel reads them (a fresh server: from 0).
+    metrics = server.metrics()
+    assert metrics["resnet_serve_admission_refused_total"][()] == len(refused)
+    assert server.rejections()["overloaded"] == len(refused)
 
 
 def test_a_refused_request_keeps_its_connection_for_the_next_one(
@@ -222,8 +228,8 @@ def _read_response(sock: socket.socket) -> bytes:
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])
-    while len(body) < length:
-        body += sock.recv(65536)
+    while len(body) < length and (chunk := sock.recv(65536)):  # each recv bounded by its timeout
+        body += chunk
     return head + b"\r\n\r\n" + body
 
 
@@ -251,7 +257,7 @@ def test_a_body_trickling_in_gets_408_at_the_upload_timeout(server: ServerProces
     )
     started = time.monotonic()
     with _raw_request(server, head) as sock:
-        sock.settimeout(0.1)
+        sock.settimeout(TRICKLE_PAUSE_S)  # the behaviour under test: a byte per pause, never enough
         answer = b""
         while not answer and time.monotonic() - started < 5:
             try:
@@ -280,7 +286,10 @@ def test_the_deadline_holds_over_a_slow_upload_with_504_at_the_deadline(start_se
 
 def test_bodies_past_the_in_flight_byte_budget_are_refused_at_the_door(start_server) -> None:
     server = start_server(
-        max_body_bytes=1_000_000, max_body_bytes_in_flight=1_500_000, upload_timeout_s=10
+        max_body_bytes=1_000_000,
+        max_body_bytes_in_flight=1_500_000,
+        upload_timeout_s=10,
+        max_batch_size=1,  # a warm-up of one batch size: ready in a moment
     ).wait_ready()
     stalled_head = (
         b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"

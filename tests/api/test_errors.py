@@ -64,7 +64,7 @@ def test_multipart_without_file_is_400(demo_server: ServerProcess) -> None:
 
 
 def test_body_over_the_limit_is_413(start_server) -> None:
-    server = start_server(max_body_bytes=64 * 1024).wait_ready()
+    server = start_server(max_body_bytes=64 * 1024, max_batch_size=1).wait_ready()
     big = b"\xff\xd8" + b"\x00" * (200 * 1024)
     _assert_error(
         _post(server, content=big, headers={"Content-Type": "image/jpeg"}), 413, "payload_too_large"
@@ -82,7 +82,7 @@ def test_body_over_the_limit_is_413(start_server) -> None:
 
 
 def test_decompression_bomb_is_413(start_server) -> None:
-    server = start_server(max_image_pixels=1_000_000).wait_ready()
+    server = start_server(max_image_pixels=1_000_000, max_batch_size=1).wait_ready()
     bomb = encode(Image.new("L", (4000, 4000)), "PNG")  # 16 MP of zeros compress to a few KB
     message = _assert_error(
         _post(server, content=bomb, headers={"Content-Type": "image/png"}), 413, "image_too_large"

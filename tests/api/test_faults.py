@@ -16,7 +16,7 @@ from PIL import Image
 
 from tests.api.faulty_server import WARMUP_FAILURE
 from tests.conftest import DEMO_BUNDLE, ServerProcess, encode, known_image
-from tests.waiting import wait_for_async
+from tests.waiting import wait_for, wait_for_async
 
 BLACK = encode(Image.new("RGB", (64, 64)), "PNG")  # the cue for tests/api/faulty_server.py
 JPEG = encode(known_image("circle", 0))
@@ -37,6 +37,14 @@ def start_faulty(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for server in servers:
         server.stop()
+
+
+def _listening(server: ServerProcess) -> bool:
+    try:
+        server.get("/health/live")
+    except httpx.TransportError:
+        return False
+    return True
 
 
 def _post(server: ServerProcess, image: bytes, timeout: float = 30) -> httpx.Response:
@@ -110,7 +118,10 @@ def test_a_stuck_batch_gets_504_at_the_deadline_fails_both_liveness_probes_and_e
     assert server.get("/v2/health/ready").status_code == 503
     started = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
-    time.sleep(0.5)
+    # The second signal only once the first is handled (two at once may arrive as one): with
+    # nothing in flight the drain ends at once and the listener closes, while the shutdown still
+    # waits for the hung thread.
+    wait_for(lambda: not _listening(server), 10, "the first SIGTERM handled", detail=server.logs)
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(20) == 0
     assert time.monotonic() - started < 15

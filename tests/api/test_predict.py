@@ -144,7 +144,7 @@ def test_health_reports_the_loaded_model(demo_server: ServerProcess) -> None:
     assert body["arch"] == "resnet18"
     assert body["device"] == "cpu"
     assert body["precision"] == "fp32"
-    assert body["max_batch_size"] == 16
+    assert body["max_batch_size"] == 8
     assert body["queue_depth"] == 0
     assert demo_server.get("/health/ready").json()["model"] == "demo"
     assert demo_server.get("/health/live").status_code == 200

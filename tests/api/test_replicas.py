@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import encode, known_image
+from tests.waiting import wait_for
 
 IMAGES = [("circle", encode(known_image("circle", 7))), ("star", encode(known_image("star", 8)))]
 
@@ -32,9 +32,13 @@ def test_two_replicas_answer_on_one_port_and_drain_on_sigterm(start_server) -> N
     server = start_server(workers=2, max_batch_size=4).wait_ready()
     replicas = _replica_pids(server.process.pid)
     assert len(replicas) == 2
-    deadline = time.monotonic() + 60  # the port answers once one is warm; wait for the other too
-    while server.logs().count("ready: warmed up") < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # The port answers once one is warm; wait for the other too.
+    wait_for(
+        lambda: server.alive() and server.logs().count("ready: warmed up") == 2,
+        60,
+        "both replicas warmed up",
+        detail=server.logs,
+    )
 
     for label, response in asyncio.run(_classify_concurrently(server.url, 6)):
         assert response.status_code == 200, response.text
@@ -58,10 +62,11 @@ def test_replicas_do_not_outlive_a_killed_server(start_server) -> None:
     replicas = _replica_pids(server.process.pid)
     server.process.kill()
     server.process.wait()
-    deadline = time.monotonic() + 30
-    while any(Path(f"/proc/{pid}").exists() for pid in replicas) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(Path(f"/proc/{pid}").exists() for pid in replicas)
+    wait_for(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in replicas),
+        30,
+        "every replica gone after the server was killed",
+    )
 
 
 def test_sigterm_while_replicas_are_still_loading_is_a_clean_stop(start_server) -> None:

@@ -25,6 +25,9 @@ HEADER_TIMEOUT_S = 5.0  # long, so that a close well before it is not the header
 NON_READERS = 100
 LARGE_ANSWER = b"GET /static/docs/swagger-ui-bundle.js HTTP/1.1\r\nHost: test\r\n\r\n" * 3
 RECEIVE_BUFFER = 4096  # the client's window: the answer stays in the server's buffers
+# The slow reader's pace, the behaviour under test: 32 KB every 30 ms takes the 1.5 MB answer
+# longer than the write timeout to read, though it never stalls for that long.
+READ_CHUNK, READ_PAUSE_S = 32768, 0.03
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +98,9 @@ def test_a_slow_reader_that_keeps_reading_gets_the_whole_answer(server: ServerPr
     client.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
     received = b""
     started = time.monotonic()
-    while chunk := client.recv(32768):  # 32 KB every 30 ms: far slower than the server writes
+    while chunk := client.recv(READ_CHUNK):  # far slower than the server writes
         received += chunk
-        time.sleep(0.03)
+        time.sleep(READ_PAUSE_S)
     client.close()
     head, _, body = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from tests.deploy.manifests import (
     only,
     read_dockerfile,
 )
+from tests.waiting import wait_for
 
 INSTRUCTIONS = read_dockerfile()
 RUNTIME = final_stage(INSTRUCTIONS)
@@ -242,14 +242,16 @@ def _metric(url: str, name: str) -> float:
 
 
 def _wait_for(
-    condition: Callable[[], bool], server: subprocess.Popen, log: Path, timeout_s: float = 60
+    condition: Callable[[], bool], what: str, server: subprocess.Popen, log: Path
 ) -> None:
-    """Poll ``condition`` while the server lives; fail with its log if it dies or time runs out."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
+    """``wait_for`` ``condition`` while the server lives; fail with its log if it dies or time runs
+    out."""
+
+    def holds() -> bool:
         assert server.poll() is None, f"server exited with {server.returncode}:\n{log.read_text()}"
-        assert time.monotonic() < deadline, f"timed out; server log:\n{log.read_text()}"
-        time.sleep(0.02)
+        return condition()
+
+    wait_for(holds, 60, what, detail=log.read_text)
 
 
 def test_healthcheck_fails_while_starting_passes_when_ready_and_fails_while_draining(
@@ -270,7 +272,7 @@ def test_healthcheck_fails_while_starting_passes_when_ready_and_fails_while_drai
         assert starting.returncode != 0, starting
         assert server.poll() is None, log.read_text()
 
-        _wait_for(lambda: _status(f"{url}/health/ready") == 200, server, log)
+        _wait_for(lambda: _status(f"{url}/health/ready") == 200, "ready", server, log)
         ready = image.run(check)
         assert (ready.returncode, ready.stderr) == (0, ""), ready
         assert _status(f"{url}/health/live") == 200
@@ -285,9 +287,9 @@ def test_healthcheck_fails_while_starting_passes_when_ready_and_fails_while_drai
         )
         with socket.create_connection(("127.0.0.1", port), timeout=30) as upload:
             upload.sendall(head.encode() + body[: len(body) // 2])
-            _wait_for(lambda: _metric(url, HPA_METRIC) > idle, server, log)
+            _wait_for(lambda: _metric(url, HPA_METRIC) > idle, "the upload admitted", server, log)
             server.send_signal(signal.SIGTERM)
-            _wait_for(lambda: _status(f"{url}/health/ready") == 503, server, log)
+            _wait_for(lambda: _status(f"{url}/health/ready") == 503, "draining", server, log)
             draining = image.run(check)
             assert draining.returncode != 0, draining
             assert draining.stderr.strip().endswith("HTTP 503"), draining

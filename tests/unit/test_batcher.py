@@ -14,6 +14,7 @@ from app.serving.batcher import (
     DynamicBatcher,
     QueueFullError,
 )
+from tests.waiting import wait_for_async
 
 
 class BoomError(Exception):
@@ -50,9 +51,14 @@ def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 
 async def until(condition: Callable[[], bool]) -> None:
-    """Yield to the loop until `condition` holds; bounded by the guard in `run`."""
-    while not condition():
-        await asyncio.sleep(0)
+    """Yield to the loop until `condition` holds: batcher state that its own tasks change, polled
+    every turn of the loop (no 10 ms pauses inside the windows these tests measure), failing
+    before the guard in `run` does."""
+
+    async def holds() -> bool:
+        return condition()
+
+    await wait_for_async(holds, 1.5, "the batcher's state", interval_s=0)
 
 
 def make(handler: FakeHandler, **kwargs: Any) -> DynamicBatcher[int, int]:
@@ -118,7 +124,7 @@ def test_delay_window_gathers_items_arriving_before_it_closes() -> None:
         batcher = make(handler, max_batch_delay_s=0.05)
         first = asyncio.create_task(batcher.submit([1]))
         await until(lambda: batcher.queue_depth == 1)
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # the behaviour under test: time passes inside the 50 ms window
         assert handler.batches == []  # the window is still open
         second = await batcher.submit([2])
         first_results = await first
@@ -440,7 +446,7 @@ def test_stop_waits_for_every_batch_in_flight() -> None:
         handler = FakeHandler(blocked=True)
         batcher, first, second = await two_batches_running(handler)
         stopping = asyncio.create_task(batcher.stop(drain_timeout_s=1))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn of the loop: the stop has begun and waits on the batches
         assert not stopping.done()
         handler.release.set()
         await stopping

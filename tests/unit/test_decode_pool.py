@@ -22,7 +22,7 @@ async def _hold(pool: FairDecodePool, cost: int) -> tuple[threading.Event, Await
     """A job of ``cost`` pixels that keeps its thread until the returned gate is set."""
     gate = threading.Event()
     holding = asyncio.ensure_future(pool.run(gate.wait, 5, cost=cost))
-    await asyncio.sleep(0)  # it has reached its thread
+    await asyncio.sleep(0)  # one turn of the loop: `run` has handed the job to its thread
     return gate, holding
 
 
@@ -33,7 +33,7 @@ async def _order_on_the_regular_thread(pool: FairDecodePool, jobs: list[tuple[st
     express_gate, express = await _hold(pool, SMALL)
     ran: list[str] = []
     queued = [asyncio.ensure_future(pool.run(ran.append, name, cost=cost)) for name, cost in jobs]
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one turn of the loop: every job has reached the pool
     assert ran == [] and pool.waiting == len(jobs)  # nothing ran while the threads were held
     regular_gate.set()
     await asyncio.gather(regular, *queued)
@@ -69,8 +69,9 @@ def test_a_small_image_takes_the_express_lane_while_every_thread_decodes_a_large
         gate, holding = await _hold(pool, LARGE)
         assert await pool.run(len, "small", cost=SMALL) == 5  # done while the thread is held
         large = asyncio.ensure_future(pool.run(len, "large", cost=LARGE))
-        await asyncio.sleep(0.05)
-        assert not large.done()  # a large image waits for a regular thread
+        await asyncio.sleep(0)  # one turn of the loop: the job has reached the pool
+        assert pool.waiting == 1  # a large image waits for a regular thread, not the express lane
+        assert not large.done()
         gate.set()
         assert await large == 5 and await holding
 
@@ -85,7 +86,8 @@ def test_a_job_cancelled_while_waiting_never_runs_and_results_and_errors_arrive(
         ran: list[str] = []
         gate, holding = await _hold(pool, LARGE)
         left = asyncio.ensure_future(pool.run(ran.append, "left", cost=LARGE))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn of the loop: the job waits in the pool
+        assert pool.waiting == 1
         left.cancel()
         gate.set()
         assert await holding is True
@@ -104,7 +106,8 @@ def test_a_closed_pool_refuses_work_and_drops_what_waits() -> None:
     async def scenario() -> None:
         gate, holding = await _hold(pool, LARGE)
         waiting = asyncio.ensure_future(pool.run(len, "x", cost=LARGE))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn of the loop: the job waits in the pool
+        assert pool.waiting == 1
         pool.shutdown()
         gate.set()
         assert await holding is True  # a running job finishes

@@ -140,7 +140,7 @@ def test_busy_beyond_max_pending_until_the_thread_is_done(
     async def scenario() -> None:
         first = asyncio.create_task(explainer.explain(star))
         second = asyncio.create_task(explainer.explain(star))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn of the loop: both calls have taken their slots
         assert explainer.pending == 2
         with pytest.raises(ExplainerBusyError) as busy:
             await explainer.explain(star)
@@ -148,7 +148,7 @@ def test_busy_beyond_max_pending_until_the_thread_is_done(
         # A caller that leaves does not free the slot of a pass the thread is running.
         assert await asyncio.to_thread(started.wait, 10)
         first.cancel()
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn of the loop: the cancel has reached the caller
         assert explainer.pending == 2
         with pytest.raises(ExplainerBusyError):
             explainer.check_capacity()
