@@ -127,12 +127,21 @@ class ServerProcess:
         self.log.close()
 
 
+def server_env(settings: dict[str, object]) -> dict[str, str]:
+    """``settings`` as RESNET_SERVE_* variables: the demo model unless ``model_dir`` says otherwise,
+    and batches of up to 8 unless ``max_batch_size`` does. Warm-up runs every batch size from 1
+    up (36 images for 8, 528 for the service's default 32), and the suite starts dozens of servers:
+    a test that needs larger batches asks for them."""
+    env = {f"RESNET_SERVE_{k.upper()}": str(v) for k, v in settings.items()}
+    env.setdefault("RESNET_SERVE_MODEL_DIR", str(DEMO_BUNDLE))
+    env.setdefault("RESNET_SERVE_MAX_BATCH_SIZE", "8")
+    return env
+
+
 def ready_server(log_dir: Path, **settings: object) -> Iterator[ServerProcess]:
     """For a module's own server fixture: the demo model (unless ``model_dir`` says otherwise)
     served with ``settings`` (``header_timeout_s=5`` is RESNET_SERVE_HEADER_TIMEOUT_S), ready."""
-    env = {f"RESNET_SERVE_{k.upper()}": str(v) for k, v in settings.items()}
-    env.setdefault("RESNET_SERVE_MODEL_DIR", str(DEMO_BUNDLE))
-    server = ServerProcess(env, log_dir / "server.log").start()
+    server = ServerProcess(server_env(settings), log_dir / "server.log").start()
     try:
         yield server.wait_ready()
     finally:
@@ -145,9 +154,9 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     servers: list[ServerProcess] = []
 
     def start(**settings: object) -> ServerProcess:
-        env = {f"RESNET_SERVE_{k.upper()}": str(v) for k, v in settings.items()}
-        env.setdefault("RESNET_SERVE_MODEL_DIR", str(DEMO_BUNDLE))
-        server = ServerProcess(env, tmp_path / f"server-{len(servers)}.log").start()
+        server = ServerProcess(
+            server_env(settings), tmp_path / f"server-{len(servers)}.log"
+        ).start()
         servers.append(server)
         return server
 
@@ -162,7 +171,7 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
     log = tmp_path_factory.mktemp("demo-server") / "server.log"
     # Batches of up to 8: warm-up runs every size from 1 up (36 images, not 16's 136), and each
     # xdist worker starts its own.
-    env = {"RESNET_SERVE_MODEL_DIR": str(DEMO_BUNDLE), "RESNET_SERVE_MAX_BATCH_SIZE": "8"}
+    env = server_env({})
     server = ServerProcess(env, log).start()
     try:
         yield server.wait_ready()
