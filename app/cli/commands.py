@@ -1,7 +1,7 @@
 """What the command groups of ``resnet-serve`` share: how a command is registered and how one that
 calls the training library runs.
 
-A group module (``serve``, ``predict``, ``training``) has ``register(commands)``, which adds its
+A group module (``serve``, ``prediction``, ``training``) has ``register(commands)``, which adds its
 commands to ``commands``, the subparsers of ``app.cli.main``, each with a ``handler`` that returns
 the exit status. Registering must stay cheap: the container runs ``resnet-serve healthcheck`` every
 few seconds, so a command whose options come from the training library (which loads torch) passes

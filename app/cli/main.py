@@ -1,7 +1,7 @@
 """``resnet-serve``: the command line, one parser built from the command-group modules.
 
 Each group module registers its own commands, so every name is written once: ``serve`` (serve,
-healthcheck), ``predict``, ``training`` (finetune, evaluate, calibrate, demo-data). Heavy modules are
+healthcheck), ``prediction`` (predict), ``training`` (finetune, evaluate, calibrate, demo-data). Heavy modules are
 imported only by the command that needs them, so the container's every-few-seconds ``resnet-serve
 healthcheck`` never loads torch (see ``app.cli.commands``).
 """

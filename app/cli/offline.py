@@ -15,15 +15,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from app.cli.prediction import Outcome
+from app.edge.routes.inference import as_api_error
 from app.model.preprocessing import DATASET_MAX_PIXELS
 from app.serving.builder import build_service
 from app.serving.pipeline import RejectedImageError
-from app.serving.service import InferenceService
+from app.serving.service import DEFAULT_TOP_K, InferenceService
 from app.settings import Settings
 
-# Batches of up to 32 images, or of as many as there are files: warm-up runs every batch size up to
-# the largest, and a few files should not pay for 32 sizes.
-MAX_BATCH_SIZE = 32
+MAX_BATCH_SIZE = Settings.model_fields["max_batch_size"].default
+# Files in the service at once: two batches' worth keeps the model busy while the next is decoded.
+# The limits below are sized for that many of the largest files, so admission never refuses one:
+# local files are the user's own, held to a dataset's pixel limit, not to a public endpoint's.
+MAX_FILE_BYTES = 1024**3
+TIMEOUT_S = 3600.0
 
 
 def classify_files(
@@ -33,25 +37,37 @@ def classify_files(
 
     Raises ``BundleError`` or ``DeviceError`` when the bundle cannot be served here.
     """
-    # Local files are the user's own: the pixel limits of a dataset, not of a public endpoint.
+    # Batches of at most as many images as there are files: warm-up runs every batch size up to
+    # the largest, and a few files should not pay for all of them.
+    batch = max(1, min(MAX_BATCH_SIZE, len(paths)))
+    in_service = 2 * batch
     settings = Settings(
         model_dir=bundle,
         device=device,
-        max_batch_size=max(1, min(MAX_BATCH_SIZE, len(paths))),
+        precision="auto",
+        gpu_decode=False,
+        workers=1,
+        max_batch_size=batch,
         abstain_threshold=None,
         abstain_labels="",
+        max_images_per_request=1,
+        max_queue_size=in_service,
+        max_requests_in_flight=in_service,
+        request_timeout_s=TIMEOUT_S,
+        max_body_bytes=MAX_FILE_BYTES,
+        max_body_bytes_in_flight=in_service * MAX_FILE_BYTES,
         max_image_pixels=DATASET_MAX_PIXELS,
         max_request_pixels=DATASET_MAX_PIXELS,
-        max_decode_pixels=DATASET_MAX_PIXELS,
+        max_decode_pixels=in_service * DATASET_MAX_PIXELS,
     )
-    return asyncio.run(_classify_all(build_service(settings), paths, top_k))
+    return asyncio.run(_classify_all(build_service(settings), paths, top_k, in_service))
 
 
 async def _classify_all(
-    service: InferenceService, paths: Sequence[Path], top_k: int | None
+    service: InferenceService, paths: Sequence[Path], top_k: int | None, in_service: int
 ) -> list[Outcome]:
-    k = min(top_k or 5, service.manifest.num_classes)
-    admitted = asyncio.Semaphore(service.settings.max_requests_in_flight)
+    k = min(top_k or DEFAULT_TOP_K, service.manifest.num_classes)
+    admitted = asyncio.Semaphore(in_service)
 
     async def classify(path: Path) -> Outcome:
         async with admitted:
@@ -60,10 +76,13 @@ async def _classify_all(
             except OSError as exc:
                 return Outcome(path, code="unreadable", message=exc.strerror or str(exc))
             try:
-                with service.begin(None) as call:
+                with service.begin(str(len(data))) as call:
                     (result,) = await call.classify_encoded([data], k)
             except RejectedImageError as exc:
                 return Outcome(path, code="invalid_image", message=str(exc.cause))
+            except Exception as exc:  # what a server would answer for this file, on its line
+                error = as_api_error(exc, name_of=lambda _: path.name)
+                return Outcome(path, code=error.code, message=error.message)
         return Outcome(path, result.as_prediction())
 
     try:

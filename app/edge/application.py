@@ -53,7 +53,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        service.state.mark_draining()
         warm_up.cancel()
         await service.stop()
         logger.info("stopped")

@@ -84,8 +84,6 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    # The ignores: Starlette types every handler as taking any Exception; each of these is only
-    # ever called with the class it is registered for.
     app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]  # called for ApiError only
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]  # for HTTPException only
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]  # for it only

@@ -41,15 +41,17 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.state = service.state  # owns the drain and its one timer
         self.service = service
+        self.cut_short = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if not self.state.draining and self.started:
+        if self.started and not self.state.draining:
             # First signal: stop admitting work but keep answering until the drain is over.
             self.state.mark_draining()
             return
-        if self.state.drain_left_s > 0 and not self.should_exit:
+        if self.state.draining and not self.cut_short and not self.should_exit:
             # Second signal: end the drain now; what is still queued or running gets its 503.
             logger.warning("second signal: ending the drain now")
+            self.cut_short = True
             self.state.cut_drain_short()
             return
         super().handle_exit(sig, frame)  # a signal during start-up, or a third one: stop now

@@ -118,7 +118,6 @@ class InferenceService:
     async def start(self) -> float:
         """Warm the model up, then take requests; returns the warm-up seconds. A failure marks
         the service failed (liveness turns 503) and is raised."""
-        self.state.mark_warming_up()
         try:
             seconds = await self.pipeline.start()
         except Exception as exc:

@@ -25,14 +25,10 @@ class ServiceState:
 
     drain_timeout_s: float
     phase: Phase = Phase.STARTING
-    reason: str = "loading model"
+    reason: str = "warming up"
     started_at: float = field(default_factory=time.monotonic)
     requests_in_flight: int = 0
     drain_deadline: float | None = None
-
-    def mark_warming_up(self) -> None:
-        if self.phase is Phase.STARTING:
-            self.reason = "warming up"
 
     def mark_ready(self) -> None:
         if self.phase is Phase.STARTING:  # never back from draining or failed

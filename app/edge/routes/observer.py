@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.edge.routes.dependencies import RouteMatcher
 from app.serving.metrics import ServiceMetrics
 from app.serving.state import ServiceState
 
@@ -40,7 +40,7 @@ class RequestObserver:
         app: ASGIApp,
         metrics: ServiceMetrics,
         state: ServiceState,
-        inference_route: Callable[[str], str | None],
+        inference_route: RouteMatcher,
     ) -> None:
         self.app = app
         self.metrics = metrics

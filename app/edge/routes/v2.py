@@ -60,7 +60,7 @@ ERROR_EXAMPLES = {
     408: "request body not received within 10.0s",
     413: "80 images in one request; the limit is 64",
     422: "query.version: Input should be a valid string",
-    503: "loading model",
+    503: "warming up",
     504: "not answered within 30.0s",
 }
 
