@@ -38,6 +38,13 @@ DEMO_BUNDLE = REPO / "models" / "demo"
 CLI = Path(sys.executable).with_name("resnet-serve")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist two workers share the cores: each computes in-process (training,
+    runners) on one torch thread, not one per core each, which oversubscribed them."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
