@@ -6,11 +6,12 @@ others fails here instead of in a rollout.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 import tomllib
 
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
 
 from app.serving.metrics import ServiceMetrics
 from app.settings import Settings
@@ -39,11 +40,17 @@ POD_SPEC = K8S["Deployment"]["spec"]["template"]["spec"]
 DEFAULTS = Settings.model_fields
 
 
+@functools.cache
+def _routes() -> list[BaseRoute]:
+    """The app's routes, from one build of the app (it loads the model)."""
+    with demo_app() as app:
+        return list(app.router.routes)
+
+
 def _answers_get(path: str) -> bool:
     """Whether the app routes ``GET path`` to a handler (asked the way Starlette dispatches)."""
     scope = {"type": "http", "method": "GET", "path": path, "root_path": "", "headers": []}
-    with demo_app() as app:
-        return any(route.matches(scope)[0] is Match.FULL for route in app.router.routes)
+    return any(route.matches(scope)[0] is Match.FULL for route in _routes())
 
 
 def test_image_cmd_is_the_console_script_that_make_serve_and_the_tests_run() -> None:
