@@ -12,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from app.serving.errors import ModelNotFoundError
+
 logger = logging.getLogger(__name__)
 # The Open Inference Protocol's routes live under this prefix and answer errors in its own shape.
 V2_PREFIX = "/v2"
@@ -66,6 +68,11 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     )
 
 
+async def _model_not_found(request: Request, exc: ModelNotFoundError) -> JSONResponse:
+    _count_rejection(request, "model_not_found")
+    return error_response(ApiError(404, "model_not_found", str(exc)), request.url.path)
+
+
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"])
@@ -86,5 +93,6 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]  # called for ApiError only
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]  # for HTTPException only
+    app.add_exception_handler(ModelNotFoundError, _model_not_found)  # type: ignore[arg-type]  # for it only
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]  # for it only
     app.add_exception_handler(Exception, _unexpected_error)

@@ -21,3 +21,16 @@ class InvalidInputError(ValueError):
 
 class InvalidParameterError(InvalidInputError):
     """A request parameter is out of range for this model (422, like FastAPI's own checks)."""
+
+
+class TooManyImagesError(InvalidInputError):
+    """A request holds more images than one may (413 over HTTP), counted before any is read."""
+
+    def __init__(self, count: str, limit: int) -> None:
+        super().__init__(f"{count} images in one request; the limit is {limit}")
+        self.count = count
+        self.limit = limit
+
+
+class ModelNotFoundError(LookupError):
+    """A request names a model, or a version, that this server does not serve (404)."""

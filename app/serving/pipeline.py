@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ from app.serving.gpu_decode import EncodedJpeg, GpuJpegDecoder
 from app.serving.image_header import ImageHeader, read_header
 from app.serving.memory import MemoryTrimmer
 from app.serving.runner import ModelRunner
+from app.serving.statistics import RunningStatistics
 from app.settings import Settings
 
 MAX_AUTO_DECODE_THREADS = 8
@@ -89,8 +91,9 @@ class InferencePipeline:
             if settings.gpu_decode
             else None
         )
+        self.statistics = RunningStatistics()
         self.batcher: DynamicBatcher[torch.Tensor, torch.Tensor] = DynamicBatcher(
-            runner.run_batch,
+            self._run_batch,
             max_batch_size=runner.max_batch_size,
             max_queue_size=settings.max_queue_size,
             max_batch_delay_s=settings.max_batch_delay_ms / 1000,
@@ -202,6 +205,12 @@ class InferencePipeline:
         """``function(*args)`` on the parse thread: work whose cost grows with what a client sent
         stays off the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self.parse_thread, function, *args)
+
+    async def _run_batch(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        started = time.perf_counter()
+        outputs = await self.runner.run_batch(images)
+        self.statistics.record_batch(len(images), time.perf_counter() - started)
+        return outputs
 
     async def classify(
         self, images: list[torch.Tensor], timeout_s: float

@@ -36,6 +36,7 @@ from app.serving.metrics import ServiceMetrics
 from app.serving.pipeline import InferencePipeline
 from app.serving.runner import ScoredClass, abstains
 from app.serving.state import Phase, ServiceState
+from app.serving.statistics import RequestTimes
 from app.settings import Settings
 from app.wire.rest import HealthResponse, ImagePrediction, ScoredLabel
 
@@ -187,12 +188,19 @@ class InferenceCall:
         self.deadline = asyncio.get_running_loop().time() + service.settings.request_timeout_s
         self.decoded_at: float | None = None
         self.largest_batch = 0  # of the batches this call's images ran in (0: none ran)
+        self.times: RequestTimes | None = None  # set once its images are classified
 
     def __enter__(self) -> InferenceCall:
         return self
 
-    def __exit__(self, *_: object) -> None:
+    def __exit__(self, error_type: type[BaseException] | None, *_: object) -> None:
         self.ticket.close()
+        statistics = self.pipeline.statistics
+        if error_type is not None:
+            statistics.record_failure(time.perf_counter() - self.started)
+        elif self.times is not None:  # a call that classified (not /explain's own computation)
+            self.times.total_s = time.perf_counter() - self.started
+            statistics.record_success(self.times)
 
     @property
     def remaining_s(self) -> float:
@@ -242,6 +250,7 @@ class InferenceCall:
         if self.remaining_s <= 0:
             raise DeadlineExceededError("deadline passed while the images were decoded")
         outputs = await self.pipeline.classify(images, self.remaining_s)
+        classified_at = time.perf_counter()
         self.largest_batch = max([self.largest_batch, *(output.batch_size for output in outputs)])
         metrics, runner = self.service.metrics, self.pipeline.runner
         threshold, rejected = self.service.abstain_threshold, self.service.abstain_indices
@@ -262,4 +271,11 @@ class InferenceCall:
                 )
             )
         metrics.images.inc(len(results))
+        self.times = RequestTimes(
+            total_s=0.0,  # filled in when the call ends
+            input_s=self.decoded_at - self.started,
+            queue_s=max(output.queue_wait_s for output in outputs),
+            infer_s=max(output.compute_s for output in outputs),
+            output_s=time.perf_counter() - classified_at,
+        )
         return results

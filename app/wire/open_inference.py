@@ -1,7 +1,7 @@
 """The JSON bodies of the Open Inference Protocol routes (/v2), declared once: the server parses
 requests and emits answers with them, and /docs and generated clients see them.
 
-One part is read by hand (``app.edge.routes.v2_codec``): an infer input's ``data``, millions of
+One part is read by hand (``app.edge.open_inference.codec``): an infer input's ``data``, millions of
 numbers in a body within the size limit, read in pieces once its declared shape has passed the
 limits, and the bytes after the JSON header of the binary tensor extension. Each body carries an
 example with the bundled demo model's values.
@@ -42,7 +42,12 @@ class ServerMetadata(BaseModel):
                 {
                     "name": "resnet-serve",
                     "version": "0.1.0",
-                    "extensions": ["classification", "binary_tensor_data"],
+                    "extensions": [
+                        "classification",
+                        "binary_tensor_data",
+                        "model_configuration",
+                        "statistics",
+                    ],
                 }
             ]
         }
@@ -68,12 +73,12 @@ class ModelMetadata(BaseModel):
                     "versions": ["1"],
                     "platform": "pytorch",
                     "inputs": [
-                        {"name": "IMAGE", "datatype": "BYTES", "shape": [-1]},
+                        {"name": "IMAGE", "datatype": "BYTES", "shape": [-1, 1]},
                         {"name": "PIXELS", "datatype": "UINT8", "shape": [-1, 3, 112, 112]},
                     ],
                     "outputs": [
                         {"name": "PROBABILITIES", "datatype": "FP32", "shape": [-1, 8]},
-                        {"name": "ABSTAINED", "datatype": "BOOL", "shape": [-1]},
+                        {"name": "ABSTAINED", "datatype": "BOOL", "shape": [-1, 1]},
                     ],
                 }
             ]
@@ -90,7 +95,15 @@ class ModelMetadata(BaseModel):
 class TritonTensorConfig(BaseModel):
     name: str
     data_type: str = Field(description="Triton's TYPE_ name: TYPE_STRING is the protocol's BYTES.")
-    dims: list[int] = Field(description="Shape of one batch element (no batch dimension).")
+    dims: list[int] = Field(
+        min_length=1, description="Shape of one batch element (no batch dimension), never empty."
+    )
+
+
+class TritonInputConfig(TritonTensorConfig):
+    optional: bool = Field(
+        description="True for each of the alternative inputs: a request carries exactly one."
+    )
 
 
 class TritonModelConfig(BaseModel):
@@ -104,12 +117,22 @@ class TritonModelConfig(BaseModel):
                     "platform": "pytorch",
                     "max_batch_size": 32,
                     "input": [
-                        {"name": "IMAGE", "data_type": "TYPE_STRING", "dims": []},
-                        {"name": "PIXELS", "data_type": "TYPE_UINT8", "dims": [3, 112, 112]},
+                        {
+                            "name": "IMAGE",
+                            "data_type": "TYPE_STRING",
+                            "dims": [1],
+                            "optional": True,
+                        },
+                        {
+                            "name": "PIXELS",
+                            "data_type": "TYPE_UINT8",
+                            "dims": [3, 112, 112],
+                            "optional": True,
+                        },
                     ],
                     "output": [
                         {"name": "PROBABILITIES", "data_type": "TYPE_FP32", "dims": [8]},
-                        {"name": "ABSTAINED", "data_type": "TYPE_BOOL", "dims": []},
+                        {"name": "ABSTAINED", "data_type": "TYPE_BOOL", "dims": [1]},
                     ],
                 }
             ]
@@ -119,8 +142,62 @@ class TritonModelConfig(BaseModel):
     name: str
     platform: str
     max_batch_size: int = Field(description="Most images one request may carry.")
-    input: list[TritonTensorConfig]
+    input: list[TritonInputConfig]
     output: list[TritonTensorConfig]
+
+
+class LiveResponse(BaseModel):
+    """``GET /v2/health/live``: the status code says it; the body says it too, for KServe's SDK."""
+
+    live: bool
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+
+
+class ModelReadyResponse(BaseModel):
+    name: str
+    ready: bool
+
+
+class StatisticDuration(BaseModel):
+    count: int = Field(description="How many times.")
+    ns: int = Field(description="Their cumulative duration in nanoseconds.")
+
+
+class InferStatistics(BaseModel):
+    success: StatisticDuration = Field(description="Requests answered, admission to answer.")
+    fail: StatisticDuration = Field(description="Requests that failed after admission.")
+    queue: StatisticDuration = Field(description="Waiting in the batcher's queue.")
+    compute_input: StatisticDuration = Field(description="Decoding and preprocessing the images.")
+    compute_infer: StatisticDuration = Field(description="The forward pass of the batch.")
+    compute_output: StatisticDuration = Field(description="Building the answer from the outputs.")
+    cache_hit: StatisticDuration = Field(description="Always zero: no response cache.")
+    cache_miss: StatisticDuration = Field(description="Always zero: no response cache.")
+
+
+class InferBatchStatistics(BaseModel):
+    batch_size: int
+    compute_input: StatisticDuration
+    compute_infer: StatisticDuration = Field(description="Forward passes of this size.")
+    compute_output: StatisticDuration
+
+
+class ModelStatistics(BaseModel):
+    name: str
+    version: str
+    last_inference: int = Field(description="Milliseconds since the epoch; 0: none yet.")
+    inference_count: int = Field(description="Images classified.")
+    execution_count: int = Field(description="Forward passes (batches) run.")
+    inference_stats: InferStatistics
+    batch_stats: list[InferBatchStatistics]
+
+
+class ModelStatisticsResponse(BaseModel):
+    """Triton's statistics extension: one entry per model and version."""
+
+    model_stats: list[ModelStatistics]
 
 
 class V2InputParameters(BaseModel):
@@ -135,13 +212,13 @@ class V2InputParameters(BaseModel):
 class V2InferInput(BaseModel):
     name: Literal["IMAGE", "PIXELS"]
     shape: list[Annotated[StrictInt, Field(ge=0)]] = Field(
-        description="IMAGE: [N]; PIXELS: [N, 3, S, S] at the model's input size S."
+        description="IMAGE: [N] or [N, 1]; PIXELS: [N, 3, S, S] at the model's input size S."
     )
     datatype: Literal["BYTES", "UINT8", "FP32"] = Field(
         description="IMAGE: BYTES; PIXELS: UINT8 or FP32, RGB values 0..255."
     )
     # Not validated here: the codec reads it once the shape has passed the limits, numbers in
-    # pieces (``app.edge.routes.v2_json``), strings as base64. Nested or flat, as the protocol has it.
+    # pieces (``app.edge.open_inference.json_numbers``), strings as base64. Nested or flat, as the protocol has it.
     data: SkipValidation[list[str] | list[float] | None] = Field(
         None,
         description="IMAGE: N base64 strings of encoded images (JPEG, PNG, ...); PIXELS: the "
@@ -176,7 +253,7 @@ class V2RequestParameters(BaseModel):
 class V2InferRequest(BaseModel):
     """The JSON body of an infer request, or the JSON header of a binary one."""
 
-    # Validated from the structure that app.edge.routes.v2_json reads, its inputs' data unread.
+    # Validated from the structure that app.edge.open_inference.json_numbers reads, its inputs' data unread.
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -213,7 +290,7 @@ class V2OutputTensor(BaseModel):
     name: Literal["PROBABILITIES", "ABSTAINED"]
     datatype: Literal["FP32", "BYTES", "BOOL"] = Field(
         description="PROBABILITIES: FP32 [N, classes], or BYTES [N, k] with classification; "
-        "ABSTAINED: BOOL [N]."
+        "ABSTAINED: BOOL [N, 1]."
     )
     shape: list[int]
     data: list[float] | list[str] | list[bool] | None = Field(
@@ -239,7 +316,7 @@ class V2InferResponse(BaseModel):
                             "shape": [1, 3],
                             "data": ["0.999997:5:star", "0.000002:2:cross", "0.000001:7:triangle"],
                         },
-                        {"name": "ABSTAINED", "datatype": "BOOL", "shape": [1], "data": [False]},
+                        {"name": "ABSTAINED", "datatype": "BOOL", "shape": [1, 1], "data": [False]},
                     ],
                 }
             ]

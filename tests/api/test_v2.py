@@ -12,7 +12,7 @@ import tritonclient.http as triton
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from app.edge.routes.v2_codec import parse_request
+from app.edge.open_inference.codec import parse_request
 from app.model.preprocessing import PreprocessingSpec, pixel_transform
 from app.serving.errors import InvalidInputError
 from app.training.demo_data import CLASSES
@@ -46,13 +46,26 @@ def test_health_metadata_and_readiness_through_the_triton_client(client) -> None
     metadata = client.get_model_metadata(MODEL["name"])
     assert metadata["name"] == MODEL["name"] and metadata["versions"] == ["1"]
     assert {i["name"]: i["shape"] for i in metadata["inputs"]} == {
-        "IMAGE": [-1],
+        "IMAGE": [-1, 1],
         "PIXELS": [-1, 3, SIZE, SIZE],
     }
     assert [(o["name"], o["datatype"], o["shape"]) for o in metadata["outputs"]] == [
         ("PROBABILITIES", "FP32", [-1, len(CLASSES)]),
-        ("ABSTAINED", "BOOL", [-1]),
+        ("ABSTAINED", "BOOL", [-1, 1]),
     ]
+
+
+def test_health_routes_answer_the_status_code_and_a_json_body(demo_server: ServerProcess) -> None:
+    name = MODEL["name"]
+    answers = {
+        "/v2/health/live": {"live": True},
+        "/v2/health/ready": {"ready": True},
+        f"/v2/models/{name}/ready": {"name": name, "ready": True},
+        f"/v2/models/{name}/versions/1/ready": {"name": name, "ready": True},
+    }
+    for path, body in answers.items():
+        response = httpx.get(demo_server.url + path)
+        assert (response.status_code, response.json()) == (200, body), path
 
 
 def test_unknown_model_or_version_is_404_in_the_protocols_error_shape(
@@ -89,7 +102,7 @@ def test_abstained_output_flags_noise_below_the_bundles_threshold(
         for name in ("ABSTAINED", "PROBABILITIES")
     ]
     result = client.infer(MODEL["name"], [tensor], outputs=outputs)
-    assert result.as_numpy("ABSTAINED").tolist() == [True, False]
+    assert result.as_numpy("ABSTAINED").tolist() == [[True], [False]]
     assert _labels(result.as_numpy("PROBABILITIES"))[1] == "star"
 
 
@@ -156,12 +169,18 @@ def test_triton_model_config_describes_the_tensors_without_the_batch_dimension(
         # The server's batch size: below the default limit of images per request.
         "max_batch_size": int(demo_server.env["RESNET_SERVE_MAX_BATCH_SIZE"]),
         "input": [
-            {"name": "IMAGE", "data_type": "TYPE_STRING", "dims": []},
-            {"name": "PIXELS", "data_type": "TYPE_UINT8", "dims": [3, SIZE, SIZE]},
+            # Triton's rules: no empty dims with batching; alternative inputs are optional.
+            {"name": "IMAGE", "data_type": "TYPE_STRING", "dims": [1], "optional": True},
+            {
+                "name": "PIXELS",
+                "data_type": "TYPE_UINT8",
+                "dims": [3, SIZE, SIZE],
+                "optional": True,
+            },
         ],
         "output": [
             {"name": "PROBABILITIES", "data_type": "TYPE_FP32", "dims": [len(CLASSES)]},
-            {"name": "ABSTAINED", "data_type": "TYPE_BOOL", "dims": []},
+            {"name": "ABSTAINED", "data_type": "TYPE_BOOL", "dims": [1]},
         ],
     }
     assert client.get_model_config(MODEL["name"], model_version="1") == config
@@ -193,9 +212,43 @@ def test_plain_json_request_with_base64_images(demo_server: ServerProcess) -> No
     assert abstained == {
         "name": "ABSTAINED",
         "datatype": "BOOL",
-        "shape": [3],
+        "shape": [3, 1],
         "data": [False, False, False],
     }
+
+
+def test_images_as_n_by_1_as_triton_tools_send_them(client) -> None:
+    tensor = triton.InferInput("IMAGE", [len(IMAGES), 1], "BYTES")
+    tensor.set_data_from_numpy(np.array(IMAGES, dtype=np.object_).reshape(-1, 1))
+    result = client.infer(MODEL["name"], [tensor])
+    assert _labels(result.as_numpy("PROBABILITIES")) == SHAPES
+
+
+def test_statistics_count_requests_images_and_batches(client, demo_server: ServerProcess) -> None:
+    name = MODEL["name"]
+    before = client.get_inference_statistics(name)["model_stats"][0]
+    client.infer(name, [_image_input()])
+    with pytest.raises(InferenceServerException):  # a bad image: one failed request
+        bad = triton.InferInput("IMAGE", [1], "BYTES")
+        bad.set_data_from_numpy(np.array([b"not an image"], dtype=np.object_))
+        client.infer(name, [bad])
+    after = client.get_inference_statistics(name, model_version="1")["model_stats"][0]
+    assert (after["name"], after["version"]) == (name, "1")
+    stats, earlier = after["inference_stats"], before["inference_stats"]
+    for stage in ("success", "queue", "compute_input", "compute_infer", "compute_output"):
+        assert stats[stage]["count"] == earlier[stage]["count"] + 1, stage
+        assert stats[stage]["ns"] > earlier[stage]["ns"], stage
+    assert stats["fail"]["count"] == earlier["fail"]["count"] + 1
+    assert after["inference_count"] >= before["inference_count"] + len(IMAGES)
+    assert after["execution_count"] > before["execution_count"]
+    passes = sum(batch["compute_infer"]["count"] for batch in after["batch_stats"])
+    images = sum(b["batch_size"] * b["compute_infer"]["count"] for b in after["batch_stats"])
+    assert (passes, images) == (after["execution_count"], after["inference_count"])
+    every = httpx.get(demo_server.url + "/v2/models/stats").json()["model_stats"]
+    assert [entry["name"] for entry in every] == [name]
+    with pytest.raises(InferenceServerException) as error:
+        client.get_inference_statistics("no-such-model")
+    assert error.value.status() == "404"
 
 
 def test_the_documented_infer_example_gets_the_documented_answer(

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.edge.routes.v2_codec import InferRequest, max_header_values, parse_request
+from app.edge.open_inference.codec import InferRequest, max_header_values, parse_request
 from app.serving.errors import InvalidInputError
 from tests.conftest import DEMO_BUNDLE, ServerProcess
 

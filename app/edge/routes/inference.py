@@ -17,7 +17,12 @@ from typing import TypeVar
 from fastapi import Request
 
 from app.edge.http_errors import ApiError, retry_after_headers
-from app.edge.routes.uploads import until_disconnect, upload_deadline
+from app.edge.routes.uploads import (
+    content_encoding,
+    too_many_images,
+    until_disconnect,
+    upload_deadline,
+)
 from app.model.preprocessing import ImageTooLargeError
 from app.serving.admission import OverloadedError
 from app.serving.batcher import BatcherClosedError, DeadlineExceededError, QueueFullError
@@ -26,6 +31,7 @@ from app.serving.errors import (
     InvalidInputError,
     InvalidParameterError,
     NotReadyError,
+    TooManyImagesError,
 )
 from app.serving.explainer import ExplainerBusyError
 from app.serving.pipeline import DecodeBudgetError, RejectedImageError
@@ -70,7 +76,9 @@ async def inference_request(
     ``ApiError``; ``name_of`` names a rejected image."""
     settings = service.settings
     try:
-        with service.begin(request.headers.get("content-length")) as call:
+        # A compressed body may inflate to the size limit: it holds that much, not its length.
+        declared = None if content_encoding(request) else request.headers.get("content-length")
+        with service.begin(declared) as call:
             async with call.timeout():
                 yield HttpInferenceCall(request, call)
             if call.largest_batch:
@@ -112,6 +120,8 @@ def as_api_error(
             return ApiError(400, "invalid_image", f"{name}: {exc.cause}")
         case DecodeBudgetError():
             return ApiError(413, "decode_budget_exceeded", str(exc))
+        case TooManyImagesError():
+            return too_many_images(exc.limit, exc.count)
         case InvalidParameterError():
             return ApiError(422, "invalid_parameter", str(exc))
         case InvalidInputError():

@@ -1,7 +1,7 @@
 """The Open Inference Protocol (KServe v2 / Triton REST) beside /predict, for KServe and Triton clients.
 
 The same inference service, limits, deadlines and error mapping as /predict; only the body format
-differs (``app.edge.routes.v2_codec``). Errors answer ``{"error": "..."}`` under /v2 (``app.edge.http_errors``). The
+differs (``app.edge.open_inference``). Errors answer ``{"error": "..."}`` under /v2 (``app.edge.http_errors``). The
 served bundle is the one model, version "1"; any other name or version is 404.
 
 The model metadata gives each input one datatype, as the protocol has it: ``PIXELS`` says ``UINT8``,
@@ -11,45 +11,38 @@ but ``FP32`` pixels (values 0..255) are accepted too. ``/config`` is Triton's ow
 
 from __future__ import annotations
 
-from importlib.metadata import version as package_version
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from app.edge.http_errors import V2_PREFIX, ApiError
+from app.edge.http_errors import V2_PREFIX
+from app.edge.open_inference import model
+from app.edge.open_inference.codec import HEADER_LENGTH, encode_response, parse_request
 from app.edge.routes.dependencies import ServiceDep
 from app.edge.routes.inference import inference_request
 from app.edge.routes.uploads import read_body
-from app.edge.routes.v2_codec import (
-    ABSTAINED,
-    HEADER_LENGTH,
-    IMAGE_INPUT,
-    MODEL_VERSION,
-    PIXELS_INPUT,
-    PROBABILITIES,
-    encode_response,
-    parse_request,
-)
-from app.serving.service import InferenceService
 from app.wire.open_inference import (
+    LiveResponse,
     ModelMetadata,
+    ModelReadyResponse,
+    ModelStatisticsResponse,
+    ReadyResponse,
     ServerMetadata,
-    TensorMetadata,
     TritonModelConfig,
-    TritonTensorConfig,
     V2Error,
     V2InferRequest,
     V2InferResponse,
     inline_json_schema,
 )
 
-PLATFORM = "pytorch"
-EXTENSIONS = ["classification", "binary_tensor_data"]
-# Health answers are the status code alone, with an empty body, as the protocol says.
-EMPTY_STATUS: dict[int | str, dict] = {
-    200: {"description": "true", "content": {}},
-    503: {"description": "false", "content": {}},
-}
+
+# Health answers: the status code says it (the older v2 text has no body), and so does the body
+# (the Open Inference Protocol's REST text, and KServe's SDK, which parses it).
+def _health_responses(model: type[Any]) -> dict[int | str, dict]:
+    return {
+        200: {"model": model, "description": "true"},
+        503: {"model": model, "description": "false"},
+    }
 
 
 # An example message for each status a /v2 route may answer with an error.
@@ -83,7 +76,7 @@ def _v2_errors(*statuses: int) -> dict[int | str, dict]:
 MODEL_ERRORS = _v2_errors(404, 422, 503)
 INFER_ERRORS = _v2_errors(400, 401, 404, 408, 413, 422, 503, 504)
 BINARY = {"schema": {"type": "string", "format": "binary"}}
-# The route reads its body itself (v2_codec), so FastAPI can neither infer nor check its schema.
+# The route reads its body itself (app.edge.open_inference.codec), so FastAPI can neither infer nor check its schema.
 INFER_OPENAPI: dict[str, Any] = {
     "response_model": V2InferResponse,
     "responses": INFER_ERRORS
@@ -119,54 +112,30 @@ router = APIRouter(prefix=V2_PREFIX, tags=["Open Inference Protocol (v2)"])
 infer_router = APIRouter(prefix=V2_PREFIX, tags=["Open Inference Protocol (v2)"])
 
 
-def _served_model(service: InferenceService, name: str, version: str | None) -> None:
-    """404 unless ``name`` (and ``version``) is the served model."""
-    served = service.manifest.name
-    if name != served or version not in (None, MODEL_VERSION):
-        shown = name if version is None else f"{name} version {version}"
-        raise ApiError(
-            404, "model_not_found", f"unknown model {shown}; this server serves {served}"
-        )
-
-
-def _tensors(service: InferenceService) -> tuple[list[TensorMetadata], list[TensorMetadata]]:
-    """The model's inputs and outputs: the one source of the metadata and the config."""
-    return (
-        [
-            TensorMetadata(name=IMAGE_INPUT, datatype="BYTES", shape=[-1]),
-            TensorMetadata(name=PIXELS_INPUT, datatype="UINT8", shape=[-1, *service.image_shape]),
-        ],
-        [
-            TensorMetadata(
-                name=PROBABILITIES, datatype="FP32", shape=[-1, service.manifest.num_classes]
-            ),
-            TensorMetadata(name=ABSTAINED, datatype="BOOL", shape=[-1]),
-        ],
-    )
-
-
-def _triton_tensor(tensor: TensorMetadata) -> TritonTensorConfig:
-    # Triton names BYTES TYPE_STRING; with batching its dims leave out the batch dimension.
-    data_type = "TYPE_STRING" if tensor.datatype == "BYTES" else f"TYPE_{tensor.datatype}"
-    return TritonTensorConfig(name=tensor.name, data_type=data_type, dims=tensor.shape[1:])
-
-
 @router.get("")
 async def server_metadata() -> ServerMetadata:
     """Server name, version and the protocol extensions it supports."""
-    return ServerMetadata(
-        name="resnet-serve", version=package_version("resnet-serve"), extensions=EXTENSIONS
-    )
+    return model.server_metadata()
 
 
-@router.get("/health/live", response_class=Response, responses=EMPTY_STATUS)
-async def server_live(service: ServiceDep) -> Response:
-    return Response(status_code=200 if service.health().live else 503)
+@router.get("/health/live", responses=_health_responses(LiveResponse))
+async def server_live(service: ServiceDep, response: Response) -> LiveResponse:
+    live = service.health().live
+    response.status_code = 200 if live else 503
+    return LiveResponse(live=live)
 
 
-@router.get("/health/ready", response_class=Response, responses=EMPTY_STATUS)
-async def server_ready(service: ServiceDep) -> Response:
-    return Response(status_code=200 if service.health().ready else 503)
+@router.get("/health/ready", responses=_health_responses(ReadyResponse))
+async def server_ready(service: ServiceDep, response: Response) -> ReadyResponse:
+    ready = service.health().ready
+    response.status_code = 200 if ready else 503
+    return ReadyResponse(ready=ready)
+
+
+@router.get("/models/stats")
+async def all_model_statistics(service: ServiceDep) -> ModelStatisticsResponse:
+    """Triton's statistics extension for every served model (the one)."""
+    return model.model_statistics(service)
 
 
 @router.get("/models/{name}", responses=MODEL_ERRORS)
@@ -176,15 +145,8 @@ async def model_metadata(
 ) -> ModelMetadata:
     """The model's inputs (encoded images or pixels) and its two outputs. ``PIXELS`` is listed as
     ``UINT8`` (one datatype per input, as the protocol has it); ``FP32`` pixels are accepted too."""
-    _served_model(service, name, version)
-    inputs, outputs = _tensors(service)
-    return ModelMetadata(
-        name=service.manifest.name,
-        versions=[MODEL_VERSION],
-        platform=PLATFORM,
-        inputs=inputs,
-        outputs=outputs,
-    )
+    model.served_model(service, name, version)
+    return model.model_metadata(service)
 
 
 @router.get("/models/{name}/config", responses=MODEL_ERRORS)
@@ -194,28 +156,33 @@ async def model_config(
 ) -> TritonModelConfig:
     """Triton's model configuration (its extension, not the protocol's): the metadata's tensors in
     Triton's terms, and the largest batch a request may carry."""
-    _served_model(service, name, version)
-    inputs, outputs = _tensors(service)
-    settings = service.settings
-    return TritonModelConfig(
-        name=service.manifest.name,
-        platform=PLATFORM,
-        # Triton clients send batches up to max_batch_size: promise only what both limits allow.
-        max_batch_size=min(service.pipeline.runner.max_batch_size, settings.max_images_per_request),
-        input=[_triton_tensor(tensor) for tensor in inputs],
-        output=[_triton_tensor(tensor) for tensor in outputs],
-    )
+    model.served_model(service, name, version)
+    return model.model_config(service)
 
 
-@router.get("/models/{name}/ready", response_class=Response, responses=EMPTY_STATUS | MODEL_ERRORS)
+@router.get("/models/{name}/stats", responses=MODEL_ERRORS)
+@router.get("/models/{name}/versions/{version}/stats", responses=MODEL_ERRORS)
+async def model_statistics(
+    service: ServiceDep, name: str, version: str | None = None
+) -> ModelStatisticsResponse:
+    """Triton's statistics extension: counts and cumulative nanoseconds of requests, queueing,
+    decoding, forward passes and answers, and of the passes at each batch size."""
+    model.served_model(service, name, version)
+    return model.model_statistics(service)
+
+
+@router.get("/models/{name}/ready", responses=_health_responses(ModelReadyResponse) | MODEL_ERRORS)
 @router.get(
     "/models/{name}/versions/{version}/ready",
-    response_class=Response,
-    responses=EMPTY_STATUS | MODEL_ERRORS,
+    responses=_health_responses(ModelReadyResponse) | MODEL_ERRORS,
 )
-async def model_ready(service: ServiceDep, name: str, version: str | None = None) -> Response:
-    _served_model(service, name, version)
-    return Response(status_code=200 if service.health().ready else 503)
+async def model_ready(
+    service: ServiceDep, response: Response, name: str, version: str | None = None
+) -> ModelReadyResponse:
+    model.served_model(service, name, version)
+    ready = service.health().ready
+    response.status_code = 200 if ready else 503
+    return ModelReadyResponse(name=name, ready=ready)
 
 
 @infer_router.post("/models/{name}/infer", **INFER_OPENAPI)
@@ -225,7 +192,7 @@ async def infer(
 ) -> Response:
     """Classify a ``BYTES`` tensor of encoded images, or a ``UINT8`` or ``FP32`` pixel tensor at the
     model's input size."""
-    _served_model(service, name, version)
+    model.served_model(service, name, version)
     settings = service.settings
     async with inference_request(request, service) as http:
         body = await http.upload(read_body(request, settings.max_body_bytes))

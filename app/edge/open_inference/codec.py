@@ -2,7 +2,7 @@
 
 Inputs the model accepts (one per request):
 
-- ``IMAGE``: ``BYTES`` ``[N]``, N encoded images (JPEG, PNG, ...), decoded like /predict's uploads.
+- ``IMAGE``: ``BYTES`` ``[N]`` or ``[N,1]``, N encoded images (JPEG, PNG, ...), decoded like /predict's uploads.
   In JSON each element is a base64 string (JSON cannot carry raw bytes); with the binary tensor
   extension each is a 4-byte little-endian length and the bytes, as Triton serialises ``BYTES``.
 - ``PIXELS``: ``UINT8`` or ``FP32`` ``[N,3,S,S]``, RGB pixels 0..255 already at the model's input size
@@ -14,13 +14,13 @@ order the outputs are listed; a request that names none gets both:
 - ``PROBABILITIES``: ``FP32`` ``[N,num_classes]``, little-endian floats in binary. With the
   classification extension (``"classification": k``) it becomes ``BYTES`` ``[N,k]`` of Triton's
   ``"score:index:label"`` strings.
-- ``ABSTAINED``: ``BOOL`` ``[N]``, one byte per element in binary: /predict's ``abstained``.
+- ``ABSTAINED``: ``BOOL`` ``[N,1]``, one byte per element in binary: /predict's ``abstained``.
 
 The bodies are the pydantic models of ``app.wire.open_inference``: a request's JSON structure is
 validated by ``V2InferRequest``, an answer is a ``V2InferResponse``. Read by hand here are only an
 input's ``data`` and the binary tensor extension's bytes. A request is read off the event loop
 (``parse_request`` blocks), and what it declares is checked against the limits before its data is
-read: a body within the size limit may declare millions of numbers (``app.edge.routes.v2_json``).
+read: a body within the size limit may declare millions of numbers (``app.edge.open_inference.json_numbers``).
 """
 
 from __future__ import annotations
@@ -37,9 +37,13 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
-from app.edge.routes.uploads import too_many_images
-from app.edge.routes.v2_json import TooManyValuesError, count_numbers, read_numbers, skim
-from app.serving.errors import InvalidInputError
+from app.edge.open_inference.json_numbers import (
+    TooManyValuesError,
+    count_numbers,
+    read_numbers,
+    skim,
+)
+from app.serving.errors import InvalidInputError, TooManyImagesError
 from app.serving.numbers import plain_count
 from app.serving.service import Classification
 from app.wire.open_inference import (
@@ -159,27 +163,72 @@ def parse_request(
     """Read a request's tensor, checking first what it declares (its input, datatype, shape and
     sizes) against the model and ``max_images``, so that a request over the limits is refused
     before any work that grows with its body. Blocks for as long as the body is large: call it
-    off the event loop. Raises ``InvalidInputError`` (400) or a 413 ``ApiError``."""
+    off the event loop. Raises ``InvalidInputError`` (400) or ``TooManyImagesError`` (413)."""
     header, binary = _split_body(body, header_length, max_header_values(image_shape, max_images))
     request = _validated(header)
     tensor = request.inputs[0]
     shape = tensor.shape
-    if shape and shape[0] > max_images:
-        raise too_many_images(max_images, str(shape[0]))
+    check_declared(tensor.name, tensor.datatype, shape, image_shape, max_images)
     outputs = _outputs(request)
     raw = _tensor_bytes(tensor, binary)
+    if raw is not None:
+        return InferRequest(request.id, read_raw(tensor.name, tensor.datatype, shape, raw), outputs)
     if tensor.name == IMAGE_INPUT:
-        if tensor.datatype != "BYTES" or len(shape) != 1 or shape[0] < 1:
-            raise _invalid(f"{IMAGE_INPUT} must be BYTES with shape [N], N >= 1")
-        images = _binary_bytes(raw, shape[0]) if raw is not None else _json_bytes(tensor, shape[0])
-        return InferRequest(request.id, images, outputs)
+        return InferRequest(request.id, _json_bytes(tensor, shape[0]), outputs)
+    try:
+        found = count_numbers(tensor.data)
+    except ValueError:
+        raise _invalid(f"{PIXELS_INPUT} data must be numbers") from None
+    if found != math.prod(shape):
+        raise _invalid(f"{PIXELS_INPUT} has {found} values for shape {shape}")
+    try:
+        array = read_numbers(tensor.data, found)
+    except (ValueError, OverflowError):
+        raise _invalid(f"{PIXELS_INPUT} data must be numbers") from None
+    return InferRequest(request.id, pixels_from(array, shape), outputs)
+
+
+def check_declared(
+    name: str, datatype: str, shape: list[int], image_shape: tuple[int, ...], max_images: int
+) -> None:
+    """What an input declares, checked before any of its data is read (every transport's first
+    step): ``TooManyImagesError`` over ``max_images``, else ``InvalidInputError`` unless it is
+    ``IMAGE`` ``BYTES`` ``[N]`` or ``[N,1]``, or ``PIXELS`` ``UINT8``/``FP32`` ``[N,3,S,S]``."""
+    if shape and shape[0] > max_images:
+        raise TooManyImagesError(str(shape[0]), max_images)
+    if name == IMAGE_INPUT:
+        # [N, 1] is how Triton's tools send it (its config's dims are [1]); [N] is plain KServe.
+        if datatype != "BYTES" or not shape or shape[1:] not in ([], [1]) or shape[0] < 1:
+            raise _invalid(f"{IMAGE_INPUT} must be BYTES with shape [N] or [N,1], N >= 1")
+        return
+    if name != PIXELS_INPUT:
+        raise _invalid(f"unknown input {name!r}: expected {IMAGE_INPUT} or {PIXELS_INPUT}")
     expected = [shape[0] if shape else 0, *image_shape]
-    if tensor.datatype not in PIXEL_TYPES or shape != expected or shape[0] < 1:
+    if datatype not in PIXEL_TYPES or shape != expected or shape[0] < 1:
         raise _invalid(
             f"{PIXELS_INPUT} must be UINT8 or FP32 with shape [N,"
-            f"{','.join(map(str, image_shape))}], got {tensor.datatype} {shape}"
+            f"{','.join(map(str, image_shape))}], got {datatype} {shape}"
         )
-    return InferRequest(request.id, _pixels(tensor, raw, shape), outputs)
+
+
+def read_raw(name: str, datatype: str, shape: list[int], raw: bytes) -> list[bytes] | torch.Tensor:
+    """A declared-valid input's data from its raw bytes (the binary extension over HTTP,
+    ``raw_input_contents`` over gRPC): Triton's length-prefixed ``BYTES``, or little-endian
+    pixels."""
+    if name == IMAGE_INPUT:
+        return _binary_bytes(raw, shape[0])
+    if len(raw) != math.prod(shape) * ELEMENT_BYTES[datatype]:
+        raise _invalid(f"{PIXELS_INPUT} binary data does not match its shape")
+    return pixels_from(
+        np.frombuffer(raw, dtype=np.dtype(PIXEL_TYPES[datatype]).newbyteorder("<")), shape
+    )
+
+
+def pixels_from(array: np.ndarray, shape: list[int]) -> torch.Tensor:
+    """Pixel values 0..255, any numeric dtype, as the uint8 tensor of ``shape``."""
+    if not np.all(np.isfinite(array)) or array.min() < 0 or array.max() > 255:
+        raise _invalid(f"{PIXELS_INPUT} values must be 0..255")
+    return torch.from_numpy(np.rint(array).astype(np.uint8).reshape(shape))
 
 
 def _tensor_bytes(tensor: V2InferInput, binary: bytes) -> bytes | None:
@@ -209,7 +258,9 @@ def _binary_bytes(raw: bytes, count: int) -> list[bytes]:
 
 def _json_bytes(tensor: V2InferInput, count: int) -> list[bytes]:
     data = tensor.data if isinstance(tensor.data, list) else []
-    strings = [item for item in data if isinstance(item, str)]
+    # Flat, or nested one level as an [N, 1] tensor may be written.
+    flat = [item[0] if isinstance(item, list) and len(item) == 1 else item for item in data]
+    strings = [item for item in flat if isinstance(item, str)]
     if len(strings) != count or len(data) != count:
         raise _invalid(f"{IMAGE_INPUT} data must be {count} base64 strings")
     try:
@@ -218,45 +269,29 @@ def _json_bytes(tensor: V2InferInput, count: int) -> list[bytes]:
         raise _invalid(f"{IMAGE_INPUT} data must be base64 strings") from None
 
 
-def _pixels(tensor: V2InferInput, raw: bytes | None, shape: list[int]) -> torch.Tensor:
-    datatype = tensor.datatype
-    count = math.prod(shape)  # Python ints: np.prod wraps round in int64 for a hostile shape
-    if raw is not None:
-        if len(raw) != count * ELEMENT_BYTES[datatype]:
-            raise _invalid(f"{PIXELS_INPUT} binary data does not match its shape")
-        array = np.frombuffer(raw, dtype=np.dtype(PIXEL_TYPES[datatype]).newbyteorder("<"))
-    else:
-        try:
-            found = count_numbers(tensor.data)
-        except ValueError:
-            raise _invalid(f"{PIXELS_INPUT} data must be numbers") from None
-        if found != count:
-            raise _invalid(f"{PIXELS_INPUT} has {found} values for shape {shape}")
-        try:
-            array = read_numbers(tensor.data, count)
-        except (ValueError, OverflowError):
-            raise _invalid(f"{PIXELS_INPUT} data must be numbers") from None
-    if not np.all(np.isfinite(array)) or array.min() < 0 or array.max() > 255:
-        raise _invalid(f"{PIXELS_INPUT} values must be 0..255")
-    return torch.from_numpy(np.rint(array).astype(np.uint8).reshape(shape))
-
-
 def _outputs(request: V2InferRequest) -> list[OutputRequest]:
-    """The outputs asked for, each at most once; none asked for means all of them."""
     default_binary = bool(request.parameters and request.parameters.binary_data_output)
-    if not request.outputs:
+    asked = []
+    for output in request.outputs or []:
+        parameters = output.parameters or V2OutputRequestParameters()
+        binary = default_binary if parameters.binary_data is None else parameters.binary_data
+        asked.append(OutputRequest(output.name, binary, parameters.classification))
+    return requested_outputs(asked, default_binary)
+
+
+def requested_outputs(asked: list[OutputRequest], default_binary: bool) -> list[OutputRequest]:
+    """The outputs asked for, each at most once; none asked for means all of them."""
+    if not asked:
         return [OutputRequest(name, default_binary) for name in OUTPUTS]
-    names = [output.name for output in request.outputs]
+    names = [output.name for output in asked]
     if len(set(names)) != len(names):
         raise _invalid("each output may be asked for once")
-    wanted = []
-    for output in request.outputs:
-        parameters = output.parameters or V2OutputRequestParameters()
-        if parameters.classification is not None and output.name != PROBABILITIES:
+    for output in asked:
+        if output.name not in OUTPUTS:
+            raise _invalid(f"unknown output: the model has {', '.join(OUTPUTS)}")
+        if output.classification is not None and output.name != PROBABILITIES:
             raise _invalid(f"classification applies to {PROBABILITIES} only")
-        binary = default_binary if parameters.binary_data is None else parameters.binary_data
-        wanted.append(OutputRequest(output.name, binary, parameters.classification))
-    return wanted
+    return asked
 
 
 TensorData = list[Any] | bytes  # JSON values, or the binary tensor extension's bytes
@@ -289,32 +324,59 @@ def _probabilities(
 def _abstained(
     output: OutputRequest, results: list[Classification]
 ) -> tuple[str, list[int], TensorData]:
-    """``BOOL [N]``: true where the answer abstains (``Classification.abstained``)."""
+    """``BOOL [N,1]``: true where the answer abstains (``Classification.abstained``); one value
+    per image is ``dims: [1]`` in Triton's configuration, which allows no empty dims."""
     flags = [r.abstained for r in results]
-    return "BOOL", [len(flags)], bytes(flags) if output.binary else flags
+    return "BOOL", [len(flags), 1], bytes(flags) if output.binary else flags
 
 
-def encode_response(
-    model: str, request: InferRequest, results: list[Classification], labels: list[str]
-) -> tuple[bytes, int | None]:
-    """The response body, and the JSON header's length when binary data follows it."""
-    outputs, binary = [], b""
+@dataclass(frozen=True)
+class OutputTensor:
+    """One output of an answer, in the form its request asked for."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    data: TensorData
+
+
+def output_tensors(
+    request: InferRequest, results: list[Classification], labels: list[str]
+) -> list[OutputTensor]:
+    """The outputs ``request`` asked for, in its order: every transport's answer."""
+    tensors = []
     for wanted in request.outputs:
         if wanted.name == PROBABILITIES:
             datatype, shape, data = _probabilities(wanted, results, labels)
         else:
             datatype, shape, data = _abstained(wanted, results)
-        if isinstance(data, bytes):
-            binary += data
-            tensor = V2OutputTensor(
-                name=wanted.name,
-                datatype=datatype,
-                shape=shape,
-                parameters=V2OutputParameters(binary_data_size=len(data)),
+        tensors.append(OutputTensor(wanted.name, datatype, shape, data))
+    return tensors
+
+
+def encode_response(
+    model: str, request: InferRequest, results: list[Classification], labels: list[str]
+) -> tuple[bytes, int | None]:
+    """The HTTP response body, and the JSON header's length when binary data follows it."""
+    outputs, binary = [], b""
+    for tensor in output_tensors(request, results, labels):
+        if isinstance(tensor.data, bytes):
+            binary += tensor.data
+            parameters = V2OutputParameters(binary_data_size=len(tensor.data))
+            outputs.append(
+                V2OutputTensor(
+                    name=tensor.name,
+                    datatype=tensor.datatype,
+                    shape=tensor.shape,
+                    parameters=parameters,
+                )
             )
         else:
-            tensor = V2OutputTensor(name=wanted.name, datatype=datatype, shape=shape, data=data)
-        outputs.append(tensor)
+            outputs.append(
+                V2OutputTensor(
+                    name=tensor.name, datatype=tensor.datatype, shape=tensor.shape, data=tensor.data
+                )
+            )
     response = V2InferResponse(
         model_name=model, model_version=MODEL_VERSION, id=request.request_id, outputs=outputs
     )

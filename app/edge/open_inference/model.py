@@ -1,0 +1,156 @@
+"""The served model as the Open Inference Protocol describes it, for every transport.
+
+Metadata, Triton's model configuration, readiness and the statistics extension are built here once,
+as the pydantic models of ``app.wire.open_inference``; the HTTP routes answer them as JSON and the
+gRPC servicer converts the same objects to its messages. The served bundle is the one model,
+version ``"1"``.
+
+The configuration follows Triton's model-configuration rules (docs/open-inference.md cites them):
+with batching (``max_batch_size`` > 0) every tensor's ``dims`` leave out the batch dimension and are
+never empty, so one encoded image is ``dims: [1]`` (sent as ``[N, 1]``; ``[N]`` is accepted too)
+and one flag is ``dims: [1]``; ``IMAGE`` and ``PIXELS`` are alternatives, so both are ``optional``.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version as package_version
+
+from app.edge.open_inference.codec import (
+    ABSTAINED,
+    IMAGE_INPUT,
+    MODEL_VERSION,
+    PIXELS_INPUT,
+    PROBABILITIES,
+)
+from app.serving.errors import ModelNotFoundError
+from app.serving.service import InferenceService
+from app.serving.statistics import Duration
+from app.wire.open_inference import (
+    InferBatchStatistics,
+    InferStatistics,
+    ModelMetadata,
+    ModelStatistics,
+    ModelStatisticsResponse,
+    ServerMetadata,
+    StatisticDuration,
+    TensorMetadata,
+    TritonInputConfig,
+    TritonModelConfig,
+    TritonTensorConfig,
+)
+
+SERVER_NAME = "resnet-serve"
+PLATFORM = "pytorch"
+EXTENSIONS = ["classification", "binary_tensor_data", "model_configuration", "statistics"]
+
+
+def served_model(service: InferenceService, name: str, version: str | None) -> None:
+    """``ModelNotFoundError`` unless ``name`` (and ``version``, when given) is the served model.
+    An empty version is none, as gRPC's unset string field is."""
+    served = service.manifest.name
+    if name != served or version not in (None, "", MODEL_VERSION):
+        shown = name if not version else f"{name} version {version}"
+        raise ModelNotFoundError(f"unknown model {shown}; this server serves {served}")
+
+
+def server_metadata() -> ServerMetadata:
+    return ServerMetadata(
+        name=SERVER_NAME, version=package_version(SERVER_NAME), extensions=EXTENSIONS
+    )
+
+
+def _tensors(service: InferenceService) -> tuple[list[TensorMetadata], list[TensorMetadata]]:
+    """The model's inputs and outputs, batch dimension first (-1): the one source of the
+    metadata and the configuration."""
+    return (
+        [
+            TensorMetadata(name=IMAGE_INPUT, datatype="BYTES", shape=[-1, 1]),
+            TensorMetadata(name=PIXELS_INPUT, datatype="UINT8", shape=[-1, *service.image_shape]),
+        ],
+        [
+            TensorMetadata(
+                name=PROBABILITIES, datatype="FP32", shape=[-1, service.manifest.num_classes]
+            ),
+            TensorMetadata(name=ABSTAINED, datatype="BOOL", shape=[-1, 1]),
+        ],
+    )
+
+
+def model_metadata(service: InferenceService) -> ModelMetadata:
+    inputs, outputs = _tensors(service)
+    return ModelMetadata(
+        name=service.manifest.name,
+        versions=[MODEL_VERSION],
+        platform=PLATFORM,
+        inputs=inputs,
+        outputs=outputs,
+    )
+
+
+def _triton_type(datatype: str) -> str:
+    # Triton names BYTES TYPE_STRING.
+    return "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
+
+
+def model_config(service: InferenceService) -> TritonModelConfig:
+    """Triton's model configuration: the metadata's tensors in Triton's terms, and the largest
+    batch a request may carry."""
+    inputs, outputs = _tensors(service)
+    return TritonModelConfig(
+        name=service.manifest.name,
+        platform=PLATFORM,
+        # Triton clients send batches up to max_batch_size: promise only what both limits allow.
+        max_batch_size=min(
+            service.pipeline.runner.max_batch_size, service.settings.max_images_per_request
+        ),
+        input=[
+            TritonInputConfig(
+                name=t.name, data_type=_triton_type(t.datatype), dims=t.shape[1:], optional=True
+            )
+            for t in inputs
+        ],
+        output=[
+            TritonTensorConfig(name=t.name, data_type=_triton_type(t.datatype), dims=t.shape[1:])
+            for t in outputs
+        ],
+    )
+
+
+def _duration(duration: Duration) -> StatisticDuration:
+    return StatisticDuration(count=duration.count, ns=duration.ns)
+
+
+def model_statistics(service: InferenceService) -> ModelStatisticsResponse:
+    """The served model's statistics since start (``app.serving.statistics``)."""
+    stats = service.pipeline.statistics
+    none = StatisticDuration(count=0, ns=0)
+    return ModelStatisticsResponse(
+        model_stats=[
+            ModelStatistics(
+                name=service.manifest.name,
+                version=MODEL_VERSION,
+                last_inference=stats.last_inference_ms,
+                inference_count=stats.inference_count,
+                execution_count=stats.execution_count,
+                inference_stats=InferStatistics(
+                    success=_duration(stats.success),
+                    fail=_duration(stats.fail),
+                    queue=_duration(stats.queue),
+                    compute_input=_duration(stats.compute_input),
+                    compute_infer=_duration(stats.compute_infer),
+                    compute_output=_duration(stats.compute_output),
+                    cache_hit=none,
+                    cache_miss=none,
+                ),
+                batch_stats=[
+                    InferBatchStatistics(
+                        batch_size=size,
+                        compute_input=StatisticDuration(count=passes.count, ns=0),
+                        compute_infer=_duration(passes),
+                        compute_output=StatisticDuration(count=passes.count, ns=0),
+                    )
+                    for size, passes in sorted(stats.batches.items())
+                ],
+            )
+        ]
+    )
