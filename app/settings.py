@@ -23,6 +23,13 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 in containers.")
     port: int = Field(8000, ge=1, le=65535, description="TCP port.")
+    grpc_port: int = Field(
+        8001,
+        ge=0,
+        le=65535,
+        description="gRPC port (KServe v2 GRPCInferenceService, grpc.health.v1) on the same host; "
+        "0: no gRPC.",
+    )
     model_dir: Path = Field(DEFAULT_MODEL_DIR, description="Bundle folder to serve.")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(

@@ -65,6 +65,11 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def grpc_url(self) -> str:
+        """``host:port`` of its gRPC endpoint (started with a ``grpc_port``)."""
+        return f"127.0.0.1:{self.env['RESNET_SERVE_GRPC_PORT']}"
+
     def start(self) -> ServerProcess:
         env = {**os.environ, **self.env, "RESNET_SERVE_PORT": str(self.port)}
         env.setdefault("RESNET_SERVE_HOST", "127.0.0.1")
@@ -136,12 +141,14 @@ class ServerProcess:
 
 def server_env(settings: dict[str, object]) -> dict[str, str]:
     """``settings`` as RESNET_SERVE_* variables: the demo model unless ``model_dir`` says otherwise,
-    and batches of up to 8 unless ``max_batch_size`` does. Warm-up runs every batch size from 1
+    batches of up to 8 unless ``max_batch_size`` does, and no gRPC unless ``grpc_port`` asks. Warm-up runs every batch size from 1
     up (36 images for 8, 528 for the service's default 32), and the suite starts dozens of servers:
     a test that needs larger batches asks for them."""
     env = {f"RESNET_SERVE_{k.upper()}": str(v) for k, v in settings.items()}
     env.setdefault("RESNET_SERVE_MODEL_DIR", str(DEMO_BUNDLE))
     env.setdefault("RESNET_SERVE_MAX_BATCH_SIZE", "8")
+    # No gRPC unless asked for (a free port): dozens of servers would all want 8001.
+    env.setdefault("RESNET_SERVE_GRPC_PORT", "0")
     return env
 
 
@@ -174,11 +181,12 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 
 @pytest.fixture(scope="session")
 def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One demo-model server shared by the tests that do not change settings."""
+    """One demo-model server shared by the tests that do not change settings, with gRPC on
+    ``grpc_url``."""
     log = tmp_path_factory.mktemp("demo-server") / "server.log"
     # Batches of up to 8: warm-up runs every size from 1 up (36 images, not 16's 136), and each
     # xdist worker starts its own.
-    env = server_env({})
+    env = server_env({"grpc_port": free_port()})
     server = ServerProcess(env, log).start()
     try:
         yield server.wait_ready()

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from app.cli.prediction import Outcome
-from app.edge.routes.inference import as_api_error
+from app.edge.http_errors import as_api_error
 from app.model.preprocessing import DATASET_MAX_PIXELS
 from app.serving.builder import build_service
 from app.serving.pipeline import RejectedImageError

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
+from app.edge.grpc.endpoint import GrpcEndpoint
 from app.edge.http_errors import install_error_handlers
 from app.edge.routes import explain, model_info, operations, page, predict, v2
 from app.edge.routes.auth import inference_dependencies
@@ -44,6 +45,7 @@ async def _warm_up(service: InferenceService) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     service: InferenceService = app.state.service
+    grpc: GrpcEndpoint | None = app.state.grpc
     harden_pillow()
     warm_up = asyncio.create_task(_warm_up(service))
     if app.state.warm_before_accepting:
@@ -51,9 +53,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # with 503 while the ready replicas could serve them: uvicorn accepts only after this.
         await warm_up
     try:
+        if grpc is not None:
+            await grpc.start()
         yield
     finally:
         warm_up.cancel()
+        if grpc is not None:
+            service.state.mark_draining()  # gRPC calls still running finish within the drain
+            await grpc.stop(service.state.drain_left_s)
         await service.stop()
         logger.info("stopped")
 
@@ -72,6 +79,7 @@ def create_app(service: InferenceService, warm_before_accepting: bool = False) -
     )
     app.state.service = service
     app.state.warm_before_accepting = warm_before_accepting
+    app.state.grpc = GrpcEndpoint(service) if settings.grpc_port else None
     install_error_handlers(app)
     keyed = inference_dependencies(settings)
     for router in INFERENCE_ROUTERS:

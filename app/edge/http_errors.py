@@ -5,16 +5,29 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from app.serving.errors import ModelNotFoundError
+from app.model.preprocessing import ImageTooLargeError
+from app.serving.admission import OverloadedError
+from app.serving.batcher import BatcherClosedError, DeadlineExceededError, QueueFullError
+from app.serving.errors import (
+    DrainingError,
+    InvalidInputError,
+    InvalidParameterError,
+    ModelNotFoundError,
+    NotReadyError,
+    TooManyImagesError,
+)
+from app.serving.explainer import ExplainerBusyError
+from app.serving.pipeline import DecodeBudgetError, RejectedImageError
 
 logger = logging.getLogger(__name__)
+ImageNamer = Callable[[int], str]
 # The Open Inference Protocol's routes live under this prefix and answer errors in its own shape.
 V2_PREFIX = "/v2"
 
@@ -40,6 +53,53 @@ def retry_after_headers(retry_after_s: float) -> dict[str, str]:
         "Retry-After": str(max(1, math.ceil(retry_after_s))),
         "Retry-After-Ms": str(round(retry_after_s * 1000)),
     }
+
+
+def default_name(index: int) -> str:
+    return f"image {index}"
+
+
+def as_api_error(
+    exc: Exception,
+    request_id: str = "-",
+    timeout_s: float = 0.0,
+    name_of: ImageNamer = default_name,
+) -> ApiError:
+    """The HTTP answer to ``exc``, raised by an inference call (``request_id`` and ``timeout_s``
+    for the messages of a 500 and a 504)."""
+    match exc:
+        case DrainingError() | BatcherClosedError():  # refused, or past the drain timeout
+            return ApiError(
+                503, "shutting_down", "server is shutting down", retry_after_headers(1.0)
+            )
+        case ModelNotFoundError():
+            return ApiError(404, "model_not_found", str(exc))
+        case NotReadyError():
+            return ApiError(503, "not_ready", str(exc), retry_after_headers(1.0))
+        case ExplainerBusyError():
+            return ApiError(503, "explain_busy", str(exc), retry_after_headers(exc.retry_after_s))
+        case OverloadedError():
+            return ApiError(503, "overloaded", str(exc), retry_after_headers(exc.retry_after_s))
+        case QueueFullError():
+            message = "server is at capacity; retry shortly"
+            return ApiError(503, "queue_full", message, retry_after_headers(1.0))
+        case RejectedImageError():
+            name = name_of(exc.index)
+            if isinstance(exc.cause, ImageTooLargeError):
+                return ApiError(413, "image_too_large", f"{name}: {exc.cause}")
+            return ApiError(400, "invalid_image", f"{name}: {exc.cause}")
+        case DecodeBudgetError():
+            return ApiError(413, "decode_budget_exceeded", str(exc))
+        case TooManyImagesError():
+            return ApiError(413, "too_many_images", str(exc))
+        case InvalidParameterError():
+            return ApiError(422, "invalid_parameter", str(exc))
+        case InvalidInputError():
+            return ApiError(400, "invalid_input", str(exc))
+        case DeadlineExceededError() | TimeoutError():
+            return ApiError(504, "deadline_exceeded", f"not answered within {timeout_s}s")
+    logger.error("inference failed for request %s", request_id, exc_info=exc)
+    return ApiError(500, "inference_failed", f"inference failed (request id {request_id})")
 
 
 def error_response(error: ApiError, path: str) -> JSONResponse:
@@ -69,8 +129,7 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
 
 
 async def _model_not_found(request: Request, exc: ModelNotFoundError) -> JSONResponse:
-    _count_rejection(request, "model_not_found")
-    return error_response(ApiError(404, "model_not_found", str(exc)), request.url.path)
+    return await _api_error(request, as_api_error(exc))
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

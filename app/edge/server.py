@@ -18,10 +18,10 @@ from types import FrameType
 
 import uvicorn
 
+from app.edge.api_keys import ApiKeysError, load_api_keys
 from app.edge.application import create_app
 from app.edge.http_protocol import edge_protocol
 from app.edge.logs import configure_logging
-from app.edge.routes.auth import ApiKeysError, load_api_keys
 from app.edge.routes.dependencies import admission_door
 from app.model.bundle import BundleError
 from app.model.devices import DeviceError

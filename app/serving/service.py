@@ -166,12 +166,18 @@ class InferenceService:
                 self._explainer = None
             raise
 
-    def begin(self, declared_length: str | None) -> InferenceCall:
+    def begin(
+        self, declared_length: str | None, client_timeout_s: float | None = None
+    ) -> InferenceCall:
         """Admit one request before its body is read, by its ``Content-Length`` header (None when
-        it declares none): ``NotReadyError`` or ``OverloadedError``."""
+        it declares none): ``NotReadyError`` or ``OverloadedError``. Its deadline is
+        ``request_timeout_s`` away, or the client's own (a gRPC deadline) when that is sooner."""
         self.check_ready()
         body_bytes = body_reservation(declared_length, self.settings.max_body_bytes)
-        return InferenceCall(self, self.pipeline.admit(body_bytes))
+        timeout_s = self.settings.request_timeout_s
+        if client_timeout_s is not None:
+            timeout_s = min(timeout_s, client_timeout_s)
+        return InferenceCall(self, self.pipeline.admit(body_bytes), timeout_s)
 
 
 class InferenceCall:
@@ -180,12 +186,13 @@ class InferenceCall:
     Use as ``with service.begin(content_length) as call:``; leaving returns everything it holds.
     """
 
-    def __init__(self, service: InferenceService, ticket: Ticket):
+    def __init__(self, service: InferenceService, ticket: Ticket, timeout_s: float):
         self.service = service
         self.pipeline = service.pipeline
         self.ticket = ticket
         self.started = time.perf_counter()
-        self.deadline = asyncio.get_running_loop().time() + service.settings.request_timeout_s
+        self.timeout_s = timeout_s
+        self.deadline = asyncio.get_running_loop().time() + timeout_s
         self.decoded_at: float | None = None
         self.largest_batch = 0  # of the batches this call's images ran in (0: none ran)
         self.times: RequestTimes | None = None  # set once its images are classified

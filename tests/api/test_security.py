@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.edge.routes.auth import ApiKeysError, load_api_keys
+from app.edge.api_keys import ApiKeysError, load_api_keys
 from app.settings import Settings
 from tests.conftest import DEMO_BUNDLE, ServerProcess, demo_app, encode, known_image
 

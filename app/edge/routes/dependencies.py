@@ -9,9 +9,8 @@ from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 
-from app.edge.http_errors import ApiError
+from app.edge.http_errors import ApiError, as_api_error
 from app.edge.http_protocol import Door, request_path
-from app.edge.routes.inference import as_api_error
 from app.serving.admission import body_reservation
 from app.serving.service import InferenceService
 

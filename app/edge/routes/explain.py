@@ -19,6 +19,7 @@ from app.edge.routes.dependencies import ServiceDep
 from app.edge.routes.inference import inference_request
 from app.edge.routes.predict import ERROR_RESPONSES, REQUEST_BODY
 from app.edge.routes.uploads import ImagePart, read_images
+from app.serving.errors import TooManyImagesError
 from app.serving.explainer import Explainer, ExplainSlot, GradCam, target_index
 from app.serving.service import InferenceCall
 from app.wire.rest import ExplainResponse
@@ -88,9 +89,7 @@ async def explain(
 async def _read_one_image(request: Request, max_body_bytes: int) -> list[ImagePart]:
     try:
         return await read_images(request, max_body_bytes, max_images=1)
-    except ApiError as exc:
-        if exc.code != "too_many_images":
-            raise
+    except TooManyImagesError as exc:
         raise ApiError(
             413, "too_many_images", "/explain takes one image per request; send one 'file'"
         ) from exc

@@ -11,39 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
 from fastapi import Request
 
-from app.edge.http_errors import ApiError, retry_after_headers
-from app.edge.routes.uploads import (
-    content_encoding,
-    too_many_images,
-    until_disconnect,
-    upload_deadline,
-)
-from app.model.preprocessing import ImageTooLargeError
-from app.serving.admission import OverloadedError
-from app.serving.batcher import BatcherClosedError, DeadlineExceededError, QueueFullError
-from app.serving.errors import (
-    DrainingError,
-    InvalidInputError,
-    InvalidParameterError,
-    NotReadyError,
-    TooManyImagesError,
-)
-from app.serving.explainer import ExplainerBusyError
-from app.serving.pipeline import DecodeBudgetError, RejectedImageError
+from app.edge.http_errors import ApiError, ImageNamer, as_api_error, default_name
+from app.edge.routes.uploads import content_encoding, until_disconnect, upload_deadline
 from app.serving.service import InferenceCall, InferenceService
 
 logger = logging.getLogger(__name__)
-ImageNamer = Callable[[int], str]
 T = TypeVar("T")
-
-
-def default_name(index: int) -> str:
-    return f"image {index}"
 
 
 class HttpInferenceCall:
@@ -89,44 +67,3 @@ async def inference_request(
         raise as_api_error(
             exc, request.state.request_id, settings.request_timeout_s, name_of
         ) from exc
-
-
-def as_api_error(
-    exc: Exception,
-    request_id: str = "-",
-    timeout_s: float = 0.0,
-    name_of: ImageNamer = default_name,
-) -> ApiError:
-    """The HTTP answer to ``exc``, raised by an inference call (``request_id`` and ``timeout_s``
-    for the messages of a 500 and a 504)."""
-    match exc:
-        case DrainingError() | BatcherClosedError():  # refused, or past the drain timeout
-            return ApiError(
-                503, "shutting_down", "server is shutting down", retry_after_headers(1.0)
-            )
-        case NotReadyError():
-            return ApiError(503, "not_ready", str(exc), retry_after_headers(1.0))
-        case ExplainerBusyError():
-            return ApiError(503, "explain_busy", str(exc), retry_after_headers(exc.retry_after_s))
-        case OverloadedError():
-            return ApiError(503, "overloaded", str(exc), retry_after_headers(exc.retry_after_s))
-        case QueueFullError():
-            message = "server is at capacity; retry shortly"
-            return ApiError(503, "queue_full", message, retry_after_headers(1.0))
-        case RejectedImageError():
-            name = name_of(exc.index)
-            if isinstance(exc.cause, ImageTooLargeError):
-                return ApiError(413, "image_too_large", f"{name}: {exc.cause}")
-            return ApiError(400, "invalid_image", f"{name}: {exc.cause}")
-        case DecodeBudgetError():
-            return ApiError(413, "decode_budget_exceeded", str(exc))
-        case TooManyImagesError():
-            return too_many_images(exc.limit, exc.count)
-        case InvalidParameterError():
-            return ApiError(422, "invalid_parameter", str(exc))
-        case InvalidInputError():
-            return ApiError(400, "invalid_input", str(exc))
-        case DeadlineExceededError() | TimeoutError():
-            return ApiError(504, "deadline_exceeded", f"not answered within {timeout_s}s")
-    logger.error("inference failed for request %s", request_id, exc_info=exc)
-    return ApiError(500, "inference_failed", f"inference failed (request id {request_id})")

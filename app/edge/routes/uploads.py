@@ -23,6 +23,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from app.edge.http_errors import ApiError
+from app.serving.errors import TooManyImagesError
 from app.serving.numbers import plain_count
 
 FILE_FIELDS = ("file", "files")
@@ -50,13 +51,6 @@ class ImagePart:
 def client_closed() -> ApiError:
     """Nobody reads this answer (nginx's 499); it exists for the log line and the metrics."""
     return ApiError(499, "client_closed_request", "client disconnected before the answer")
-
-
-def too_many_images(max_images: int, count: str) -> ApiError:
-    """The 413 for a request of more images than one may hold, whatever its protocol."""
-    return ApiError(
-        413, "too_many_images", f"{count} images in one request; the limit is {max_images}"
-    )
 
 
 def _too_large(limit: int) -> ApiError:
@@ -187,7 +181,7 @@ async def _read_multipart(request: Request, limit: int, max_images: int) -> list
         form = await parser.parse()
     except MultiPartException as exc:
         if exc.message.startswith("Too many files"):
-            raise too_many_images(max_images, f"more than {max_images}") from exc
+            raise TooManyImagesError(f"more than {max_images}", max_images) from exc
         raise ApiError(400, "malformed_multipart", f"malformed multipart body: {exc}") from exc
     try:
         uploads = [(field, value) for field, value in form.multi_items() if field in FILE_FIELDS]

@@ -1,0 +1,252 @@
+"""``inference.GRPCInferenceService`` over the one inference service, and ``grpc.health.v1``.
+
+Each method is the gRPC twin of a /v2 route: the same objects from ``app.edge.open_inference``, the
+same ``InferenceService`` call for inference, and failures mapped once (``app.edge.http_errors``'s
+``as_api_error``) from the HTTP status to the gRPC code. What Triton has and this server does not
+(model repository, shared memory, tracing, logging, streaming) answers ``UNIMPLEMENTED``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2
+from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
+
+from app.edge.api_keys import KeyRing
+from app.edge.grpc.messages import as_message, infer_request, infer_response
+from app.edge.http_errors import ApiError, as_api_error
+from app.edge.open_inference import model
+from app.serving.service import InferenceService
+
+logger = logging.getLogger("resnet_serve.access")
+SERVICE_NAME = "inference.GRPCInferenceService"
+LIVENESS = "liveness"  # the health service name a liveness probe asks about
+REQUEST_ID_KEY = "x-request-id"
+MAX_REQUEST_ID_LENGTH = 128
+# Each HTTP status an ApiError carries, as the gRPC code that means the same.
+GRPC_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    404: grpc.StatusCode.NOT_FOUND,
+    408: grpc.StatusCode.DEADLINE_EXCEEDED,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    415: grpc.StatusCode.INVALID_ARGUMENT,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    499: grpc.StatusCode.CANCELLED,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+T = TypeVar("T")
+
+
+def _request_id(context: grpc.aio.ServicerContext) -> str:
+    """The client's ``x-request-id`` if short and printable, else a new one (as over HTTP)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str):
+            text = value.strip()
+            if 0 < len(text) <= MAX_REQUEST_ID_LENGTH and text.isprintable():
+                return text
+    return uuid.uuid4().hex
+
+
+def _bearer_token(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
+
+
+class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
+    """The KServe v2 / Triton gRPC methods, each answering from ``service``."""
+
+    def __init__(self, service: InferenceService, keys: KeyRing | None) -> None:
+        self.service = service
+        self.keys = keys
+
+    async def _answer(
+        self, method: str, context: grpc.aio.ServicerContext, work: Callable[[str], Awaitable[T]]
+    ) -> T:
+        """``work(request_id)``, counted, timed and logged as an HTTP request is; a failure aborts
+        the call with the gRPC code of the HTTP status it would have had."""
+        request_id = _request_id(context)
+        await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+        started = time.perf_counter()
+        route = f"/{SERVICE_NAME}/{method}"
+        try:
+            result = await work(request_id)
+        except asyncio.CancelledError:  # the client left, or its deadline passed
+            self._observe(route, grpc.StatusCode.CANCELLED.name, started, request_id)
+            raise
+        except Exception as exc:
+            timeout_s = self.service.settings.request_timeout_s
+            error = exc if isinstance(exc, ApiError) else as_api_error(exc, request_id, timeout_s)
+            code = GRPC_CODES.get(error.status, grpc.StatusCode.INTERNAL)
+            self.service.metrics.count_rejection(error.code)
+            self._observe(route, code.name, started, request_id)
+            if error.headers and "Retry-After-Ms" in error.headers:
+                context.set_trailing_metadata(
+                    (("retry-after-ms", error.headers["Retry-After-Ms"]),)
+                )
+            await context.abort(code, error.message)
+            raise  # abort raises; this line is never reached
+        self._observe(route, grpc.StatusCode.OK.name, started, request_id)
+        return result
+
+    def _observe(self, route: str, status: str, started: float, request_id: str) -> None:
+        elapsed = time.perf_counter() - started
+        metrics = self.service.metrics
+        metrics.requests.labels(route, status).inc()
+        metrics.latency.labels(route).observe(elapsed)
+        logger.info(
+            "GRPC %s %s %.1fms",
+            route,
+            status,
+            elapsed * 1000,
+            extra={
+                "request_id": request_id,
+                "route": route,
+                "status": status,
+                "latency_ms": round(elapsed * 1000, 2),
+            },
+        )
+
+    def _model(self, name: str, version: str) -> None:
+        model.served_model(self.service, name, version)
+
+    async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        live = self.service.health().live
+        return await self._answer(
+            "ServerLive", context, _value(service_pb2.ServerLiveResponse(live=live))
+        )
+
+    async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        ready = self.service.health().ready
+        return await self._answer(
+            "ServerReady", context, _value(service_pb2.ServerReadyResponse(ready=ready))
+        )
+
+    async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def ready(_: str) -> Any:
+            self._model(request.name, request.version)
+            return service_pb2.ModelReadyResponse(ready=self.service.health().ready)
+
+        return await self._answer("ModelReady", context, ready)
+
+    async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        message = as_message(model.server_metadata(), service_pb2.ServerMetadataResponse())
+        return await self._answer("ServerMetadata", context, _value(message))
+
+    async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def metadata(_: str) -> Any:
+            self._model(request.name, request.version)
+            return as_message(
+                model.model_metadata(self.service), service_pb2.ModelMetadataResponse()
+            )
+
+        return await self._answer("ModelMetadata", context, metadata)
+
+    async def ModelConfig(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def config(_: str) -> Any:
+            self._model(request.name, request.version)
+            settings = as_message(model.model_config(self.service), model_config_pb2.ModelConfig())
+            return service_pb2.ModelConfigResponse(config=settings)
+
+        return await self._answer("ModelConfig", context, config)
+
+    async def ModelStatistics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def statistics(_: str) -> Any:
+            if request.name:  # none named: every model, as Triton answers
+                self._model(request.name, request.version)
+            return as_message(
+                model.model_statistics(self.service), service_pb2.ModelStatisticsResponse()
+            )
+
+        return await self._answer("ModelStatistics", context, statistics)
+
+    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def infer(request_id: str) -> Any:
+            self._authorize(context)
+            self._model(request.model_name, request.model_version)
+            return await self._infer(request, context)
+
+        state = self.service.state
+        state.requests_in_flight += 1  # counted as an HTTP inference request is: the drain waits
+        try:
+            return await self._answer("ModelInfer", context, infer)
+        finally:
+            state.requests_in_flight -= 1
+
+    def _authorize(self, context: grpc.aio.ServicerContext) -> None:
+        if self.keys is None:
+            return
+        token = _bearer_token(context)
+        if token is None:
+            raise ApiError(
+                401,
+                "unauthorized",
+                "missing bearer token: send metadata 'authorization: Bearer <key>'",
+            )
+        if not self.keys.holds(token):
+            raise ApiError(401, "unauthorized", "invalid API key")
+
+    async def _infer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        service = self.service
+        settings = service.settings
+        # Admitted by the message's size as HTTP is by Content-Length; the client's deadline
+        # counts when it is sooner than the service's own.
+        with service.begin(str(request.ByteSize()), context.time_remaining()) as call:
+            async with call.timeout():
+                parsed = await call.parse(
+                    infer_request, request, service.image_shape, settings.max_images_per_request
+                )
+                results = await (
+                    call.classify_encoded(parsed.inputs)
+                    if isinstance(parsed.inputs, list)
+                    else call.classify_pixels(parsed.inputs)
+                )
+        return infer_response(service.manifest.name, parsed, results, service.manifest.labels)
+
+
+def _value(message: Any) -> Callable[[str], Awaitable[Any]]:
+    async def answer(_: str) -> Any:
+        return message
+
+    return answer
+
+
+class HealthServicer(health.aio.HealthServicer):
+    """``grpc.health.v1.Health`` for Kubernetes' gRPC probes: ``""`` and the inference service
+    are ``SERVING`` while the model is ready (readiness), ``liveness`` while the process is live.
+    The status is read from the service at each ``Check``; ``Watch`` sees it as ``refresh`` sets it."""
+
+    def __init__(self, service: InferenceService) -> None:
+        super().__init__()
+        self.service = service
+
+    async def refresh(self) -> None:
+        report = self.service.health()
+        ready = _status(report.ready)
+        for name in (health.OVERALL_HEALTH, SERVICE_NAME):
+            await self.set(name, ready)
+        await self.set(LIVENESS, _status(report.live))
+
+    async def Check(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self.refresh()
+        return await super().Check(request, context)
+
+
+def _status(serving: bool) -> Any:
+    return (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
