@@ -73,6 +73,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     RESNET_SERVE_HOST=0.0.0.0 \
     RESNET_SERVE_PORT=8000 \
+    RESNET_SERVE_GRPC_PORT=8001 \
     RESNET_SERVE_MODEL_DIR=/opt/resnet-serve/models/demo \
     RESNET_SERVE_DEVICE=auto \
     RESNET_SERVE_DRAIN_TIMEOUT_S=20 \
@@ -80,7 +81,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 
 WORKDIR /opt/resnet-serve
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 8001
 STOPSIGNAL SIGTERM
 
 # Ready means loaded and warmed up; the start period covers both on a cold GPU, with a short start

@@ -36,10 +36,10 @@ format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Re-pin both lock files after a change to pyproject.toml (needs uv on PATH).
+# Re-pin the lock files (the runtime one at the dev one's versions) after a change to pyproject.toml (needs uv on PATH).
 lock:
-	uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes --no-header -o requirements/runtime.lock
 	uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 --generate-hashes --no-header -o requirements/dev.lock
+	uv pip compile pyproject.toml -c requirements/dev.lock --universal --python-version 3.11 --generate-hashes --no-header -o requirements/runtime.lock
 	uv pip compile pyproject.toml --extra dev --extra bench -c requirements/dev.lock --universal --python-version 3.11 --generate-hashes --no-header -o $(BENCH_LOCK)
 
 # Rebuild the committed demo bundle from freshly generated data.

@@ -86,6 +86,7 @@ def _service_env(run: RunSettings, overrides: dict[str, str]) -> dict[str, str]:
     listen = {
         "RESNET_SERVE_HOST": "127.0.0.1",
         "RESNET_SERVE_PORT": PORT,
+        "RESNET_SERVE_GRPC_PORT": "0",  # HTTP bodies only; 8001 may be another server's
         "RESNET_SERVE_LOG_LEVEL": "warning",
     }
     return listen | model_env(run) | setting_env(overrides)

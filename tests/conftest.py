@@ -73,6 +73,8 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         env = {**os.environ, **self.env, "RESNET_SERVE_PORT": str(self.port)}
         env.setdefault("RESNET_SERVE_HOST", "127.0.0.1")
+        # No gRPC unless asked for (a free port): dozens of servers would all want 8001.
+        env.setdefault("RESNET_SERVE_GRPC_PORT", "0")
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             self.command, env=env, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT
@@ -141,14 +143,12 @@ class ServerProcess:
 
 def server_env(settings: dict[str, object]) -> dict[str, str]:
     """``settings`` as RESNET_SERVE_* variables: the demo model unless ``model_dir`` says otherwise,
-    batches of up to 8 unless ``max_batch_size`` does, and no gRPC unless ``grpc_port`` asks. Warm-up runs every batch size from 1
+    batches of up to 8 unless ``max_batch_size`` does. Warm-up runs every batch size from 1
     up (36 images for 8, 528 for the service's default 32), and the suite starts dozens of servers:
     a test that needs larger batches asks for them."""
     env = {f"RESNET_SERVE_{k.upper()}": str(v) for k, v in settings.items()}
     env.setdefault("RESNET_SERVE_MODEL_DIR", str(DEMO_BUNDLE))
     env.setdefault("RESNET_SERVE_MAX_BATCH_SIZE", "8")
-    # No gRPC unless asked for (a free port): dozens of servers would all want 8001.
-    env.setdefault("RESNET_SERVE_GRPC_PORT", "0")
     return env
 
 

@@ -59,9 +59,9 @@ def test_cpu_variant_is_a_profile_without_a_gpu_reservation() -> None:
 
 def test_port_is_published_on_loopback_unless_told_otherwise() -> None:
     for service in (GPU, CPU):
-        (port,) = service["ports"]
-        assert interpolate(port["host_ip"]) == "127.0.0.1"
-        assert port["host_ip"] == "${RESNET_SERVE_PUBLISH_IP:-127.0.0.1}"  # documented switch
+        for port in service["ports"]:  # HTTP and gRPC
+            assert interpolate(port["host_ip"]) == "127.0.0.1"
+            assert port["host_ip"] == "${RESNET_SERVE_PUBLISH_IP:-127.0.0.1}"  # documented switch
 
 
 def test_models_are_mounted_read_only_and_the_root_filesystem_is_read_only() -> None:

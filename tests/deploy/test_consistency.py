@@ -65,7 +65,7 @@ def test_image_cmd_is_the_console_script_that_make_serve_and_the_tests_run() -> 
 
 def test_probe_and_scrape_paths_are_get_routes_of_the_app() -> None:
     assert not _answers_get("/no-such-route")
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "readinessProbe"):  # liveness asks gRPC (tests/api/test_grpc.py)
         assert _answers_get(CONTAINER[probe]["httpGet"]["path"]), probe
     annotations = K8S["Deployment"]["spec"]["template"]["metadata"]["annotations"]
     assert _answers_get(annotations["prometheus.io/path"])
@@ -81,19 +81,24 @@ def test_hpa_scales_on_a_gauge_the_service_exports() -> None:
     assert exported.get(name) == "gauge", f"{name} is not a gauge on /metrics"
 
 
-def test_expose_compose_kubernetes_and_the_app_default_agree_on_the_port() -> None:
-    port = DEFAULTS["port"].default
-    assert only(final_stage(INSTRUCTIONS), "EXPOSE").args == str(port)
+def test_expose_compose_kubernetes_and_the_app_default_agree_on_the_ports() -> None:
+    port, grpc_port = DEFAULTS["port"].default, DEFAULTS["grpc_port"].default
+    assert only(final_stage(INSTRUCTIONS), "EXPOSE").args == f"{port} {grpc_port}"
     assert IMAGE_ENV["RESNET_SERVE_PORT"] == str(port)
+    assert IMAGE_ENV["RESNET_SERVE_GRPC_PORT"] == str(grpc_port)
     for service in COMPOSE.values():
-        assert [p["target"] for p in service["ports"]] == [port]
-    (container_port,) = CONTAINER["ports"]
+        assert [p["target"] for p in service["ports"]] == [port, grpc_port]
+    container_port, container_grpc_port = CONTAINER["ports"]
     assert container_port["containerPort"] == port
+    assert container_grpc_port["containerPort"] == grpc_port
     assert container_env(CONTAINER)["RESNET_SERVE_PORT"] == str(port)
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    assert container_env(CONTAINER)["RESNET_SERVE_GRPC_PORT"] == str(grpc_port)
+    for probe in ("startupProbe", "readinessProbe"):
         assert CONTAINER[probe]["httpGet"]["port"] == container_port["name"], probe
-    (service_port,) = K8S["Service"]["spec"]["ports"]
+    assert CONTAINER["livenessProbe"]["grpc"]["port"] == grpc_port
+    service_port, service_grpc_port = K8S["Service"]["spec"]["ports"]
     assert service_port["targetPort"] == container_port["name"]
+    assert service_grpc_port["targetPort"] == container_grpc_port["name"]
     annotations = K8S["Deployment"]["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == str(port)
 

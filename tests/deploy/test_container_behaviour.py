@@ -212,6 +212,7 @@ def image() -> Iterator[Image]:
         }
         env["TMPDIR"] = str(scratch)  # the container's /tmp; the host's is not ours to fill
         env["RESNET_SERVE_PORT"] = str(free_port())
+        env["RESNET_SERVE_GRPC_PORT"] = str(free_port())  # the image's 8001 may be taken here
         workdir = _in_image(root, only(RUNTIME, "WORKDIR").args)
         yield Image(root, env, workdir, user)
     finally:

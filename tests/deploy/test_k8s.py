@@ -48,7 +48,8 @@ def test_each_pod_gets_one_gpu_and_requests_what_it_needs() -> None:
 def test_probes_ask_ready_for_startup_and_readiness_and_live_for_liveness() -> None:
     assert CONTAINER["startupProbe"]["httpGet"]["path"] == "/health/ready"
     assert CONTAINER["readinessProbe"]["httpGet"]["path"] == "/health/ready"
-    assert CONTAINER["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    # liveness over gRPC's standard health service: the gRPC port is probed too
+    assert CONTAINER["livenessProbe"]["grpc"] == {"port": 8001, "service": "liveness"}
     startup = CONTAINER["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.deploy.manifests import container_env, venv_tool
 
-MANIFEST = Path(__file__).resolve().parents[2] / "deploy" / "kserve" / "inferenceservice.yaml"
-SERVICE = yaml.safe_load(MANIFEST.read_text())
+KSERVE = Path(__file__).resolve().parents[2] / "deploy" / "kserve"
+SERVICE = yaml.safe_load((KSERVE / "inferenceservice.yaml").read_text())
 PREDICTOR = SERVICE["spec"]["predictor"]
 (CONTAINER,) = PREDICTOR["containers"]
+GRPC_SERVICE = yaml.safe_load((KSERVE / "inferenceservice-grpc.yaml").read_text())
+GRPC_PREDICTOR = GRPC_SERVICE["spec"]["predictor"]
+(GRPC_CONTAINER,) = GRPC_PREDICTOR["containers"]
 
 
 def test_it_is_a_v1beta1_inference_service_with_one_custom_container() -> None:
@@ -30,12 +34,28 @@ def test_the_container_listens_where_kserve_sends_v2_traffic() -> None:
     assert CONTAINER["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
 
 
-def test_the_pod_parts_validate_against_the_kubernetes_api(tmp_path: Path) -> None:
+def test_the_grpc_variant_listens_on_the_port_kserve_sends_grpc_to_and_probes_it() -> None:
+    assert GRPC_SERVICE["kind"] == "InferenceService"
+    assert GRPC_CONTAINER["name"] == "kserve-container"
+    env = container_env(GRPC_CONTAINER)
+    (port,) = GRPC_CONTAINER["ports"]
+    assert port["name"] == "h2c"  # KServe's name for a gRPC port
+    assert env["RESNET_SERVE_GRPC_PORT"] == str(port["containerPort"])
+    assert env["RESNET_SERVE_PORT"] != env["RESNET_SERVE_GRPC_PORT"]
+    assert GRPC_CONTAINER["readinessProbe"]["grpc"] == {"port": port["containerPort"]}
+    assert GRPC_CONTAINER["livenessProbe"]["grpc"] == {
+        "port": port["containerPort"],
+        "service": "liveness",
+    }
+
+
+@pytest.mark.parametrize("predictor", [PREDICTOR, GRPC_PREDICTOR], ids=["http", "grpc"])
+def test_the_pod_parts_validate_against_the_kubernetes_api(tmp_path: Path, predictor) -> None:
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "kserve-predictor"},
-        "spec": {"containers": PREDICTOR["containers"], "volumes": PREDICTOR["volumes"]},
+        "spec": {"containers": predictor["containers"], "volumes": predictor["volumes"]},
     }
     path = tmp_path / "pod.yaml"
     path.write_text(yaml.safe_dump(pod))
