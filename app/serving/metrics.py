@@ -37,6 +37,8 @@ REJECTION_REASONS = {
     "no_file": "bad_request",
     "malformed_multipart": "bad_request",
     "unsupported_media_type": "bad_request",
+    "unsupported_content_encoding": "bad_request",
+    "invalid_compressed_body": "bad_request",
     "invalid_parameter": "bad_request",
     "invalid_input": "bad_request",
     "bad_request": "bad_request",

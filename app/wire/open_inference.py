@@ -149,14 +149,20 @@ class TritonModelConfig(BaseModel):
 class LiveResponse(BaseModel):
     """``GET /v2/health/live``: the status code says it; the body says it too, for KServe's SDK."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"live": True}]})
+
     live: bool
 
 
 class ReadyResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"ready": True}]})
+
     ready: bool
 
 
 class ModelReadyResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "demo", "ready": True}]})
+
     name: str
     ready: bool
 
@@ -196,6 +202,48 @@ class ModelStatistics(BaseModel):
 
 class ModelStatisticsResponse(BaseModel):
     """Triton's statistics extension: one entry per model and version."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_stats": [
+                        {
+                            "name": "demo",
+                            "version": "1",
+                            "last_inference": 1796609418627,
+                            "inference_count": 3,
+                            "execution_count": 2,
+                            "inference_stats": {
+                                "success": {"count": 2, "ns": 31200000},
+                                "fail": {"count": 0, "ns": 0},
+                                "queue": {"count": 2, "ns": 130000},
+                                "compute_input": {"count": 2, "ns": 9800000},
+                                "compute_infer": {"count": 2, "ns": 20500000},
+                                "compute_output": {"count": 2, "ns": 390000},
+                                "cache_hit": {"count": 0, "ns": 0},
+                                "cache_miss": {"count": 0, "ns": 0},
+                            },
+                            "batch_stats": [
+                                {
+                                    "batch_size": 1,
+                                    "compute_input": {"count": 1, "ns": 0},
+                                    "compute_infer": {"count": 1, "ns": 10200000},
+                                    "compute_output": {"count": 1, "ns": 0},
+                                },
+                                {
+                                    "batch_size": 2,
+                                    "compute_input": {"count": 1, "ns": 0},
+                                    "compute_infer": {"count": 1, "ns": 10300000},
+                                    "compute_output": {"count": 1, "ns": 0},
+                                },
+                            ],
+                        }
+                    ]
+                }
+            ]
+        }
+    )
 
     model_stats: list[ModelStatistics]
 

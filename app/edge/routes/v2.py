@@ -171,10 +171,10 @@ async def model_statistics(
     return model.model_statistics(service)
 
 
-@router.get("/models/{name}/ready", responses=_health_responses(ModelReadyResponse) | MODEL_ERRORS)
+@router.get("/models/{name}/ready", responses=MODEL_ERRORS | _health_responses(ModelReadyResponse))
 @router.get(
     "/models/{name}/versions/{version}/ready",
-    responses=_health_responses(ModelReadyResponse) | MODEL_ERRORS,
+    responses=MODEL_ERRORS | _health_responses(ModelReadyResponse),
 )
 async def model_ready(
     service: ServiceDep, response: Response, name: str, version: str | None = None
