@@ -116,3 +116,30 @@ def configure_logging(log_format: str, level: str) -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+
+
+access_logger = logging.getLogger("resnet_serve.access")
+
+
+def log_access(
+    method: str,
+    path: str,
+    route: str,
+    status: int | str,
+    elapsed_s: float,
+    request_id: str,
+    **fields: object,
+) -> None:
+    """One access-log line per request, HTTP or gRPC alike: ``method path status latency``, with
+    the same structured fields (``fields`` adds the batch size and images where known). The path
+    is the client's, escaped by the formatters; no header value is ever part of the line."""
+    logger_fields = {
+        "request_id": request_id,
+        "route": route,
+        "status": status,
+        "latency_ms": round(elapsed_s * 1000, 2),
+        **fields,
+    }
+    access_logger.info(
+        "%s %s %s %.1fms", method, path, status, elapsed_s * 1000, extra=logger_fields
+    )

@@ -9,7 +9,6 @@ same ``InferenceService`` call for inference, and failures mapped once (``app.ed
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -22,10 +21,10 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 from app.edge.api_keys import KeyRing
 from app.edge.grpc.messages import as_message, infer_request, infer_response
 from app.edge.http_errors import ApiError, as_api_error
+from app.edge.logs import log_access
 from app.edge.open_inference import model
 from app.serving.service import InferenceService
 
-logger = logging.getLogger("resnet_serve.access")
 SERVICE_NAME = "inference.GRPCInferenceService"
 LIVENESS = "liveness"  # the health service name a liveness probe asks about
 REQUEST_ID_KEY = "x-request-id"
@@ -106,18 +105,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         metrics = self.service.metrics
         metrics.requests.labels(route, status).inc()
         metrics.latency.labels(route).observe(elapsed)
-        logger.info(
-            "GRPC %s %s %.1fms",
-            route,
-            status,
-            elapsed * 1000,
-            extra={
-                "request_id": request_id,
-                "route": route,
-                "status": status,
-                "latency_ms": round(elapsed * 1000, 2),
-            },
-        )
+        log_access("GRPC", route, route, status, elapsed, request_id)
 
     def _model(self, name: str, version: str) -> None:
         model.served_model(self.service, name, version)

@@ -6,18 +6,17 @@ interfere with disconnect detection in the predict route.
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.edge.logs import log_access
 from app.edge.routes.dependencies import RouteMatcher
 from app.serving.metrics import ServiceMetrics
 from app.serving.state import ServiceState
 
-logger = logging.getLogger("resnet_serve.access")
 REQUEST_ID_HEADER = "x-request-id"
 MAX_REQUEST_ID_LENGTH = 128
 
@@ -79,20 +78,15 @@ class RequestObserver:
             route_name = getattr(route, "path", "unmatched")
             self.metrics.requests.labels(route_name, str(status)).inc()
             self.metrics.latency.labels(route_name).observe(elapsed)
-            # The path is percent-decoded (CR, LF, ESC and all): the formatters in app.edge.logs escape
-            # it. Headers stay out of the line, so no Authorization value can reach the log.
-            logger.info(
-                "%s %s %d %.1fms",
+            # The path is percent-decoded (CR, LF, ESC and all): the formatters in app.edge.logs
+            # escape it.
+            log_access(
                 scope["method"],
                 scope["path"],
+                route_name,
                 status,
-                elapsed * 1000,
-                extra={
-                    "request_id": request_id,
-                    "route": route_name,
-                    "status": status,
-                    "latency_ms": round(elapsed * 1000, 2),
-                    "batch_size": state.get("batch_size"),
-                    "images": state.get("images"),
-                },
+                elapsed,
+                request_id,
+                batch_size=state.get("batch_size"),
+                images=state.get("images"),
             )
