@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import harness, machine, plot, report
-from benchmarks.bodies import BODY_KINDS
+from benchmarks.bodies import BODY_KINDS, PREDICT_KINDS
 from benchmarks.jsonfile import write_json
 from benchmarks.servers.process import exit_on_sigterm
 from benchmarks.systems import BUILT_IN, RunSettings, System, built_in, service
@@ -93,7 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=3.0,
         help="discarded s before each point; the load processes start within it (default 3)",
     )
-    parser.add_argument("--body", choices=(*BODY_KINDS, "both"), default="multipart")
+    parser.add_argument(
+        "--body",
+        choices=(*BODY_KINDS, "both", "all"),
+        default="multipart",
+        help="a body kind; both: multipart and raw (/predict); all: every kind (default multipart)",
+    )
     parser.add_argument("--model-dir", type=Path, default=REPO / "models" / "demo")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument(
@@ -160,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         inprocess, systems = _systems(args, settings)
     except ValueError as exc:
         parser.error(str(exc))
-    bodies = BODY_KINDS if args.body == "both" else (args.body,)
+    bodies = {"both": PREDICT_KINDS, "all": BODY_KINDS}.get(args.body, (args.body,))
     plan = harness.Plan(
         settings=settings,
         inprocess=inprocess,

@@ -72,16 +72,16 @@ def measure_point(
     _sleep_until(plan.window_end)
     after = observe.sample(server.url, server.group, system.reports_batches)
     result = LoadResult.merge(future.result() for future in futures)
-    summary = result.summary()
+    images_per_request = plan.bodies[0].images  # the same in every body of a kind
+    summary = result.summary(images_per_request)
+    images = result.statuses["200"] * images_per_request
     server_cpu_s = after.cpu_since(before)
     return {
         **summary,
         "mean_batch": after.mean_batch_since(before),
         "server_cpu_s": server_cpu_s,
         "server_cpu_ms_per_image": (
-            1000 * server_cpu_s / result.statuses["200"]
-            if server_cpu_s is not None and result.statuses["200"]
-            else None
+            1000 * server_cpu_s / images if server_cpu_s is not None and images else None
         ),
     }
 
@@ -110,10 +110,10 @@ def measure_system(
     )
     with server:
         for body in (b for b in plan.bodies if b in system.bodies):
-            bodies = tuple(encode(images, body))
+            bodies = tuple(encode(images, body, plan.settings.model_name))
             for concurrency in plan.concurrency:
                 load_plan = LoadPlan(
-                    url=server.url + "/predict",
+                    url=server.url,
                     bodies=bodies,
                     concurrency=concurrency,
                     warmup_s=plan.warmup_s,

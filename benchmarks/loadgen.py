@@ -34,7 +34,7 @@ class LoadPlan:
     window for ``duration_s``.
     """
 
-    url: str
+    url: str  # the server's, without a path: each body names its own
     bodies: tuple[EncodedBody, ...]
     concurrency: int
     warmup_s: float
@@ -58,18 +58,21 @@ async def _sleep_until(moment: float) -> None:
 async def closed_loop(plan: LoadPlan, first_body: int = 0) -> LoadResult:
     """Drive ``plan`` from this process; returns what completed inside the measured window."""
     result = LoadResult(window_s=plan.duration_s)
-    requests = [(body.data, {"Content-Type": body.content_type}) for body in plan.bodies]
+    requests = [
+        (plan.url + body.path, body.data, {"Content-Type": body.content_type, **dict(body.headers)})
+        for body in plan.bodies
+    ]
     connector = aiohttp.TCPConnector(limit=plan.concurrency)
     timeout = aiohttp.ClientTimeout(total=plan.timeout_s)
 
     async def client(session: aiohttp.ClientSession, turn: int) -> None:
         while True:
-            data, headers = requests[turn % len(requests)]
+            url, data, headers = requests[turn % len(requests)]
             turn += 1
             sent = time.monotonic()
             started = time.perf_counter()
             try:
-                async with session.post(plan.url, data=data, headers=headers) as response:
+                async with session.post(url, data=data, headers=headers) as response:
                     await response.read()
                     status = str(response.status)
             except TimeoutError:

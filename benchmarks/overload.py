@@ -149,7 +149,7 @@ def run(server: ServerProcess, args: argparse.Namespace) -> dict:
     """Capacity, then the flood and recovery, with the server's CPU and refusal count around it."""
     bodies = encode(photo_jpegs(), "multipart")
     plan = LoadPlan(
-        server.url + "/predict",
+        server.url,
         tuple(bodies),
         CAPACITY_CLIENTS,
         warmup_s=1.0,

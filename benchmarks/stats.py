@@ -41,16 +41,20 @@ class LoadResult:
             merged.client_cpu_s += part.client_cpu_s
         return merged
 
-    def summary(self) -> dict[str, float | int | dict[str, int] | None]:
-        """images/s (one image per request), latency percentiles in ms and errors by status;
-        ``p99_sent_ms`` over every request sent in the window, failures included."""
+    def summary(
+        self, images_per_request: int = 1
+    ) -> dict[str, float | int | dict[str, int] | None]:
+        """images/s (``images_per_request`` in every request), latency percentiles in ms (per
+        request) and errors by status; ``p99_sent_ms`` over every request sent in the window,
+        failures included."""
         ok = self.statuses[OK]
         latencies_ms = np.asarray(self.latencies_s) * 1000.0
         summary: dict[str, float | int | dict[str, int] | None] = {
-            "images_per_s": ok / self.window_s if self.window_s else 0.0,
+            "images_per_s": ok * images_per_request / self.window_s if self.window_s else 0.0,
             "window_s": self.window_s,
             "requests": sum(self.statuses.values()),
             "ok": ok,
+            "images_per_request": images_per_request,
             "errors": {status: n for status, n in sorted(self.statuses.items()) if status != OK},
             "client_cpu_s": self.client_cpu_s,
         }

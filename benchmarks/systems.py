@@ -8,12 +8,13 @@ adds settings of its own. ``OMP_NUM_THREADS`` is set for all of them too.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.bodies import BODY_KINDS, BodyKind
+from benchmarks.bodies import BODY_KINDS, PREDICT_KINDS, BodyKind
 
 CLI = Path(sys.executable).with_name("resnet-serve")
 ENV_PREFIX = "RESNET_SERVE_"
@@ -29,6 +30,11 @@ class RunSettings:
     device: str  # resolved: "cpu" or "cuda"
     threads: int
     service_env: dict[str, str] = field(default_factory=dict)  # --service-env, for every system
+
+    @property
+    def model_name(self) -> str:
+        """The bundle's name: the model of the Open Inference Protocol's paths."""
+        return str(json.loads((self.model_dir / "model.json").read_text())["name"])
 
 
 @dataclass(frozen=True)
@@ -126,7 +132,7 @@ def _peer(
     name: str,
     module: str,
     description: str,
-    bodies: tuple[BodyKind, ...] = BODY_KINDS,
+    bodies: tuple[BodyKind, ...] = PREDICT_KINDS,
 ) -> System:
     """A peer server from ``benchmarks.peers``: the shared options, readiness on /health."""
     return System(

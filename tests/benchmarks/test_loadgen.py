@@ -39,7 +39,7 @@ async def _load_stub(plan_for: Callable[[str], LoadPlan]) -> tuple[LoadResult, d
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        return await closed_loop(plan_for(f"http://127.0.0.1:{port}/predict")), seen
+        return await closed_loop(plan_for(f"http://127.0.0.1:{port}")), seen
     finally:
         await runner.cleanup()
 
@@ -67,7 +67,7 @@ def test_closed_loop_keeps_concurrency_in_flight_and_counts_statuses() -> None:
 
 def test_a_server_that_is_not_there_counts_as_conn_error() -> None:
     plan = LoadPlan(
-        f"http://127.0.0.1:{free_port()}/predict",
+        f"http://127.0.0.1:{free_port()}",
         tuple(encode([b"x"], "raw")),
         concurrency=2,
         warmup_s=0.1,

@@ -16,7 +16,7 @@ import torch
 from app.model.preprocessing import PreprocessingSpec
 from app.serving.explainer import _explainer_thread
 from app.serving.gpu_decode import GpuJpegDecoder, StreamOrder
-from app.serving.runner import RunnerOptions, inference_threads
+from app.serving.runner import RunnerOptions, inference_threads, intra_op_threads
 
 SECOND_GPU = torch.device("cuda", 1)
 
@@ -63,3 +63,11 @@ def test_cpu_threads_select_nothing(bound: dict[str, torch.device]) -> None:
     _run_on_every_thread(inference_threads(torch.device("cpu"), RunnerOptions()), 1)
     _run_on_every_thread(_explainer_thread(torch.device("cpu")), 1)
     assert bound == {}
+
+
+def test_inference_threads_on_cuda_stage_batches_on_one_intra_op_thread() -> None:
+    """Their CPU work is a copy into pinned memory; more threads' OpenMP helpers spin after it."""
+    assert intra_op_threads(SECOND_GPU, RunnerOptions()) == 1
+    assert intra_op_threads(SECOND_GPU, RunnerOptions(torch_threads=4)) == 4
+    assert intra_op_threads(torch.device("cpu"), RunnerOptions()) == 0  # torch's default
+    assert intra_op_threads(torch.device("cpu"), RunnerOptions(torch_threads=2)) == 2
