@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.edge.routes.v2_codec import parse_request
+from app.edge.open_inference.codec import parse_request
 from benchmarks.bodies import BODY_KINDS, V2_BATCH, encode
 
 IMAGES = [b"\xff\xd8one", b"\xff\xd8two", b"\xff\xd8three"]
