@@ -114,9 +114,9 @@ def service(
     )
 
 
-def null_service(run: RunSettings) -> System:
+def null_service(run: RunSettings, overrides: dict[str, str] | None = None) -> System:
     """The service with a model that answers at once (``benchmarks.servers.null_service``)."""
-    env = _service_env(run, {})
+    env = _service_env(run, overrides or {})
     return System(
         name="null",
         argv=(sys.executable, "-m", "benchmarks.servers.null_service"),

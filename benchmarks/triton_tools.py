@@ -31,7 +31,7 @@ from benchmarks.loadgen import LoadGenerator, LoadPlan
 from benchmarks.perf_analyzer_input import perf_analyzer_input
 from benchmarks.report import markdown_table
 from benchmarks.servers.process import ServerProcess, exit_on_sigterm, free_port
-from benchmarks.systems import RunSettings, System, service
+from benchmarks.systems import RunSettings, System, null_service, service
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = "RESNET_SERVE_PERF_ANALYZER"  # as in tests/api/test_perf_analyzer.py
@@ -77,6 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=float, default=3.0, help="harness warm-up s (default 3)")
     parser.add_argument("--image", type=Path, help="JPEG to send (default: a 500x375 photo-like)")
     parser.add_argument("--model-dir", type=Path, default=REPO / "models" / "demo")
+    parser.add_argument(
+        "--system",
+        choices=("service", "null"),
+        default="service",
+        help="the real model, or the null one that answers at once (ingress cost; default service)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="images per perf_analyzer request (its -b; the harness sends one; default 1)",
+    )
     parser.add_argument("--out", type=Path, help="default runs/triton-tools/<UTC time>")
     return parser
 
@@ -91,7 +103,7 @@ def _harness_point(
 ) -> dict:
     """The harness's own measurement (``harness.measure_point``) of ``POST /predict``."""
     plan = LoadPlan(
-        url=server.url + "/predict",
+        url=server.url,
         bodies=(multipart(image),),
         concurrency=c,
         warmup_s=args.warmup,
@@ -180,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     model = json.loads((model_dir / "model.json").read_text())["name"]
     settings = RunSettings(model_dir, machine.resolve_device("auto"), os.cpu_count() or 1)
     port, grpc_port = free_port(), free_port()
-    system = service(settings, overrides={"GRPC_PORT": str(grpc_port)})
+    make = service if args.system == "service" else null_service
+    system = make(settings, overrides={"GRPC_PORT": str(grpc_port)})
     env = system.environment(port)
     server_line = " ".join(
         f"{k}={v}" for k, v in sorted(env.items()) if k.startswith(("RESNET_SERVE_", "OMP_"))
@@ -216,12 +229,13 @@ def main(argv: list[str] | None = None) -> int:
                     report = out / f"perf_analyzer-{wire}-c{c}.csv"
                     command = [*perf_analyzer, "-m", model, "-i", wire]
                     command += ["-u", f"127.0.0.1:{target}", "--input-data", str(input_data)]
-                    command += ["--concurrency-range", str(c)]
+                    command += ["--concurrency-range", str(c), "-b", str(args.batch)]
                     command += ["--measurement-interval", str(round(args.duration * 1000))]
                     command += ["-s", f"{args.stability_percentage:g}"]
                     command += ["-f", str(report), "--verbose-csv"]
                     results["commands"].append(shlex.join(command))
-                    point = {"tool": "perf_analyzer", "wire": wire, "concurrency": c}
+                    shown = wire if args.batch == 1 else f"{wire}, {args.batch} images/request"
+                    point = {"tool": "perf_analyzer", "wire": shown, "concurrency": c}
                     point |= _perf_analyzer_point(command, server, report)
                     results["points"].append(point)
                     print(point, flush=True)
