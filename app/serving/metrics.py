@@ -68,7 +68,7 @@ class ServiceMetrics:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "resnet_serve_requests",
-            "HTTP requests answered, by route and status code.",
+            "Requests answered, by route and status (HTTP: route and code; gRPC: method and code name).",
             ["route", "status"],
             registry=self.registry,
         )

@@ -72,16 +72,16 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self.keys = keys
 
     async def _answer(
-        self, method: str, context: grpc.aio.ServicerContext, work: Callable[[str], Awaitable[T]]
+        self, method: str, context: grpc.aio.ServicerContext, work: Callable[[], Awaitable[T]]
     ) -> T:
-        """``work(request_id)``, counted, timed and logged as an HTTP request is; a failure aborts
-        the call with the gRPC code of the HTTP status it would have had."""
+        """``work()``, counted, timed and logged as an HTTP request is; a failure aborts the call
+        with the gRPC code of the HTTP status it would have had."""
         request_id = _request_id(context)
         await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
         started = time.perf_counter()
         route = f"/{SERVICE_NAME}/{method}"
         try:
-            result = await work(request_id)
+            result = await work()
         except asyncio.CancelledError:  # the client left, or its deadline passed
             self._observe(route, grpc.StatusCode.CANCELLED.name, started, request_id)
             raise
@@ -123,7 +123,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         )
 
     async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async def ready(_: str) -> Any:
+        async def ready() -> Any:
             self._model(request.name, request.version)
             return service_pb2.ModelReadyResponse(ready=self.service.health().ready)
 
@@ -134,7 +134,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return await self._answer("ServerMetadata", context, _value(message))
 
     async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async def metadata(_: str) -> Any:
+        async def metadata() -> Any:
             self._model(request.name, request.version)
             return as_message(
                 model.model_metadata(self.service), service_pb2.ModelMetadataResponse()
@@ -143,7 +143,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return await self._answer("ModelMetadata", context, metadata)
 
     async def ModelConfig(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async def config(_: str) -> Any:
+        async def config() -> Any:
             self._model(request.name, request.version)
             settings = as_message(model.model_config(self.service), model_config_pb2.ModelConfig())
             return service_pb2.ModelConfigResponse(config=settings)
@@ -151,7 +151,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return await self._answer("ModelConfig", context, config)
 
     async def ModelStatistics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async def statistics(_: str) -> Any:
+        async def statistics() -> Any:
             if request.name:  # none named: every model, as Triton answers
                 self._model(request.name, request.version)
             return as_message(
@@ -161,7 +161,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return await self._answer("ModelStatistics", context, statistics)
 
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async def infer(request_id: str) -> Any:
+        async def infer() -> Any:
             self._authorize(context)
             self._model(request.model_name, request.model_version)
             return await self._infer(request, context)
@@ -204,8 +204,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return infer_response(service.manifest.name, parsed, results, service.manifest.labels)
 
 
-def _value(message: Any) -> Callable[[str], Awaitable[Any]]:
-    async def answer(_: str) -> Any:
+def _value(message: Any) -> Callable[[], Awaitable[Any]]:
+    async def answer() -> Any:
         return message
 
     return answer
