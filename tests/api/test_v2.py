@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 
@@ -9,6 +10,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
+import tritonclient.http.aio as triton_aio
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
@@ -434,3 +436,20 @@ def test_a_header_the_wire_model_refuses_is_400_in_the_protocols_words_or_naming
     with pytest.raises(InvalidInputError) as error:
         parse_request(json.dumps(header).encode(), None, (3, SIZE, SIZE), 64)
     assert str(error.value).startswith(message)
+
+
+def test_the_asyncio_http_client_is_answered_concurrently(demo_server: ServerProcess) -> None:
+    async def scenario() -> list[list[str]]:
+        client = triton_aio.InferenceServerClient(demo_server.url.removeprefix("http://"))
+        try:
+            assert await client.is_server_ready()
+            config = await client.get_model_config(MODEL["name"])
+            assert config["input"][0]["dims"] == [1]
+            answers = await asyncio.gather(
+                *(client.infer(MODEL["name"], [_image_input()]) for _ in range(4))
+            )
+            return [_labels(a.as_numpy("PROBABILITIES")) for a in answers]
+        finally:
+            await client.close()
+
+    assert asyncio.run(scenario()) == [SHAPES] * 4
