@@ -62,7 +62,7 @@ def _count(text: str) -> int:
     return value
 
 
-def _levels(text: str) -> tuple[int, ...]:
+def concurrency_levels(text: str) -> tuple[int, ...]:
     try:
         levels = tuple(sorted({int(c) for c in text.split(",") if c}))
     except ValueError:
@@ -83,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma list among {', '.join(DEFAULT_SYSTEMS)} and variant names "
         "(default: all of them and every --variant)",
     )
-    parser.add_argument("--concurrency", type=_levels, default=(1, 8, 32), help="default 1,8,32")
+    parser.add_argument(
+        "--concurrency", type=concurrency_levels, default=(1, 8, 32), help="default 1,8,32"
+    )
     parser.add_argument(
         "--duration", type=_positive, default=10.0, help="measured s per point (default 10)"
     )

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from benchmarks import harness, machine, observe
 from benchmarks.bodies import multipart
+from benchmarks.cli import concurrency_levels
 from benchmarks.images import photo_jpegs
 from benchmarks.jsonfile import write_json
 from benchmarks.loadgen import LoadGenerator, LoadPlan
@@ -44,13 +45,6 @@ SPLIT = {
 }
 
 
-def _levels(text: str) -> tuple[int, ...]:
-    levels = tuple(sorted({int(c) for c in text.split(",") if c}))
-    if not levels or levels[0] < 1:
-        raise argparse.ArgumentTypeError("expected positive numbers like 1,8,32")
-    return levels
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.triton_tools",
@@ -61,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get(ENV, "perf_analyzer"),
         help=f"command that runs perf_analyzer (default: ${ENV} or perf_analyzer)",
     )
-    parser.add_argument("--concurrency", type=_levels, default=(1, 8, 32), help="default 1,8,32")
+    parser.add_argument(
+        "--concurrency", type=concurrency_levels, default=(1, 8, 32), help="default 1,8,32"
+    )
     parser.add_argument(
         "--duration",
         type=float,
