@@ -216,14 +216,39 @@ def test_ten_thousand_tiny_tensors_an_oversized_message_and_unknown_models_are_r
     assert demo_server.alive() and demo_server.get("/health/live").status_code == 200
 
 
-def test_a_client_deadline_shorter_than_the_work_is_deadline_exceeded(
-    client, demo_server: ServerProcess
+def test_a_client_deadline_shorter_than_the_work_ends_the_call_on_the_server(
+    start_server, slow_bundle: Path
 ) -> None:
-    with pytest.raises(InferenceServerException) as error:
-        client.infer(NAME, [_images(IMAGES * 2)], client_timeout=0.001)
-    assert "DEADLINE_EXCEEDED" in str(error.value.status())
-    # and the server goes on answering
-    assert _labels(client.infer(NAME, [_images(IMAGES)]).as_numpy("PROBABILITIES")) == SHAPES
+    server = start_server(model_dir=slow_bundle, max_batch_size=1, grpc_port=free_port())
+    server.wait_ready()
+    image = encode(known_image("circle", 0))
+
+    async def scenario() -> str:
+        async with triton_aio.InferenceServerClient(server.grpc_url) as client:
+            busy = [asyncio.create_task(client.infer("slow", [_images([image])])) for _ in range(3)]
+            try:
+                await client.infer("slow", [_images([image])], client_timeout=0.5)
+            except InferenceServerException as exc:
+                return str(exc.status())
+            finally:
+                await asyncio.gather(*busy)
+            return "answered"
+
+    assert "DEADLINE_EXCEEDED" in asyncio.run(scenario())
+    route = "/inference.GRPCInferenceService/ModelInfer"
+
+    def ended_on_the_server() -> bool:
+        counted = server.metrics()["resnet_serve_requests_total"]
+        return any(
+            counted.get((("route", route), ("status", status)), 0) >= 1
+            for status in ("DEADLINE_EXCEEDED", "CANCELLED")
+        )
+
+    # The server saw the client's deadline: the call ended there too, not only in the client.
+    wait_for(ended_on_the_server, 30, "the expired call ended on the server", detail=server.logs)
+    assert (
+        server.metrics()["resnet_serve_requests_total"][(("route", route), ("status", "OK"))] == 3
+    )
 
 
 def test_api_keys_guard_inference_but_not_probes_or_metadata(start_server) -> None:
