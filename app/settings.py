@@ -30,7 +30,17 @@ class Settings(BaseSettings):
         description="gRPC port (KServe v2 GRPCInferenceService, grpc.health.v1) on the same host; "
         "0: no gRPC.",
     )
-    model_dir: Path = Field(DEFAULT_MODEL_DIR, description="Bundle folder to serve.")
+    model_dir: Path = Field(
+        DEFAULT_MODEL_DIR,
+        description="Bundle folder to serve, or a folder of numbered versions (1/, 2/, ...) each a "
+        "bundle: the highest is served.",
+    )
+    model_poll_s: float = Field(
+        0,
+        ge=0,
+        description="With a folder of versions: seconds between looks for a newer one, which is "
+        "loaded, warmed up and swapped in without a failed request; 0: never.",
+    )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto",

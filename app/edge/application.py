@@ -25,6 +25,8 @@ from app.edge.routes.observer import RequestObserver
 from app.model.pillow_setup import harden_pillow
 from app.serving.builder import build_service
 from app.serving.service import InferenceService
+from app.serving.versions import is_versioned
+from app.serving.watcher import VersionWatcher
 from app.settings import Settings
 
 logger = logging.getLogger("resnet_serve")
@@ -42,6 +44,14 @@ async def _warm_up(service: InferenceService) -> None:
     logger.info("ready: warmed up to batch size %d in %.1fs", batch, seconds)
 
 
+def _watch_versions(service: InferenceService) -> asyncio.Task[None] | None:
+    """Poll mode (``MODEL_POLL_S``) for a folder of versions: newer ones go live as they appear."""
+    settings = service.settings
+    if not settings.model_poll_s or not is_versioned(settings.model_dir):
+        return None
+    return asyncio.create_task(VersionWatcher(service).run())
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     service: InferenceService = app.state.service
@@ -52,11 +62,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # A replica sharing the port (app.edge.replicas) must not take connections it would answer
         # with 503 while the ready replicas could serve them: uvicorn accepts only after this.
         await warm_up
+    watcher = _watch_versions(service)
     try:
         if grpc is not None:
             await grpc.start()
         yield
     finally:
+        if watcher is not None:
+            watcher.cancel()
         warm_up.cancel()
         if grpc is not None:
             service.state.mark_draining()  # gRPC calls still running finish within the drain

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from app.model.bundle import BundleError
 from app.model.devices import DeviceError, resolve_device
 from app.serving.metrics import ServiceMetrics
 from app.serving.pipeline import InferencePipeline
 from app.serving.runner import ModelRunner, RunnerOptions, replica_memory_fraction
-from app.serving.service import InferenceService
+from app.serving.service import InferenceService, ServedVersion
 from app.serving.state import ServiceState
+from app.serving.versions import served_version
 from app.settings import Settings
 
 logger = logging.getLogger("resnet_serve")
@@ -53,37 +55,49 @@ def check_abstain_labels(settings: Settings, labels: list[str]) -> None:
         )
 
 
-def build_service(settings: Settings, load: RunnerLoader = load_runner) -> InferenceService:
-    """The loaded, not yet warm, service for ``settings``: ``BundleError``/``DeviceError`` when
-    the model cannot be served here (the runner is closed again if a later step refuses)."""
-    runner = load(settings)
+def build_version(
+    settings: Settings, version: str, bundle_dir: Path, load: RunnerLoader = load_runner
+) -> ServedVersion:
+    """Load version ``version`` of the model from ``bundle_dir``, not yet warm (the runner is
+    closed again if a later step refuses it): ``BundleError``/``DeviceError``."""
+    at_version = settings.model_copy(update={"model_dir": bundle_dir})
+    runner = load(at_version)
     try:
-        check_abstain_labels(settings, runner.labels)
-        pipeline = InferencePipeline(runner, settings)
+        check_abstain_labels(at_version, runner.labels)
+        pipeline = InferencePipeline(runner, at_version)
     except BaseException:
         runner.close()
         raise
     manifest = runner.bundle.manifest
     logger.info(
-        "loaded %s (%s, %d classes) from %s on %s (%s)",
+        "loaded %s version %s (%s, %d classes) from %s on %s (%s)",
         manifest.name,
+        version,
         manifest.arch,
         manifest.num_classes,
-        settings.model_dir,
+        bundle_dir,
         runner.device,
         runner.precision,
     )
+    return ServedVersion(version, pipeline, settings)
+
+
+def build_service(settings: Settings, load: RunnerLoader = load_runner) -> InferenceService:
+    """The loaded, not yet warm, service for ``settings``: ``BundleError``/``DeviceError`` when
+    the model cannot be served here. ``MODEL_DIR`` is a bundle or a folder of numbered versions
+    (``app.serving.versions``): the highest is served."""
+    version, bundle_dir = served_version(settings.model_dir)
+    current = build_version(settings, version, bundle_dir, load)
+    runner = current.pipeline.runner
     metrics = ServiceMetrics()
-    metrics.describe_model(
-        manifest.name, manifest.arch, manifest.num_classes, runner.device, runner.precision
-    )
+    metrics.describe_model(current.manifest, version, runner.device, runner.precision)
     metrics.set_model_load_seconds(runner.load_seconds)
     if runner.on_cuda:
         metrics.watch_gpu(runner.device)
-    service = InferenceService(settings, ServiceState(settings.drain_timeout_s), metrics, pipeline)
+    service = InferenceService(settings, ServiceState(settings.drain_timeout_s), metrics, current)
     metrics.watch(
         in_flight=lambda: service.state.requests_in_flight,
-        queue_depth=lambda: pipeline.batcher.queue_depth,
-        saturation=lambda: pipeline.gate.saturation,
+        queue_depth=lambda: service.pipeline.batcher.queue_depth,
+        saturation=lambda: service.pipeline.gate.saturation,
     )
     return service

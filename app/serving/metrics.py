@@ -10,6 +10,8 @@ from importlib.metadata import PackageNotFoundError, version
 import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from app.model.bundle import BundleManifest
+
 logger = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -148,6 +150,17 @@ class ServiceMetrics:
             }
         )
         self.model = Info("resnet_serve_model", "The model being served.", registry=self.registry)
+        self.version_swaps = Counter(
+            "resnet_serve_model_version_swaps",
+            "Newer model versions swapped in while serving.",
+            registry=self.registry,
+        )
+        self.version_refusals = Counter(
+            "resnet_serve_model_version_refusals",
+            "Newer model versions refused (bundle invalid, labels changed, warm-up failed); the "
+            "version already served goes on.",
+            registry=self.registry,
+        )
 
     def count_rejection(self, code: str) -> None:
         """Count one error answer under the reason its ``code`` belongs to; an admission refusal
@@ -163,14 +176,15 @@ class ServiceMetrics:
         self.warm_up.set(seconds)
 
     def describe_model(
-        self, name: str, arch: str, num_classes: int, device: torch.device, precision: str
+        self, manifest: BundleManifest, version: str, device: torch.device, precision: str
     ) -> None:
-        """Publish what is served as ``resnet_serve_model_info``, once the model is loaded."""
+        """Publish what is served as ``resnet_serve_model_info``: once loaded, and at each swap."""
         self.model.info(
             {
-                "name": name,
-                "arch": arch,
-                "num_classes": str(num_classes),
+                "name": manifest.name,
+                "version": version,
+                "arch": manifest.arch,
+                "num_classes": str(manifest.num_classes),
                 "device": str(device),
                 "precision": precision,
             }

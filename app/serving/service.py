@@ -43,6 +43,7 @@ from app.wire.rest import HealthResponse, ImagePrediction, ScoredLabel
 T = TypeVar("T")
 
 DEFAULT_TOP_K = 5
+RETIRE_POLL_S = 0.05  # how often a replaced version looks whether its requests have ended
 
 
 @dataclass(frozen=True)
@@ -73,14 +74,16 @@ class Classification:
 
 
 @dataclass
-class InferenceService:
-    """Everything inference needs, with its model loaded: made by ``app.serving.builder``."""
+class ServedVersion:
+    """One loaded, warm version of the model: its pipeline and what is read from its bundle.
 
-    settings: Settings
-    state: ServiceState
-    metrics: ServiceMetrics
+    A request keeps the version it was admitted on to its end, so a newer version can be swapped
+    in (``InferenceService.swap_in``) while older requests finish on the one they began on.
+    """
+
+    version: str
     pipeline: InferencePipeline
-    _explainer: asyncio.Future[Explainer] | None = field(default=None, repr=False)
+    settings: Settings
 
     def __post_init__(self) -> None:
         manifest = self.pipeline.runner.bundle.manifest
@@ -95,6 +98,49 @@ class InferenceService:
         # Class indices answered abstained whatever their score (``abstain_labels``).
         names = self.settings.abstain_label_names
         self.abstain_indices = frozenset(i for i, x in enumerate(manifest.labels) if x in names)
+
+    async def retire(self, timeout_s: float) -> None:
+        """Once the requests admitted on this version have ended (at most ``timeout_s``), stop it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.pipeline.gate.requests and loop.time() < deadline:
+            await asyncio.sleep(RETIRE_POLL_S)
+        await self.pipeline.stop(max(0.0, deadline - loop.time()))
+
+
+@dataclass
+class InferenceService:
+    """Everything inference needs, with its model loaded: made by ``app.serving.builder``."""
+
+    settings: Settings
+    state: ServiceState
+    metrics: ServiceMetrics
+    current: ServedVersion
+    _explainer: asyncio.Future[Explainer] | None = field(default=None, repr=False)
+
+    # What the version now served says; a request reads its own version's (``InferenceCall``).
+    @property
+    def pipeline(self) -> InferencePipeline:
+        return self.current.pipeline
+
+    @property
+    def manifest(self) -> BundleManifest:
+        return self.current.manifest
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.current.image_shape
+
+    @property
+    def version(self) -> str:
+        return self.current.version
+
+    async def swap_in(self, newer: ServedVersion) -> None:
+        """Serve ``newer`` (loaded and warm) from now on; the version it replaces finishes the
+        requests admitted on it, then stops. The explainer, made from the old model, is dropped."""
+        older, self.current = self.current, newer
+        await self._close_explainer()
+        await older.retire(self.settings.drain_timeout_s)
 
     def check_ready(self) -> None:
         """``NotReadyError`` (``DrainingError``) while warming up, draining or failed."""
@@ -138,7 +184,10 @@ class InferenceService:
         released."""
         self.state.mark_draining()
         await self.pipeline.stop(self.state.drain_left_s)
-        made = self._explainer
+        await self._close_explainer()
+
+    async def _close_explainer(self) -> None:
+        made, self._explainer = self._explainer, None
         if made is None or made.cancelled():
             return
         try:
@@ -177,7 +226,8 @@ class InferenceService:
         timeout_s = self.settings.request_timeout_s
         if client_timeout_s is not None:
             timeout_s = min(timeout_s, client_timeout_s)
-        return InferenceCall(self, self.pipeline.admit(body_bytes), timeout_s)
+        version = self.current
+        return InferenceCall(self, version, version.pipeline.admit(body_bytes), timeout_s)
 
 
 class InferenceCall:
@@ -186,9 +236,12 @@ class InferenceCall:
     Use as ``with service.begin(content_length) as call:``; leaving returns everything it holds.
     """
 
-    def __init__(self, service: InferenceService, ticket: Ticket, timeout_s: float):
+    def __init__(
+        self, service: InferenceService, version: ServedVersion, ticket: Ticket, timeout_s: float
+    ):
         self.service = service
-        self.pipeline = service.pipeline
+        self.version = version  # the one it was admitted on, to its end
+        self.pipeline = version.pipeline
         self.ticket = ticket
         self.started = time.perf_counter()
         self.timeout_s = timeout_s
@@ -239,7 +292,7 @@ class InferenceCall:
         self, pixels: torch.Tensor, top_k: int | None = None
     ) -> list[Classification]:
         """Classify uint8 pixels (N, 3, S, S) already at the model's input size."""
-        expected = self.service.image_shape
+        expected = self.version.image_shape
         if pixels.dim() != 4 or tuple(pixels.shape[1:]) != expected:
             raise InvalidInputError(
                 f"pixels must have shape [N,{','.join(map(str, expected))}], "
@@ -260,7 +313,7 @@ class InferenceCall:
         classified_at = time.perf_counter()
         self.largest_batch = max([self.largest_batch, *(output.batch_size for output in outputs)])
         metrics, runner = self.service.metrics, self.pipeline.runner
-        threshold, rejected = self.service.abstain_threshold, self.service.abstain_indices
+        threshold, rejected = self.version.abstain_threshold, self.version.abstain_indices
         results = []
         for output in outputs:
             metrics.queue_wait.observe(output.queue_wait_s)

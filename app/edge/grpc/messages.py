@@ -19,7 +19,6 @@ from tritonclient.grpc import service_pb2
 
 from app.edge.open_inference.codec import (
     IMAGE_INPUT,
-    MODEL_VERSION,
     InferRequest,
     OutputRequest,
     check_declared,
@@ -93,11 +92,15 @@ def _outputs(message: service_pb2.ModelInferRequest) -> list[OutputRequest]:
 
 
 def infer_response(
-    model_name: str, request: InferRequest, results: list[Classification], labels: list[str]
+    model_name: str,
+    version: str,
+    request: InferRequest,
+    results: list[Classification],
+    labels: list[str],
 ) -> service_pb2.ModelInferResponse:
     """The answer as Triton sends it: each output's bytes in ``raw_output_contents``, in order."""
     response = service_pb2.ModelInferResponse(
-        model_name=model_name, model_version=MODEL_VERSION, id=request.request_id or ""
+        model_name=model_name, model_version=version, id=request.request_id or ""
     )
     for tensor in output_tensors(request, results, labels):
         response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)

@@ -194,14 +194,15 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         with service.begin(str(request.ByteSize()), context.time_remaining()) as call:
             async with call.timeout():
                 parsed = await call.parse(
-                    infer_request, request, service.image_shape, settings.max_images_per_request
+                    infer_request, request, call.version.image_shape, settings.max_images_per_request
                 )
                 results = await (
                     call.classify_encoded(parsed.inputs)
                     if isinstance(parsed.inputs, list)
                     else call.classify_pixels(parsed.inputs)
                 )
-        return infer_response(service.manifest.name, parsed, results, service.manifest.labels)
+        manifest = call.version.manifest  # the version it was admitted on
+        return infer_response(manifest.name, call.version.version, parsed, results, manifest.labels)
 
 
 def _value(message: Any) -> Callable[[], Awaitable[Any]]:

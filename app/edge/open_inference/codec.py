@@ -56,7 +56,6 @@ from app.wire.open_inference import (
 )
 
 HEADER_LENGTH = "inference-header-content-length"
-MODEL_VERSION = "1"  # the served bundle is the one version of the one model
 IMAGE_INPUT, PIXELS_INPUT = "IMAGE", "PIXELS"
 # The model's outputs, in the order a request that names none receives them.
 PROBABILITIES, ABSTAINED = "PROBABILITIES", "ABSTAINED"
@@ -355,7 +354,11 @@ def output_tensors(
 
 
 def encode_response(
-    model: str, request: InferRequest, results: list[Classification], labels: list[str]
+    model: str,
+    version: str,
+    request: InferRequest,
+    results: list[Classification],
+    labels: list[str],
 ) -> tuple[bytes, int | None]:
     """The HTTP response body, and the JSON header's length when binary data follows it."""
     outputs, binary = [], b""
@@ -378,7 +381,7 @@ def encode_response(
                 )
             )
     response = V2InferResponse(
-        model_name=model, model_version=MODEL_VERSION, id=request.request_id, outputs=outputs
+        model_name=model, model_version=version, id=request.request_id, outputs=outputs
     )
     header = response.model_dump_json(exclude_none=True).encode()
     return header + binary, (len(header) if binary else None)

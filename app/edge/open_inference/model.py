@@ -2,8 +2,8 @@
 
 Metadata, Triton's model configuration, readiness and the statistics extension are built here once,
 as the pydantic models of ``app.wire.open_inference``; the HTTP routes answer them as JSON and the
-gRPC servicer converts the same objects to its messages. The served bundle is the one model,
-version ``"1"``.
+gRPC servicer converts the same objects to its messages. One model is served, at the version
+``MODEL_DIR`` gives (``"1"`` for a plain bundle; the highest numbered folder of a versioned one).
 
 The configuration follows Triton's model-configuration rules (docs/open-inference.md cites them):
 with batching (``max_batch_size`` > 0) every tensor's ``dims`` leave out the batch dimension and are
@@ -18,7 +18,6 @@ from importlib.metadata import version as package_version
 from app.edge.open_inference.codec import (
     ABSTAINED,
     IMAGE_INPUT,
-    MODEL_VERSION,
     PIXELS_INPUT,
     PROBABILITIES,
 )
@@ -48,7 +47,7 @@ def served_model(service: InferenceService, name: str, version: str | None) -> N
     """``ModelNotFoundError`` unless ``name`` (and ``version``, when given) is the served model.
     An empty version is none, as gRPC's unset string field is."""
     served = service.manifest.name
-    if name != served or version not in (None, "", MODEL_VERSION):
+    if name != served or version not in (None, "", service.version):
         shown = name if not version else f"{name} version {version}"
         raise ModelNotFoundError(f"unknown model {shown}; this server serves {served}")
 
@@ -80,7 +79,7 @@ def model_metadata(service: InferenceService) -> ModelMetadata:
     inputs, outputs = _tensors(service)
     return ModelMetadata(
         name=service.manifest.name,
-        versions=[MODEL_VERSION],
+        versions=[service.version],
         platform=PLATFORM,
         inputs=inputs,
         outputs=outputs,
@@ -128,7 +127,7 @@ def model_statistics(service: InferenceService) -> ModelStatisticsResponse:
         model_stats=[
             ModelStatistics(
                 name=service.manifest.name,
-                version=MODEL_VERSION,
+                version=service.version,
                 last_inference=stats.last_inference_ms,
                 inference_count=stats.inference_count,
                 execution_count=stats.execution_count,

@@ -29,6 +29,6 @@ async def model_info(service: ServiceDep) -> ModelInfo:
         weights_sha256=manifest.weights_sha256,
         provenance=manifest.provenance.model_dump(mode="json"),
         temperature=manifest.temperature,
-        abstain_threshold=service.abstain_threshold,
+        abstain_threshold=service.current.abstain_threshold,
         abstain_labels=sorted(service.settings.abstain_label_names),
     )

@@ -203,7 +203,7 @@ async def infer(
             parse_request,
             body,
             request.headers.get(HEADER_LENGTH),
-            service.image_shape,
+            http.call.version.image_shape,
             settings.max_images_per_request,
         )
         # No top-k here: the classification extension ranks the probabilities itself.
@@ -213,8 +213,10 @@ async def infer(
             else http.call.classify_pixels(parsed.inputs)
         )
         results = await http.answer(work, images=parsed.count)
+        ran_on = http.call.version  # the version it was admitted on, whatever is served now
+    manifest = ran_on.manifest
     content, header_length = encode_response(
-        service.manifest.name, parsed, results, service.manifest.labels
+        manifest.name, ran_on.version, parsed, results, manifest.labels
     )
     if header_length is None:
         return Response(content, media_type="application/json")
