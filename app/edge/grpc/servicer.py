@@ -194,7 +194,10 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         with service.begin(str(request.ByteSize()), context.time_remaining()) as call:
             async with call.timeout():
                 parsed = await call.parse(
-                    infer_request, request, call.version.image_shape, settings.max_images_per_request
+                    infer_request,
+                    request,
+                    call.version.image_shape,
+                    settings.max_images_per_request,
                 )
                 results = await (
                     call.classify_encoded(parsed.inputs)
