@@ -33,8 +33,9 @@ def version_dirs(model_dir: Path) -> dict[int, Path]:
 
 
 def is_versioned(model_dir: Path) -> bool:
-    """Whether ``model_dir`` is a folder of versions rather than one bundle."""
-    return not (model_dir / BUNDLE_FILE).is_file()
+    """Whether ``model_dir`` is a folder of versions rather than one bundle (a folder that does
+    not exist is left to the bundle loader, which says so)."""
+    return model_dir.is_dir() and not (model_dir / BUNDLE_FILE).is_file()
 
 
 def served_version(model_dir: Path) -> tuple[str, Path]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import DEMO_BUNDLE, ServerProcess, encode, known_image
+from tests.conftest import DEMO_BUNDLE, ServerProcess, encode, known_image, write_bundle
 from tests.waiting import wait_for
 
 CLIENTS = 32
@@ -41,6 +41,11 @@ def _publish(model_dir: Path, version: int, corrupt: bool = False) -> None:
     if corrupt:  # the weights no longer match the manifest's sha256
         weights = next(staging.glob("*.safetensors"))
         weights.write_bytes(weights.read_bytes()[:-64] + bytes(64))
+    staging.rename(model_dir / str(version))
+
+
+def _publish_relabelled(scratch: Path, model_dir: Path, version: int) -> None:
+    staging = write_bundle(scratch / "relabelled" / "demo", ["a", "b", "c"], input_size=32)
     staging.rename(model_dir / str(version))
 
 
@@ -103,6 +108,14 @@ def test_new_versions_go_live_under_load_and_broken_ones_are_refused(
                 "version 3 refused",
             )
             marks["refused"] = time.monotonic()
+            # a bundle of the same name whose labels change in number: refused too
+            await asyncio.to_thread(_publish_relabelled, tmp_path, model_dir, 4)
+            await asyncio.to_thread(
+                wait_for,
+                lambda: _counter(server, "resnet_serve_model_version_refusals_total") == 2,
+                60,
+                "version 4 refused",
+            )
             await asyncio.sleep(1)
             load.stop.set()
             await asyncio.gather(*clients)
@@ -114,7 +127,9 @@ def test_new_versions_go_live_under_load_and_broken_ones_are_refused(
     assert versions[0] == "1" and versions[-1] == "2" and set(versions) == {"1", "2"}
     assert _served_version(server) == "2"
     assert _counter(server, "resnet_serve_model_version_swaps_total") == 1
-    assert "refused version 3 of demo (still serving version 2)" in server.logs()
+    logs = server.logs()
+    assert "refused version 3 of demo (still serving version 2)" in logs
+    assert "refused version 4 of demo (still serving version 2): its 3 labels replace 8" in logs
     before = load.p99_ms(0, marks["swap"])
     during = load.p99_ms(marks["swap"], marks["swapped"])
     broken = load.p99_ms(marks["broken"], marks["refused"])

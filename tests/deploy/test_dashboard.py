@@ -129,6 +129,7 @@ def test_model_build_and_start_up_times_are_exported(demo_server: ServerProcess)
     health = demo_server.get("/health/ready").json()
     assert dict(model) == {
         "name": "demo",
+        "version": "1",  # a plain bundle is version 1
         "arch": "resnet18",
         "num_classes": "8",
         "device": health["device"],
