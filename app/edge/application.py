@@ -17,16 +17,16 @@ from starlette.middleware.cors import CORSMiddleware
 
 from app.edge.grpc.endpoint import GrpcEndpoint
 from app.edge.http_errors import install_error_handlers
-from app.edge.routes import explain, model_info, operations, page, predict, v2
+from app.edge.routes import explain, model_info, operations, page, predict, repository, v2
 from app.edge.routes.auth import inference_dependencies
 from app.edge.routes.dependencies import route_matcher
 from app.edge.routes.docs import install_docs
 from app.edge.routes.observer import RequestObserver
 from app.model.pillow_setup import harden_pillow
 from app.serving.builder import build_service
+from app.serving.repository import ModelRepository
 from app.serving.service import InferenceService
 from app.serving.versions import is_versioned
-from app.serving.watcher import VersionWatcher
 from app.settings import Settings
 
 logger = logging.getLogger("resnet_serve")
@@ -44,12 +44,12 @@ async def _warm_up(service: InferenceService) -> None:
     logger.info("ready: warmed up to batch size %d in %.1fs", batch, seconds)
 
 
-def _watch_versions(service: InferenceService) -> asyncio.Task[None] | None:
+def _poll_versions(repository: ModelRepository) -> asyncio.Task[None] | None:
     """Poll mode (``MODEL_POLL_S``) for a folder of versions: newer ones go live as they appear."""
-    settings = service.settings
+    settings = repository.service.settings
     if not settings.model_poll_s or not is_versioned(settings.model_dir):
         return None
-    return asyncio.create_task(VersionWatcher(service).run())
+    return asyncio.create_task(repository.run_polling())
 
 
 @asynccontextmanager
@@ -62,14 +62,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # A replica sharing the port (app.edge.replicas) must not take connections it would answer
         # with 503 while the ready replicas could serve them: uvicorn accepts only after this.
         await warm_up
-    watcher = _watch_versions(service)
+    polling = _poll_versions(app.state.repository)
     try:
         if grpc is not None:
             await grpc.start()
         yield
     finally:
-        if watcher is not None:
-            watcher.cancel()
+        if polling is not None:
+            polling.cancel()
         warm_up.cancel()
         if grpc is not None:
             service.state.mark_draining()  # gRPC calls still running finish within the drain
@@ -92,7 +92,8 @@ def create_app(service: InferenceService, warm_before_accepting: bool = False) -
     )
     app.state.service = service
     app.state.warm_before_accepting = warm_before_accepting
-    app.state.grpc = GrpcEndpoint(service) if settings.grpc_port else None
+    app.state.repository = ModelRepository(service)
+    app.state.grpc = GrpcEndpoint(service, app.state.repository) if settings.grpc_port else None
     install_error_handlers(app)
     keyed = inference_dependencies(settings)
     for router in INFERENCE_ROUTERS:
@@ -102,6 +103,7 @@ def create_app(service: InferenceService, warm_before_accepting: bool = False) -
         [route for router in INFERENCE_ROUTERS for route in router.routes]
     )
     app.include_router(v2.router)
+    app.include_router(repository.router, dependencies=keyed)  # operators' and CI's, keyed
     app.include_router(operations.router)
     app.include_router(model_info.router)
     app.include_router(page.router)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SkipValidation, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, RootModel, SkipValidation, StrictInt
 
 # A 40 x 40 WEBP of a demo star, which the demo model answers "star" (0.999997): the request
 # example works as it is in /docs' "Try it out".
@@ -47,6 +47,7 @@ class ServerMetadata(BaseModel):
                         "binary_tensor_data",
                         "model_configuration",
                         "statistics",
+                        "model_repository",
                     ],
                 }
             ]
@@ -165,6 +166,42 @@ class ModelReadyResponse(BaseModel):
 
     name: str
     ready: bool
+
+
+class RepositoryIndexRequest(BaseModel):
+    """Triton's repository extension: ``ready`` true lists only the versions that serve."""
+
+    ready: bool | None = None
+
+
+class RepositoryModel(BaseModel):
+    """One version in the repository index."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"name": "demo", "version": "2", "state": "READY", "reason": ""}]
+        }
+    )
+
+    name: str
+    version: str
+    state: Literal["READY", "UNAVAILABLE"]
+    reason: str = Field("", description="Why it does not serve: unloaded, refused (and why), ...")
+
+
+class RepositoryIndex(RootModel[list[RepositoryModel]]):
+    """Every version of the model, as Triton's repository index lists them."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                [
+                    {"name": "demo", "version": "1", "state": "UNAVAILABLE", "reason": "older"},
+                    {"name": "demo", "version": "2", "state": "READY", "reason": ""},
+                ]
+            ]
+        }
+    )
 
 
 class StatisticDuration(BaseModel):

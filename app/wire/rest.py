@@ -142,7 +142,10 @@ class HealthResponse(BaseModel):
         },
     )
 
-    status: str = Field(description="starting, ready, draining, failed or stuck.")
+    status: str = Field(
+        description="starting, ready, unloaded (through the repository API), draining, failed "
+        "or stuck."
+    )
     reason: str = ""
     model: str | None = None
     arch: str | None = None

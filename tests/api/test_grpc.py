@@ -66,6 +66,7 @@ def test_health_metadata_and_config_match_the_http_answers(
         "binary_tensor_data",
         "model_configuration",
         "statistics",
+        "model_repository",
     ]
     http = httpx.get(demo_server.url + f"/v2/models/{NAME}").json()
     metadata = client.get_model_metadata(NAME, as_json=True)

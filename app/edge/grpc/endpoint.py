@@ -18,6 +18,7 @@ from tritonclient.grpc import service_pb2_grpc
 
 from app.edge.api_keys import KeyRing, load_api_keys
 from app.edge.grpc.servicer import HealthServicer, InferenceServicer
+from app.serving.repository import ModelRepository
 from app.serving.service import InferenceService
 
 logger = logging.getLogger("resnet_serve")
@@ -33,12 +34,12 @@ class GrpcPortError(RuntimeError):
 class GrpcEndpoint:
     """The gRPC server for ``service``: ``start`` binds ``grpc_port``, ``stop`` drains it."""
 
-    def __init__(self, service: InferenceService) -> None:
+    def __init__(self, service: InferenceService, repository: ModelRepository) -> None:
         settings = service.settings
         self.service = service
         self.address = f"{settings.host}:{settings.grpc_port}"
         keys = load_api_keys(settings)
-        self.servicer = InferenceServicer(service, KeyRing(keys) if keys else None)
+        self.servicer = InferenceServicer(service, repository, KeyRing(keys) if keys else None)
         self.health = HealthServicer(service)
         self.server: grpc.aio.Server | None = None
         self._refresher: asyncio.Task[None] | None = None

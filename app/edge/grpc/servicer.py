@@ -3,7 +3,8 @@
 Each method is the gRPC twin of a /v2 route: the same objects from ``app.edge.open_inference``, the
 same ``InferenceService`` call for inference, and failures mapped once (``app.edge.http_errors``'s
 ``as_api_error``) from the HTTP status to the gRPC code. What Triton has and this server does not
-(model repository, shared memory, tracing, logging, streaming) answers ``UNIMPLEMENTED``.
+(shared memory, tracing, logging, streaming) answers ``UNIMPLEMENTED``; the repository methods
+answer from ``app.serving.repository``, behind the API keys.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from app.edge.grpc.messages import as_message, infer_request, infer_response
 from app.edge.http_errors import ApiError, as_api_error
 from app.edge.logs import log_access
 from app.edge.open_inference import model
+from app.serving.repository import ModelRepository
 from app.serving.service import InferenceService
 
 SERVICE_NAME = "inference.GRPCInferenceService"
@@ -67,8 +69,11 @@ def _bearer_token(context: grpc.aio.ServicerContext) -> str | None:
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     """The KServe v2 / Triton gRPC methods, each answering from ``service``."""
 
-    def __init__(self, service: InferenceService, keys: KeyRing | None) -> None:
+    def __init__(
+        self, service: InferenceService, repository: ModelRepository, keys: KeyRing | None
+    ) -> None:
         self.service = service
+        self.repository = repository
         self.keys = keys
 
     async def _answer(
@@ -172,6 +177,32 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             return await self._answer("ModelInfer", context, infer)
         finally:
             state.requests_in_flight -= 1
+
+    async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def index() -> Any:
+            self._authorize(context)
+            entries = self.repository.index(ready_only=request.ready)
+            return service_pb2.RepositoryIndexResponse(
+                models=[service_pb2.RepositoryIndexResponse.ModelIndex(**vars(e)) for e in entries]
+            )
+
+        return await self._answer("RepositoryIndex", context, index)
+
+    async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def load() -> Any:
+            self._authorize(context)
+            await self.repository.load(request.model_name)
+            return service_pb2.RepositoryModelLoadResponse()
+
+        return await self._answer("RepositoryModelLoad", context, load)
+
+    async def RepositoryModelUnload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def unload() -> Any:
+            self._authorize(context)
+            self.repository.unload(request.model_name)
+            return service_pb2.RepositoryModelUnloadResponse()
+
+        return await self._answer("RepositoryModelUnload", context, unload)
 
     def _authorize(self, context: grpc.aio.ServicerContext) -> None:
         if self.keys is None:

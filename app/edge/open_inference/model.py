@@ -40,7 +40,13 @@ from app.wire.open_inference import (
 
 SERVER_NAME = "resnet-serve"
 PLATFORM = "pytorch"
-EXTENSIONS = ["classification", "binary_tensor_data", "model_configuration", "statistics"]
+EXTENSIONS = [
+    "classification",
+    "binary_tensor_data",
+    "model_configuration",
+    "statistics",
+    "model_repository",
+]
 
 
 def served_model(service: InferenceService, name: str, version: str | None) -> None:

@@ -58,7 +58,7 @@ ERROR_EXAMPLES = {
 }
 
 
-def _v2_errors(*statuses: int) -> dict[int | str, dict]:
+def v2_errors(*statuses: int) -> dict[int | str, dict]:
     """OpenAPI responses in the protocol's error shape, with an example for each status.
 
     Each route lists 422 so that FastAPI does not add its ``HTTPValidationError``, a shape /v2
@@ -73,8 +73,8 @@ def _v2_errors(*statuses: int) -> dict[int | str, dict]:
     }
 
 
-MODEL_ERRORS = _v2_errors(404, 422, 503)
-INFER_ERRORS = _v2_errors(400, 401, 404, 408, 413, 422, 503, 504)
+MODEL_ERRORS = v2_errors(404, 422, 503)
+INFER_ERRORS = v2_errors(400, 401, 404, 408, 413, 422, 503, 504)
 BINARY = {"schema": {"type": "string", "format": "binary"}}
 # The route reads its body itself (app.edge.open_inference.codec), so FastAPI can neither infer nor check its schema.
 INFER_OPENAPI: dict[str, Any] = {
