@@ -117,6 +117,7 @@ class InferenceService:
     metrics: ServiceMetrics
     current: ServedVersion
     _explainer: asyncio.Future[Explainer] | None = field(default=None, repr=False)
+    _retiring: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
 
     # What the version now served says; a request reads its own version's (``InferenceCall``).
     @property
@@ -137,10 +138,13 @@ class InferenceService:
 
     async def swap_in(self, newer: ServedVersion) -> None:
         """Serve ``newer`` (loaded and warm) from now on; the version it replaces finishes the
-        requests admitted on it, then stops. The explainer, made from the old model, is dropped."""
+        requests admitted on it, then stops, in the background. The explainer, made from the old
+        model, is dropped."""
         older, self.current = self.current, newer
+        retiring = asyncio.create_task(older.retire(self.settings.drain_timeout_s))
+        self._retiring.add(retiring)
+        retiring.add_done_callback(self._retiring.discard)
         await self._close_explainer()
-        await older.retire(self.settings.drain_timeout_s)
 
     def check_ready(self) -> None:
         """``NotReadyError`` (``DrainingError``) while warming up, draining or failed."""
@@ -184,6 +188,7 @@ class InferenceService:
         released."""
         self.state.mark_draining()
         await self.pipeline.stop(self.state.drain_left_s)
+        await asyncio.gather(*self._retiring)  # versions swapped out, still finishing
         await self._close_explainer()
 
     async def _close_explainer(self) -> None:
