@@ -78,10 +78,10 @@ class Settings(BaseSettings):
         le=1,
         description="Answer abstained: true below this top score; unset: the bundle's, 0: never.",
     )
-    abstain_labels: str = Field(
-        "",
+    abstain_labels: str | None = Field(
+        None,
         description="Comma-separated labels answered abstained: true whatever their score "
-        "(a trained background or clutter class); empty: none.",
+        "(a trained background or clutter class); unset: the bundle's, empty: none.",
     )
     max_batch_size: int = Field(32, ge=1, le=1024, description="Most images in one forward pass.")
     max_batch_delay_ms: float = Field(
@@ -177,7 +177,10 @@ class Settings(BaseSettings):
     )
 
     @property
-    def abstain_label_names(self) -> frozenset[str]:
+    def abstain_label_names(self) -> frozenset[str] | None:
+        """The labels set by ``abstain_labels``; None when it is unset (the bundle's apply)."""
+        if self.abstain_labels is None:
+            return None
         return frozenset(name.strip() for name in self.abstain_labels.split(",") if name.strip())
 
     @field_validator("device")

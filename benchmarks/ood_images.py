@@ -2,10 +2,14 @@
 
     python -m benchmarks.ood_images OUT [--per-kind 40] [--seed 0]
 
-Writes OUT/<kind>/<kind>_NNN.jpg for three kinds the demo model never saw, with no network:
-``photo`` (random crops of the photograph matplotlib ships as sample data), ``noise`` (uniform RGB
-noise) and ``gradient`` (smooth two-colour ramps, the demo images' background with no shape on it).
-The shapes the demo model never saw come from ``resnet-serve demo-data --classes new``.
+Writes OUT/<kind>/<kind>_NNN.jpg for four kinds of image with none of the demo shapes, with no
+network: ``photo`` (random crops of the photograph matplotlib ships as sample data), ``noise``
+(uniform RGB noise), ``gradient`` (smooth two-colour ramps, the demo images' background with no
+shape on it) and ``texture`` (photo-like: a field with a natural image's 1/f^2 power spectrum,
+coloured through a random three-colour palette, like clouds, rock or foliage out of focus). The
+demo bundle's ``clutter`` class was trained on gradients, noise and 1/f textures drawn by
+``demo-data`` (other code, other seeds, a different colouring); these test them. The shapes the
+demo model never saw come from ``resnet-serve demo-data --classes new``.
 """
 
 from __future__ import annotations
@@ -40,6 +44,19 @@ def _gradient(rng: np.random.Generator) -> Image.Image:
     return Image.fromarray((start + t[..., None] * (end - start)).astype(np.uint8))
 
 
+def _texture(rng: np.random.Generator) -> Image.Image:
+    fy, fx = np.fft.fftfreq(224)[:, None], np.fft.rfftfreq(224)[None, :]
+    f = np.hypot(fx, fy)
+    f[0, 0] = 1.0
+    spectrum = rng.standard_normal(f.shape) + 1j * rng.standard_normal(f.shape)
+    field = np.fft.irfft2(spectrum / f ** rng.uniform(0.9, 1.2), s=(224, 224))
+    field = (field - field.min()) / np.ptp(field)
+    palette = rng.uniform(0, 255, (3, 3))
+    pixels = np.stack([np.interp(field, [0, 0.5, 1], palette[:, c]) for c in range(3)], -1)
+    pixels += rng.normal(0, rng.uniform(0, 6), pixels.shape)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
 def write_ood_images(out: Path, per_kind: int, seed: int) -> int:
     """Write ``per_kind`` images of each kind; returns how many were written."""
     with cbook.get_sample_data(PHOTO) as handle:
@@ -49,6 +66,7 @@ def write_ood_images(out: Path, per_kind: int, seed: int) -> int:
         "photo": lambda: _photo_crop(photo, rng),
         "noise": lambda: _noise(rng),
         "gradient": lambda: _gradient(rng),
+        "texture": lambda: _texture(rng),
     }
     for kind, draw in kinds.items():
         folder = out / kind

@@ -2,10 +2,10 @@
 
 The service ``serve`` runs, built the same way (``build_service``), without HTTP: one call per
 image, as the client sends one request per image, so the batcher merges them and one bad file fails
-only its own line. It abstains below the bundle's threshold, as a server with no
-``ABSTAIN_THRESHOLD`` setting does, and answers as the client's ``Outcome`` objects so that the
-command prints and writes them exactly as it does a server's answers. Imported only when
-``--bundle`` is given: it loads torch.
+only its own line. It abstains below the bundle's threshold and on the bundle's abstain labels, as
+a server with no ``ABSTAIN_THRESHOLD`` or ``ABSTAIN_LABELS`` setting does, and answers as the
+client's ``Outcome`` objects so that the command prints and writes them exactly as it does a
+server's answers. Imported only when ``--bundle`` is given: it loads torch.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def classify_files(
         workers=1,
         max_batch_size=batch,
         abstain_threshold=None,
-        abstain_labels="",
+        abstain_labels=None,
         max_images_per_request=1,
         max_queue_size=in_service,
         max_requests_in_flight=in_service,

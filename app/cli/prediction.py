@@ -86,11 +86,21 @@ async def classify_all(
     return [task.result() for task in tasks]
 
 
+NONE_OF_THESE = "none of these"
+
+
 def format_table(outcomes: Sequence[Outcome]) -> str:
-    """One line per image: path, top label, its score, then the other top-k labels and scores."""
+    """One line per image: path, top label, its score, then the other top-k labels and scores.
+
+    An abstained answer (unsure, or a "none of these" class) reads ``none of these`` where the top
+    label goes, its scores after it and ``(abstained)`` at the end.
+    """
     path_width = max(len(str(outcome.path)) for outcome in outcomes)
     label_width = max(
-        [len(o.result.top.label) for o in outcomes if o.result] + [len("error")], default=0
+        [len(o.result.top.label) for o in outcomes if o.result]
+        + [len(NONE_OF_THESE) for o in outcomes if o.result and o.result.abstained]
+        + [len("error")],
+        default=0,
     )
     lines = []
     for outcome in outcomes:
@@ -100,8 +110,11 @@ def format_table(outcomes: Sequence[Outcome]) -> str:
             continue
         top, *others = outcome.result.predictions
         rest = "".join(f"  {p.label} {p.score:.3f}" for p in others)
-        unsure = "  (abstained)" if outcome.result.abstained else ""
-        lines.append(f"{path}  {top.label.ljust(label_width)}  {top.score:.3f}{rest}{unsure}")
+        if outcome.result.abstained:
+            scores = f"{top.label} {top.score:.3f}{rest}"
+            lines.append(f"{path}  {NONE_OF_THESE.ljust(label_width)}  {scores}  (abstained)")
+        else:
+            lines.append(f"{path}  {top.label.ljust(label_width)}  {top.score:.3f}{rest}")
     return "\n".join(lines)
 
 

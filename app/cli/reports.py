@@ -66,7 +66,7 @@ def print_evaluate(result: BundleEvaluation, as_json: bool) -> None:
         print(f"  AUROC in-class vs OOD, max softmax probability: {ood.msp_auroc:.4f}")
         print(f"  AUROC in-class vs OOD, energy score: {ood.energy_auroc:.4f}")
         print(
-            f"  abstain rate at threshold {ood.threshold:.4f}: "
+            f"  abstain rate (top score below {ood.threshold:.4f} or an abstain label): "
             f"{100 * ood.abstain_rate_ood:.1f}% of OOD, "
             f"{100 * ood.abstain_rate_in_class:.1f}% of in-class"
         )

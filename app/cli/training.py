@@ -180,9 +180,20 @@ def _finetune_options(parser: argparse.ArgumentParser) -> None:
         help="bundle storage precision (default: %(default)s)",
     )
     add("--no-progress", dest="progress", action="store_false", help="no per-batch progress bar")
+    add(
+        "--abstain-labels",
+        type=_label_list,
+        metavar="LABEL[,LABEL...]",
+        help="classes that mean 'none of these' (e.g. clutter): the bundle records them, and "
+        "serving answers them abstained unless RESNET_SERVE_ABSTAIN_LABELS says otherwise",
+    )
     # FinetuneConfig's own defaults, so the CLI and the library cannot drift apart; DATA and --out
     # are required, so their placeholders here are never used.
     parser.set_defaults(**vars(FinetuneConfig(data=Path(), out=Path("out"))), handler=_finetune)
+
+
+def _label_list(value: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in value.split(",") if name.strip())
 
 
 @library_command
@@ -306,7 +317,7 @@ def _demo_data_options(parser: argparse.ArgumentParser) -> None:
         default=CLASS_SETS["demo"],
         help="comma-separated class names or sets: 'demo' (the demo model's 8 shapes, the "
         f"default), 'new' (6 shapes it never saw: {', '.join(CLASS_SETS['new'])}), 'clutter' "
-        "(no shape: backgrounds and strokes)",
+        "(no shape: backgrounds with a few strokes, gradients, noise, photo-like textures)",
     )
     parser.set_defaults(handler=_demo_data)
 

@@ -90,6 +90,10 @@ class BundleManifest(BaseModel):
     provenance: Provenance = Field(default_factory=Provenance)
     # Optional: bundles without it serve plain softmax scores (temperature 1) and never abstain.
     calibration: Calibration | None = None
+    # Labels that mean "none of these" (a trained clutter class): an answer whose top class is one
+    # of them abstains whatever its score, unless RESNET_SERVE_ABSTAIN_LABELS says otherwise.
+    # Empty for bundles written before it, which keep serving as they did.
+    abstain_labels: list[str] = Field(default_factory=list)
 
     @field_validator("weights_sha256")
     @classmethod
@@ -107,6 +111,11 @@ class BundleManifest(BaseModel):
             )
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("labels must be unique")
+        unknown = sorted(set(self.abstain_labels) - set(self.labels))
+        if unknown:
+            raise ValueError(f"abstain_labels {unknown} are not among the labels")
+        if len(set(self.abstain_labels)) == len(self.labels):
+            raise ValueError("abstain_labels must leave at least one label that answers")
         return self
 
     @property

@@ -47,7 +47,7 @@ def load_runner(settings: Settings) -> ModelRunner:
 
 def check_abstain_labels(settings: Settings, labels: list[str]) -> None:
     """A misspelt ``abstain_labels`` entry would silently never match: refuse it instead."""
-    unknown = sorted(settings.abstain_label_names - set(labels))
+    unknown = sorted((settings.abstain_label_names or frozenset()) - set(labels))
     if unknown:
         raise BundleError(
             f"{settings.model_dir}: abstain_labels names {', '.join(unknown)}, not among the "

@@ -95,8 +95,11 @@ class ServedVersion:
             if self.settings.abstain_threshold is not None
             else manifest.abstain_threshold
         )
-        # Class indices answered abstained whatever their score (``abstain_labels``).
+        # Labels answered abstained whatever their score: the setting, else the bundle's.
         names = self.settings.abstain_label_names
+        if names is None:
+            names = frozenset(manifest.abstain_labels)
+        self.abstain_labels: tuple[str, ...] = tuple(sorted(names))
         self.abstain_indices = frozenset(i for i, x in enumerate(manifest.labels) if x in names)
 
     async def retire(self, timeout_s: float) -> None:

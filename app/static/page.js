@@ -180,19 +180,24 @@ function showPrediction(card, file, answer) {
   card.querySelector(".state").replaceWith(list);
   const body = card.querySelector(".result-body");
   // An abstained answer (top score below the threshold, or a "none of these" class) is not to be
-  // acted on: say so above the bars, in words.
-  const unsure = result.abstained
-    ? "Unsure: the model abstains on this image; it may show none of its classes."
-    : "";
-  if (unsure) {
-    body.insertBefore(element("p", "abstained", unsure), list);
+  // acted on: say so above the bars, in words; the scores stay below it.
+  if (result.abstained) {
+    const verdict = element("p", "abstained");
+    verdict.append(
+      element("strong", "", "None of these"),
+      ": the image shows none of the model's classes, or the model is unsure. Its scores:",
+    );
+    body.insertBefore(verdict, list);
   }
   body.append(timing, explain);
   const top = result.predictions[0];
   if (top) {
-    const verdict = unsure ? " Unsure." : "";
+    const timed = `in ${formatMs(answer.total_ms)}`;
+    const scored = `${top.label}, ${(top.score * 100).toFixed(1)}%`;
     announce(
-      `${file.name}: ${top.label}, ${(top.score * 100).toFixed(1)}%, in ${formatMs(answer.total_ms)}.${verdict}`,
+      result.abstained
+        ? `${file.name}: none of these (top score ${scored}), ${timed}.`
+        : `${file.name}: ${scored}, ${timed}.`,
     );
   }
 }

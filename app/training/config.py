@@ -64,6 +64,8 @@ class FinetuneConfig:
     resume: Path | None = None
     weights_dtype: WeightsDtype = "fp32"
     progress: bool = True
+    # Classes that mean "none of these" (a clutter class): the bundle's answers of them abstain.
+    abstain_labels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         checks = [

@@ -32,8 +32,9 @@ CLASSES: tuple[str, ...] = (
 )
 # Shapes the demo model never saw: a new small task for showing what fine-tuning from it buys.
 NEW_CLASSES: tuple[str, ...] = ("pentagon", "hexagon", "crescent", "arrow", "heart", "diamond")
-# No shape at all: the backgrounds alone, some with a few thin strokes. A model trained with it has
-# a class to answer for images of none of its shapes (docs/finetuning.md measures what it buys).
+# No shape at all: a model trained with it has a class to answer for images of none of its shapes
+# (docs/finetuning.md measures what it buys). A quarter each: the shapes' backgrounds alone (some
+# with a few thin strokes), two-colour gradients, noise, and photo-like 1/f textures.
 CLUTTER = "clutter"
 ALL_CLASSES = (*CLASSES, *NEW_CLASSES, CLUTTER)
 # What ``demo-data --classes`` accepts besides a comma-separated list of class names.
@@ -249,6 +250,11 @@ def render_image(
     width, height = _random_size(rng) if size is None else size
     if min(width, height) < 32:
         raise ValueError(f"Image size {width}x{height} is too small; both sides must be >= 32.")
+    if class_name == CLUTTER:
+        kind = int(rng.integers(0, 1 + len(_CLUTTER_KINDS)))
+        if kind < len(_CLUTTER_KINDS):
+            pixels = _CLUTTER_KINDS[kind](rng, width, height)
+            return _finish(pixels, rng)
     side = min(width, height)
     alpha = np.zeros((height, width, 1), dtype=np.float32)
     top, left = (height - side) // 2, (width - side) // 2
@@ -261,9 +267,72 @@ def render_image(
     t = ((along - along.min()) / max(float(np.ptp(along)), 1.0)).astype(np.float32)
     background = start + t[..., None] * (end - start)
 
-    pixels = background + alpha * (fg - background)
-    pixels += rng.standard_normal(pixels.shape, dtype=np.float32) * np.float32(rng.uniform(0, 8))
+    return _finish(background + alpha * (fg - background), rng)
+
+
+def _finish(pixels: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """Add a little sensor noise and round to an 8-bit RGB image."""
+    pixels = pixels + rng.standard_normal(pixels.shape, dtype=np.float32) * np.float32(
+        rng.uniform(0, 8)
+    )
     return Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8))
+
+
+def _ramp(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """A float32 (height, width) field in [0, 1]: linear at a random angle, or radial."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    if rng.random() < 0.5:
+        theta = rng.uniform(0, 2 * math.pi)
+        field = xs * math.cos(theta) + ys * math.sin(theta)
+    else:
+        cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+        field = np.hypot(xs - cx, ys - cy)
+    return (field - field.min()) / max(float(np.ptp(field)), 1.0)
+
+
+def _gradient_clutter(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """Two colours of any contrast blended along a linear or radial ramp, sometimes a curved one."""
+    start, end = rng.uniform(0, 255, size=(2, 3)).astype(np.float32)
+    t = _ramp(rng, width, height) ** np.float32(rng.uniform(0.5, 2.0))
+    return start + t[..., None] * (end - start)
+
+
+def _noise_clutter(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """Uniform or Gaussian RGB noise, per pixel or in smooth blobs of up to 1/8 of the image."""
+    cell = int(rng.choice([1, 1, 2, 4, 8, 16, 32]))
+    small = (max(1, height // cell), max(1, width // cell), 3)
+    if rng.random() < 0.5:
+        noise = rng.uniform(0, 255, size=small)
+    else:
+        noise = rng.uniform(40, 215, size=3) + rng.normal(0, rng.uniform(15, 80), size=small)
+    image = Image.fromarray(np.clip(noise, 0, 255).astype(np.uint8))
+    return np.asarray(image.resize((width, height), Image.Resampling.BICUBIC), dtype=np.float32)
+
+
+def _texture_clutter(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """Photo-like texture: noise whose power falls as 1/f^beta (natural images have beta near 2).
+
+    One luminance field and two weaker colour fields, each with its own beta, so the result has the
+    soft edges, blobs and grain of a blurred photograph but no shape of any class.
+    """
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = np.fft.rfftfreq(width)[None, :]
+    f = np.hypot(fx, fy)
+    f[0, 0] = 1.0
+    fields = []
+    for _ in range(3):
+        spectrum = rng.standard_normal(f.shape) + 1j * rng.standard_normal(f.shape)
+        field = np.fft.irfft2(spectrum / f ** (rng.uniform(1.5, 3.0) / 2), s=(height, width))
+        fields.append((field - field.mean()) / max(float(field.std()), 1e-6))
+    base = rng.uniform(40, 215, size=3)
+    luma = fields[0][..., None] * rng.uniform(15, 60)
+    chroma = np.stack(fields[1:], axis=-1) @ rng.uniform(-1, 1, size=(2, 3)) * rng.uniform(0, 25)
+    return (base + luma + chroma).astype(np.float32)
+
+
+_ClutterKind = Callable[[np.random.Generator, int, int], np.ndarray]
+# Besides these, one clutter image in four is a shape's background with a few strokes (_clutter).
+_CLUTTER_KINDS: tuple[_ClutterKind, ...] = (_gradient_clutter, _noise_clutter, _texture_clutter)
 
 
 def generate_dataset(

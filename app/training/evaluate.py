@@ -85,7 +85,9 @@ class OodReport:
     """How well the served scores tell in-class images from images of none of the classes.
 
     AUROCs treat in-class as positive: of max softmax probability (higher for in-class) and of the
-    negated energy score. Abstain rates are at the bundle's stored threshold (0 when it has none).
+    negated energy score. With ``abstain_labels`` (a "none of these" class) both look at the other
+    labels only: the top score among them, the energy of their logits. An image abstains as served:
+    its top score is below the bundle's threshold (0 when it has none) or its top label abstains.
     """
 
     folder: Path
@@ -162,18 +164,26 @@ def _ood_report(
     paths = scan_unlabelled_folder(folder)
     # Label 0 is a placeholder: only the logits of these images are used.
     ood = _evaluate_samples(loaded, [(path, 0) for path in paths], batch_size, workers)
-    msp_in = torch.softmax(in_class.logits / temperature, dim=1).max(dim=1).values
-    msp_ood = torch.softmax(ood.logits / temperature, dim=1).max(dim=1).values
+    rejected = torch.tensor([label in manifest.abstain_labels for label in manifest.labels])
+
+    def scores(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Top score among the answering labels, their negated energy, and whether served abstains."""
+        probabilities = torch.softmax(logits / temperature, dim=1)
+        top, index = probabilities.max(dim=1)
+        answering = probabilities[:, ~rejected].max(dim=1).values
+        energy = energy_score(logits[:, ~rejected], temperature)
+        return answering, -energy, (top < threshold) | rejected[index]
+
+    msp_in, energy_in, abstained_in = scores(in_class.logits)
+    msp_ood, energy_ood, abstained_ood = scores(ood.logits)
     return OodReport(
         folder=folder,
         images=len(paths),
         msp_auroc=auroc(msp_in, msp_ood),
-        energy_auroc=auroc(
-            -energy_score(in_class.logits, temperature), -energy_score(ood.logits, temperature)
-        ),
+        energy_auroc=auroc(energy_in, energy_ood),
         threshold=threshold,
-        abstain_rate_ood=float((msp_ood < threshold).float().mean()),
-        abstain_rate_in_class=float((msp_in < threshold).float().mean()),
+        abstain_rate_ood=float(abstained_ood.float().mean()),
+        abstain_rate_in_class=float(abstained_in.float().mean()),
     )
 
 

@@ -86,6 +86,14 @@ def _load_splits(config: FinetuneConfig) -> _Splits:
         len(train_samples),
         len(val_samples),
     )
+    unknown = sorted(set(config.abstain_labels) - set(train.classes))
+    if unknown:
+        raise ValueError(
+            f"abstain labels {', '.join(unknown)} are not classes of {config.data} "
+            f"({', '.join(train.classes)})"
+        )
+    if set(config.abstain_labels) >= set(train.classes):
+        raise ValueError("abstain labels must leave at least one class that answers")
     return _Splits(list(train.classes), train_samples, val_samples)
 
 
@@ -386,5 +394,6 @@ def _write_bundle(
         preprocessing=spec,
         provenance=provenance,
         calibration=calibration,
+        abstain_labels=sorted(set(config.abstain_labels)),
     )
     return save_bundle(config.out, model, manifest, DTYPES[config.weights_dtype])

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, SkipValidation, StrictInt
 
-# A 40 x 40 WEBP of a demo star, which the demo model answers "star" (0.999997): the request
+# A 40 x 40 WEBP of a demo star, which the demo model answers "star" (0.995926): the request
 # example works as it is in /docs' "Try it out".
 STAR_WEBP = (
     "UklGRtQAAABXRUJQVlA4IMgAAACQBQCdASooACgAPtFcp02oJSOiLjgIAQAaCWQAwOgTwEG5Zeqo2or6"
@@ -399,7 +399,11 @@ class V2InferResponse(BaseModel):
                             "name": "PROBABILITIES",
                             "datatype": "BYTES",
                             "shape": [1, 3],
-                            "data": ["0.999997:5:star", "0.000002:2:cross", "0.000001:7:triangle"],
+                            "data": [
+                                "0.995926:6:star",
+                                "0.002751:2:clutter",
+                                "0.000391:0:checkerboard",
+                            ],
                         },
                         {"name": "ABSTAINED", "datatype": "BOOL", "shape": [1, 1], "data": [False]},
                     ],

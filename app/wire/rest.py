@@ -60,9 +60,9 @@ class PredictResponse(BaseModel):
                     "results": [
                         {
                             "predictions": [
-                                {"label": "star", "index": 5, "score": 0.9999976},
-                                {"label": "cross", "index": 2, "score": 0.0000018},
-                                {"label": "triangle", "index": 7, "score": 0.0000005},
+                                {"label": "star", "index": 6, "score": 0.9959258},
+                                {"label": "clutter", "index": 2, "score": 0.0027505},
+                                {"label": "checkerboard", "index": 0, "score": 0.0003911},
                             ],
                             "batch_size": 4,
                             "queue_ms": 1.204,
@@ -220,10 +220,11 @@ class ModelInfo(BaseModel):
                 {
                     "name": "demo",
                     "arch": "resnet18",
-                    "num_classes": 8,
+                    "num_classes": 9,
                     "labels": [
                         "checkerboard",
                         "circle",
+                        "clutter",
                         "cross",
                         "ring",
                         "square",
@@ -239,18 +240,18 @@ class ModelInfo(BaseModel):
                         "mean": [0.485, 0.456, 0.406],
                         "std": [0.229, 0.224, 0.225],
                     },
-                    "weights_sha256": "9d65ebc7600c973ce16e628fd84f1ef0"
-                    "d53bc15a60bf615eb117ecd4d4e3a6aa",
+                    "weights_sha256": "7bb0cf7922c6ce7725c76b86bd800da4"
+                    "a302e94a8ebfcab3db5e314bd8e24467",
                     "provenance": {
-                        "pretrained": "none",
+                        "pretrained": "bundle: runs/demo-base (demo)",
                         "dataset": "runs/demo-data",
-                        "epochs": 30,
-                        "best_epoch": 28,
-                        "metrics": {"val_accuracy": 0.9975, "val_loss": 0.1012},
+                        "epochs": 10,
+                        "best_epoch": 9,
+                        "metrics": {"val_accuracy": 0.9911, "val_loss": 0.1061},
                     },
-                    "temperature": 0.2515,
-                    "abstain_threshold": 0.99993,
-                    "abstain_labels": [],
+                    "temperature": 0.4717,
+                    "abstain_threshold": 0.98306,
+                    "abstain_labels": ["clutter"],
                 }
             ]
         },
@@ -290,8 +291,8 @@ class ExplainResponse(BaseModel):
             "examples": [
                 {
                     "label": "star",
-                    "index": 5,
-                    "score": 0.9999976,
+                    "index": 6,
+                    "score": 0.9959258,
                     "width": 112,
                     "height": 112,
                     # Two of the 112 rows, four of their 112 values each: a real map is 112 x 112.

@@ -111,7 +111,7 @@ def test_too_many_images_is_413(demo_server: ServerProcess) -> None:
     _assert_error(_post(demo_server, files=files), 413, "too_many_images")
 
 
-@pytest.mark.parametrize("top_k", ["0", "9", "-1", "five"])
+@pytest.mark.parametrize("top_k", ["0", "10", "-1", "five"])  # the demo has 9 classes
 def test_bad_top_k_is_422(demo_server: ServerProcess, top_k: str) -> None:
     response = _post(
         demo_server, params={"top_k": top_k}, content=JPEG, headers={"Content-Type": "image/jpeg"}

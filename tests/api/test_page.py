@@ -108,7 +108,7 @@ def test_model_describes_the_served_bundle(demo_server: ServerProcess) -> None:
     assert body["name"] == "demo"
     assert body["arch"] == manifest["arch"]
     assert body["labels"] == manifest["labels"]  # in output order: index i is labels[i]
-    assert body["num_classes"] == len(manifest["labels"]) == 8
+    assert body["num_classes"] == len(manifest["labels"]) == 9
     assert body["input_size"] == manifest["preprocessing"]["input_size"] == 112
     assert body["preprocessing"] == manifest["preprocessing"]
     assert body["weights_sha256"] == manifest["weights_sha256"]
@@ -118,7 +118,7 @@ def test_model_describes_the_served_bundle(demo_server: ServerProcess) -> None:
         body["temperature"] == manifest["calibration"]["temperature"]
     )  # the demo ships calibrated
     assert body["abstain_threshold"] == manifest["calibration"]["abstain_threshold"]
-    assert body["abstain_labels"] == []
+    assert body["abstain_labels"] == manifest["abstain_labels"] == ["clutter"]
     assert "/model" in demo_server.get("/openapi.json").json()["paths"]
 
 

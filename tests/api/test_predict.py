@@ -61,15 +61,15 @@ def test_predictions_are_sorted_probabilities_with_top_k_entries(
     demo_server: ServerProcess,
 ) -> None:
     response = httpx.post(
-        demo_server.url + "/predict?top_k=8",
+        demo_server.url + "/predict?top_k=9",
         files={"file": ("x.jpg", encode(known_image("ring", 2)), "image/jpeg")},
     )
     result = response.json()["results"][0]
     scores = [p["score"] for p in result["predictions"]]
-    assert len(scores) == 8
+    assert len(scores) == 9  # the 8 shapes and clutter
     assert scores == sorted(scores, reverse=True)
     assert math.isclose(sum(scores), 1.0, abs_tol=1e-4)
-    assert sorted(p["index"] for p in result["predictions"]) == list(range(8))
+    assert sorted(p["index"] for p in result["predictions"]) == list(range(9))
     assert result["batch_size"] >= 1
     assert result["queue_ms"] >= 0 and result["inference_ms"] > 0
 
@@ -203,12 +203,16 @@ def test_json_logs_have_one_line_per_request_with_its_id(start_server) -> None:
     assert access[0]["latency_ms"] > 0
 
 
-def test_the_quick_start_example_image_is_a_star(demo_server: ServerProcess) -> None:
+def test_the_quick_start_examples_are_a_star_and_none_of_these(demo_server: ServerProcess) -> None:
     readme = (REPO / "README.md").read_text()
-    assert "curl -F file=@examples/star.jpg localhost:8000/predict" in readme
-    with (REPO / "examples" / "star.jpg").open("rb") as image:
-        response = httpx.post(demo_server.url + "/predict", files={"file": image}, timeout=30)
-    assert response.json()["results"][0]["predictions"][0]["label"] == "star"
+    answers = {}
+    for name in ("star", "gradient"):
+        assert f"curl -F file=@examples/{name}.jpg localhost:8000/predict" in readme
+        with (REPO / "examples" / f"{name}.jpg").open("rb") as image:
+            response = httpx.post(demo_server.url + "/predict", files={"file": image}, timeout=30)
+        result = response.json()["results"][0]
+        answers[name] = (result["predictions"][0]["label"], result["abstained"])
+    assert answers == {"star": ("star", False), "gradient": ("clutter", True)}
 
 
 def _noise_jpeg() -> bytes:
@@ -229,8 +233,23 @@ def test_noise_abstains_at_the_bundles_calibrated_threshold(start_server) -> Non
 
 
 def test_abstain_threshold_setting_overrides_the_bundle(start_server) -> None:
-    server = start_server(MAX_BATCH_SIZE=2, ABSTAIN_THRESHOLD=0).wait_ready()
+    server = start_server(MAX_BATCH_SIZE=2, ABSTAIN_THRESHOLD=0, ABSTAIN_LABELS="").wait_ready()
     assert _abstained(server, [_noise_jpeg()]) == [False]
+
+
+def test_the_bundles_abstain_labels_apply_unless_the_setting_replaces_them(start_server) -> None:
+    """The demo bundle says its clutter class means "none of these": a plain gradient is answered
+    clutter and abstained even with no threshold; an empty setting turns the bundle's labels off."""
+    gradient = encode(Image.linear_gradient("L").convert("RGB"))
+    server = start_server(MAX_BATCH_SIZE=2, ABSTAIN_THRESHOLD=0).wait_ready()
+    top = httpx.post(server.url + "/predict", files={"file": ("g.jpg", gradient, "image/jpeg")})
+    assert top.json()["results"][0]["predictions"][0]["label"] == "clutter"
+    assert _abstained(server, [gradient]) == [True]
+    assert server.get("/model").json()["abstain_labels"] == ["clutter"]
+    server.stop()
+    server = start_server(MAX_BATCH_SIZE=2, ABSTAIN_THRESHOLD=0, ABSTAIN_LABELS="").wait_ready()
+    assert _abstained(server, [gradient]) == [False]
+    assert server.get("/model").json()["abstain_labels"] == []
 
 
 def test_abstain_labels_flag_their_class_whatever_its_score(start_server) -> None:
@@ -242,9 +261,9 @@ def test_abstain_labels_flag_their_class_whatever_its_score(start_server) -> Non
 
 
 def test_an_abstain_label_the_bundle_lacks_stops_start_up_with_one_line(start_server) -> None:
-    server = start_server(ABSTAIN_LABELS="clutter, star")
+    server = start_server(ABSTAIN_LABELS="pentagon, star")
     assert server.process.wait(60) == 3
-    assert "abstain_labels names clutter, not among the bundle's labels" in server.logs()
+    assert "abstain_labels names pentagon, not among the bundle's labels" in server.logs()
 
 
 def test_a_runner_loaded_by_the_caller_is_checked_for_abstain_labels_too() -> None:

@@ -17,7 +17,6 @@ from tritonclient.utils import InferenceServerException
 from app.edge.open_inference.codec import parse_request
 from app.model.preprocessing import PreprocessingSpec, pixel_transform
 from app.serving.errors import InvalidInputError
-from app.training.demo_data import CLASSES
 from tests.conftest import DEMO_BUNDLE, ServerProcess, encode, known_image
 
 MODEL = json.loads((DEMO_BUNDLE / "model.json").read_text())
@@ -52,7 +51,7 @@ def test_health_metadata_and_readiness_through_the_triton_client(client) -> None
         "PIXELS": [-1, 3, SIZE, SIZE],
     }
     assert [(o["name"], o["datatype"], o["shape"]) for o in metadata["outputs"]] == [
-        ("PROBABILITIES", "FP32", [-1, len(CLASSES)]),
+        ("PROBABILITIES", "FP32", [-1, MODEL["num_classes"]]),
         ("ABSTAINED", "BOOL", [-1, 1]),
     ]
 
@@ -86,7 +85,7 @@ def test_binary_images_give_probabilities_as_binary_or_json(client, binary_outpu
     output = triton.InferRequestedOutput("PROBABILITIES", binary_data=binary_output)
     result = client.infer(MODEL["name"], [_image_input()], outputs=[output])
     probabilities = result.as_numpy("PROBABILITIES")
-    assert probabilities.shape == (3, len(CLASSES)) and probabilities.dtype == np.float32
+    assert probabilities.shape == (3, MODEL["num_classes"]) and probabilities.dtype == np.float32
     assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
     assert _labels(probabilities) == SHAPES
 
@@ -181,7 +180,7 @@ def test_triton_model_config_describes_the_tensors_without_the_batch_dimension(
             },
         ],
         "output": [
-            {"name": "PROBABILITIES", "data_type": "TYPE_FP32", "dims": [len(CLASSES)]},
+            {"name": "PROBABILITIES", "data_type": "TYPE_FP32", "dims": [MODEL["num_classes"]]},
             {"name": "ABSTAINED", "data_type": "TYPE_BOOL", "dims": [1]},
         ],
     }
@@ -209,7 +208,7 @@ def test_plain_json_request_with_base64_images(demo_server: ServerProcess) -> No
     answer = response.json()
     assert answer["id"] == "json-1" and answer["model_name"] == MODEL["name"]
     output, abstained = answer["outputs"]  # no outputs named: all of them, in JSON
-    assert output["shape"] == [3, len(CLASSES)] and output["datatype"] == "FP32"
+    assert output["shape"] == [3, MODEL["num_classes"]] and output["datatype"] == "FP32"
     assert _labels(np.array(output["data"]).reshape(output["shape"])) == SHAPES
     assert abstained == {
         "name": "ABSTAINED",
@@ -266,7 +265,7 @@ def test_the_documented_infer_example_gets_the_documented_answer(
     # The top class as documented; the scores, and the order of the near-zero runners-up, may
     # differ a little from device to device.
     top, expected_top = answer["outputs"][0]["data"][0], expected["outputs"][0]["data"][0]
-    assert top.split(":")[1:] == expected_top.split(":")[1:] == ["5", "star"]
+    assert top.split(":")[1:] == expected_top.split(":")[1:] == ["6", "star"]
     for answered in (answer, expected):
         answered["outputs"][0]["data"] = None
     assert answer == expected

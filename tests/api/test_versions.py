@@ -130,7 +130,7 @@ def test_new_versions_go_live_under_load_and_broken_ones_are_refused(
     assert _counter(server, "resnet_serve_model_version_swaps_total") == 1
     logs = server.logs()
     assert "refused version 3 of demo (still serving version 2)" in logs
-    assert "refused version 4 of demo (still serving version 2): its 3 labels replace 8" in logs
+    assert "refused version 4 of demo (still serving version 2): its 3 labels replace 9" in logs
     before = load.p99_ms(0, marks["swap"])
     during = load.p99_ms(marks["swap"], marks["swapped"])
     broken = load.p99_ms(marks["broken"], marks["refused"])

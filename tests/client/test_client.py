@@ -126,7 +126,7 @@ def test_model_describes_the_demo_bundle_as_its_model_json_does(
     with ResnetClient(demo_server.url) as client:
         info = client.model()
     assert isinstance(info, ModelInfo)
-    assert (info.name, info.arch, info.num_classes) == ("demo", "resnet18", 8)
+    assert (info.name, info.arch, info.num_classes) == ("demo", "resnet18", 9)
     assert info.labels == tuple(manifest["labels"])
     assert info.input_size == manifest["preprocessing"]["input_size"] == 112
     assert info.preprocessing.mean == tuple(manifest["preprocessing"]["mean"])
@@ -141,12 +141,12 @@ def test_explain_returns_a_png_of_the_input_size_and_the_class_explained(
     with ResnetClient(demo_server.url) as client:
         top = client.explain(star)
         cross = client.explain(star, target="cross")
-        by_index = client.explain(star, target=2)
+        by_index = client.explain(star, target=3)
     with Image.open(io.BytesIO(top.png)) as overlay:
         assert (overlay.format, overlay.size) == ("PNG", (112, 112))
-    assert (top.explained.label, top.explained.index) == ("star", 5)
+    assert (top.explained.label, top.explained.index) == ("star", 6)
     assert 0.5 < top.explained.score <= 1.0
-    assert (cross.explained.label, cross.explained.index) == ("cross", 2)
+    assert (cross.explained.label, cross.explained.index) == ("cross", 3)
     assert by_index.explained == cross.explained
 
 
@@ -167,7 +167,7 @@ def test_async_explain_map_returns_the_map_at_the_input_size(demo_server: Server
             return await client.explain_map(encode(known_image("ring", 2)), target="ring")
 
     heat_map = asyncio.run(explain())
-    assert (heat_map.explained.label, heat_map.explained.index) == ("ring", 3)
+    assert (heat_map.explained.label, heat_map.explained.index) == ("ring", 4)
     assert len(heat_map.rows) == 112
     assert {len(row) for row in heat_map.rows} == {112}
     assert max(max(row) for row in heat_map.rows) == 1.0
@@ -179,7 +179,7 @@ def test_an_unknown_explain_target_raises_the_servers_message(demo_server: Serve
         client.explain(encode(known_image("star", 1)), target="unicorn")
     error = caught.value
     assert (error.status, error.code) == (422, "invalid_parameter")
-    assert error.message == "target 'unicorn' is neither a label of this model nor an index 0..7"
+    assert error.message == "target 'unicorn' is neither a label of this model nor an index 0..8"
 
 
 def test_the_api_key_is_sent_as_a_bearer_token(

@@ -167,6 +167,7 @@ def test_noise_abstains_with_the_bundles_threshold_in_the_table_csv_and_json_lin
     assert table.returncode == 0, table.stderr
     lines = {line.split()[0]: line for line in table.stdout.splitlines()}
     assert lines[str(noise)].endswith("(abstained)")
+    assert lines[str(noise)].split()[1:4] == ["none", "of", "these"]  # the scores follow
     assert "abstained" not in lines[str(star)]
     done = predict(str(noise), str(star), "--bundle", bundle, "--output", str(tmp_path / "o.csv"))
     assert done.returncode == 0, done.stderr

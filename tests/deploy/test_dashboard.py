@@ -131,7 +131,7 @@ def test_model_build_and_start_up_times_are_exported(demo_server: ServerProcess)
         "name": "demo",
         "version": "1",  # a plain bundle is version 1
         "arch": "resnet18",
-        "num_classes": "8",
+        "num_classes": "9",
         "device": health["device"],
         "precision": health["precision"],
     }

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from app.cli.main import main
-from app.model.bundle import MANIFEST_FILE, WEIGHTS_FILE, load_bundle
+from app.model.bundle import MANIFEST_FILE, WEIGHTS_FILE, load_bundle, write_manifest
 
 ImageFolderWriter = Callable[..., Path]
 # Constant logits (0, 5, 0): square gets e^5/(e^5+2). On a folder that is half squares the NLL is
@@ -87,7 +87,10 @@ def test_evaluate_reports_served_ece_and_ood_separation(
     lines = capsys.readouterr().out.splitlines()
     assert "out-of-distribution: 6 images in " + str(ood_folder) in lines
     assert "  AUROC in-class vs OOD, max softmax probability: 0.5000" in lines
-    assert "  abstain rate at threshold 0.0000: 0.0% of OOD, 0.0% of in-class" in lines
+    assert (
+        "  abstain rate (top score below 0.0000 or an abstain label): 0.0% of OOD, 0.0% of in-class"
+        in lines
+    )
 
 
 def test_calibrate_on_classes_the_bundle_lacks_is_one_error_line(
@@ -101,3 +104,23 @@ def test_calibrate_on_classes_the_bundle_lacks_is_one_error_line(
     assert main(argv) == 2
     assert "error:" in capsys.readouterr().err
     assert load_bundle(always_square).manifest.calibration is None
+
+
+def test_evaluate_counts_an_abstain_label_as_served_and_scores_the_other_labels(
+    always_square: Path,
+    tmp_path: Path,
+    write_images: ImageFolderWriter,
+    ood_folder: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With square as the bundle's "none of these" class every answer (always square) abstains,
+    threshold or not; the AUROC looks at the other labels' scores, equal everywhere here."""
+    manifest = load_bundle(always_square).manifest
+    write_manifest(always_square, manifest.model_copy(update={"abstain_labels": ["square"]}))
+    folder = write_images(tmp_path / "eval", {"circle": 1, "square": 2, "ring": 1})
+    argv = ["evaluate", str(always_square), str(folder), "--device", "cpu", "--workers", "0"]
+    assert main([*argv, "--ood", str(ood_folder), "--json"]) == 0
+    ood = json.loads(capsys.readouterr().out)["ood"]
+    assert ood["abstain_threshold"] == 0.0
+    assert (ood["abstain_rate_ood"], ood["abstain_rate_in_class"]) == (1.0, 1.0)
+    assert ood["msp_auroc"] == pytest.approx(0.5)

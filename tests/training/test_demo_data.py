@@ -165,3 +165,22 @@ def test_demo_data_command_takes_a_class_set_or_a_list(
     out = tmp_path / "data"
     assert main(["demo-data", str(out), "--per-class", "1", "--classes", classes]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)
+
+
+def test_clutter_covers_backgrounds_gradients_noise_and_photo_like_textures() -> None:
+    """Each kind of clutter is drawn, at the size asked, with none of a shape's flat foreground."""
+    kinds = {kind.__name__ for kind in demo_data._CLUTTER_KINDS}
+    assert kinds == {"_gradient_clutter", "_noise_clutter", "_texture_clutter"}
+    for kind in demo_data._CLUTTER_KINDS:
+        pixels = kind(np.random.default_rng(3), 300, 200)
+        assert pixels.shape == (200, 300, 3) and pixels.dtype == np.float32
+    images = [render_image("clutter", np.random.default_rng([7, i])) for i in range(40)]
+    assert all(image.mode == "RGB" for image in images)
+    # Noise and textures vary from pixel to pixel; backgrounds and gradients are smooth: both occur.
+    roughness = [
+        float(np.abs(np.diff(np.asarray(image, dtype=np.float32), axis=1)).mean())
+        for image in images
+    ]
+    assert min(roughness) < 4 and max(roughness) > 20
+    again = render_image("clutter", np.random.default_rng([7, 0]))
+    assert again.tobytes() == images[0].tobytes()

@@ -134,6 +134,8 @@ def test_one_epoch_finetune_via_cli_writes_loadable_bundle_and_plots(
         "--no-progress",
         "--weights-dtype",
         "fp16",
+        "--abstain-labels",
+        "stripes",
     ]
     assert main(argv) == 0
     printed = capsys.readouterr()
@@ -156,6 +158,7 @@ def test_one_epoch_finetune_via_cli_writes_loadable_bundle_and_plots(
     bundle = load_bundle(out)
     assert bundle.manifest.name == "tiny"
     assert bundle.manifest.labels == ["checkerboard", "circle", "stripes"]
+    assert bundle.manifest.abstain_labels == ["stripes"]
     assert bundle.manifest.preprocessing.input_size == 32
     provenance = bundle.manifest.provenance
     assert (provenance.pretrained, provenance.dataset, provenance.epochs) == (
@@ -386,6 +389,16 @@ def test_short_cpu_training_on_demo_shapes_clearly_beats_chance(
         ({"circle": 2, "stripes": 2}, ["--pretrained", "missing.pth"], "no such file or folder"),
         ({"circle": 2, "stripes": 2}, ["--epochs", "0"], "epochs must be at least 1"),
         ({"circle": 2, "stripes": 2}, ["--device", "cuda:7"], "cuda"),
+        (
+            {"circle": 2, "stripes": 2},
+            ["--abstain-labels", "clutter"],
+            "abstain labels clutter are not classes of",
+        ),
+        (
+            {"circle": 2, "stripes": 2},
+            ["--abstain-labels", "circle,stripes"],
+            "must leave at least one class that answers",
+        ),
     ],
 )
 def test_cli_bad_input_exits_2_with_one_error_line(

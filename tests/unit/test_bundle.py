@@ -159,6 +159,16 @@ DEFECTS: dict[str, tuple[Callable[[Path], None], str, str]] = {
         MANIFEST_FILE,
         "calibration.abstain_threshold: Input should be less than or equal to 1",
     ),
+    "abstain label not among the labels": (
+        _edit_manifest(lambda raw: raw.update(abstain_labels=["dog", "clutter"])),
+        MANIFEST_FILE,
+        "abstain_labels ['clutter'] are not among the labels",
+    ),
+    "every label abstains": (
+        _edit_manifest(lambda raw: raw.update(abstain_labels=LABELS)),
+        MANIFEST_FILE,
+        "abstain_labels must leave at least one label that answers",
+    ),
     "malformed sha256": (
         _edit_manifest(lambda raw: raw.update(weights_sha256="ABC123")),
         MANIFEST_FILE,
@@ -286,3 +296,16 @@ def test_calibration_round_trips_and_rewriting_the_manifest_keeps_the_weights_va
     assert loaded.manifest.calibration == calibration
     assert (bundle_dir / WEIGHTS_FILE).read_bytes() == weights_before
     assert sorted(p.name for p in bundle_dir.iterdir()) == [MANIFEST_FILE, WEIGHTS_FILE]
+
+
+def test_abstain_labels_round_trip_and_bundles_without_them_abstain_on_none(
+    bundle_dir: Path,
+) -> None:
+    raw = json.loads((bundle_dir / MANIFEST_FILE).read_text())
+    assert "abstain_labels" in raw  # written by save_bundle
+    raw.pop("abstain_labels")  # as a bundle written before the field existed
+    (bundle_dir / MANIFEST_FILE).write_text(json.dumps(raw))
+    manifest = load_bundle(bundle_dir).manifest
+    assert manifest.abstain_labels == []
+    write_manifest(bundle_dir, manifest.model_copy(update={"abstain_labels": ["fox"]}))
+    assert load_bundle(bundle_dir).manifest.abstain_labels == ["fox"]

@@ -54,3 +54,13 @@ def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for name in Settings.model_fields:
         assert f"`RESNET_SERVE_{name.upper()}`" in readme
+
+
+def test_abstain_labels_unset_leave_the_bundles_and_empty_means_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("RESNET_SERVE_ABSTAIN_LABELS", raising=False)
+    assert Settings().abstain_label_names is None
+    monkeypatch.setenv("RESNET_SERVE_ABSTAIN_LABELS", "")
+    assert Settings().abstain_label_names == frozenset()
+    assert Settings(abstain_labels=" clutter, star ,").abstain_label_names == {"clutter", "star"}

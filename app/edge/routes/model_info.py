@@ -30,5 +30,5 @@ async def model_info(service: ServiceDep) -> ModelInfo:
         provenance=manifest.provenance.model_dump(mode="json"),
         temperature=manifest.temperature,
         abstain_threshold=service.current.abstain_threshold,
-        abstain_labels=sorted(service.settings.abstain_label_names),
+        abstain_labels=service.current.abstain_labels,
     )
