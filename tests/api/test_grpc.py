@@ -27,6 +27,7 @@ NAME, LABELS = MODEL["name"], MODEL["labels"]
 SIZE = MODEL["preprocessing"]["input_size"]
 SHAPES = ["circle", "star", "cross"]
 IMAGES = [encode(known_image(name, seed)) for seed, name in enumerate(SHAPES)]
+BUSY = 16  # calls ahead of the one with a deadline: well over a second of the slow model
 
 
 @pytest.fixture(scope="module")
@@ -226,9 +227,17 @@ def test_a_client_deadline_shorter_than_the_work_ends_the_call_on_the_server(
 
     async def scenario() -> str:
         async with triton_aio.InferenceServerClient(server.grpc_url) as client:
-            busy = [asyncio.create_task(client.infer("slow", [_images([image])])) for _ in range(3)]
+            busy = [
+                asyncio.create_task(client.infer("slow", [_images([image])])) for _ in range(BUSY)
+            ]
+            await asyncio.to_thread(  # they are ahead of it in the queue: seconds of work
+                wait_for,
+                lambda: server.metrics()["resnet_serve_requests_in_flight"][()] >= BUSY,
+                30,
+                "the busy calls in flight",
+            )
             try:
-                await client.infer("slow", [_images([image])], client_timeout=0.5)
+                await client.infer("slow", [_images([image])], client_timeout=0.3)
             except InferenceServerException as exc:
                 return str(exc.status())
             finally:
@@ -248,7 +257,7 @@ def test_a_client_deadline_shorter_than_the_work_ends_the_call_on_the_server(
     # The server saw the client's deadline: the call ended there too, not only in the client.
     wait_for(ended_on_the_server, 30, "the expired call ended on the server", detail=server.logs)
     assert (
-        server.metrics()["resnet_serve_requests_total"][(("route", route), ("status", "OK"))] == 3
+        server.metrics()["resnet_serve_requests_total"][(("route", route), ("status", "OK"))] == BUSY
     )
 
 
