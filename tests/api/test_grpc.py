@@ -257,7 +257,8 @@ def test_a_client_deadline_shorter_than_the_work_ends_the_call_on_the_server(
     # The server saw the client's deadline: the call ended there too, not only in the client.
     wait_for(ended_on_the_server, 30, "the expired call ended on the server", detail=server.logs)
     assert (
-        server.metrics()["resnet_serve_requests_total"][(("route", route), ("status", "OK"))] == BUSY
+        server.metrics()["resnet_serve_requests_total"][(("route", route), ("status", "OK"))]
+        == BUSY
     )
 
 
