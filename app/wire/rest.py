@@ -219,6 +219,7 @@ class ModelInfo(BaseModel):
             "examples": [
                 {
                     "name": "demo",
+                    "version": "1",
                     "arch": "resnet18",
                     "num_classes": 9,
                     "labels": [
@@ -258,6 +259,9 @@ class ModelInfo(BaseModel):
     )
 
     name: str
+    version: str = Field(
+        "1", description="The version served: 1 for a plain bundle, else its numbered folder."
+    )
     arch: str
     num_classes: int
     labels: tuple[str, ...] = Field(

@@ -105,7 +105,7 @@ def test_model_describes_the_served_bundle(demo_server: ServerProcess) -> None:
     response = demo_server.get("/model")
     assert response.status_code == 200
     body = response.json()
-    assert body["name"] == "demo"
+    assert (body["name"], body["version"]) == ("demo", "1")  # a plain bundle is version 1
     assert body["arch"] == manifest["arch"]
     assert body["labels"] == manifest["labels"]  # in output order: index i is labels[i]
     assert body["num_classes"] == len(manifest["labels"]) == 9

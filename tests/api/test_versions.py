@@ -127,6 +127,7 @@ def test_new_versions_go_live_under_load_and_broken_ones_are_refused(
     versions = [version for *_, version in load.answers]
     assert versions[0] == "1" and versions[-1] == "2" and set(versions) == {"1", "2"}
     assert _served_version(server) == "2"
+    assert server.get("/model").json()["version"] == "2"
     assert _counter(server, "resnet_serve_model_version_swaps_total") == 1
     logs = server.logs()
     assert "refused version 3 of demo (still serving version 2)" in logs

@@ -21,6 +21,7 @@ async def model_info(service: ServiceDep) -> ModelInfo:
     spec = manifest.preprocessing
     return ModelInfo(
         name=manifest.name,
+        version=service.version,
         arch=manifest.arch,
         num_classes=manifest.num_classes,
         labels=manifest.labels,
