@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.serving.builder import RunnerLoader, build_version, load_runner
-from app.serving.errors import InvalidInputError, ModelNotFoundError
+from app.serving.errors import InvalidInputError
 from app.serving.service import InferenceService, ServedVersion
 from app.serving.state import Phase
 from app.serving.versions import fingerprint, is_versioned, version_dirs
@@ -60,11 +60,6 @@ class ModelRepository:
         self.refused: dict[int, Refusal] = {}
         self._lock = asyncio.Lock()  # one load at a time, polled or asked for
 
-    def _check_name(self, name: str) -> None:
-        served = self.service.manifest.name
-        if name != served:
-            raise ModelNotFoundError(f"unknown model {name}; this server serves {served}")
-
     def index(self, ready_only: bool = False) -> list[VersionEntry]:
         """Every version the repository holds, the served one ``READY`` unless unloaded."""
         name, served = self.service.manifest.name, self.service.version
@@ -98,14 +93,16 @@ class ModelRepository:
 
     async def load(self, name: str) -> None:
         """Triton's ``load``: serve the model again if it was unloaded, on its newest version;
-        ``VersionRefusedError`` when that version cannot serve (the served one goes on)."""
-        self._check_name(name)
-        await self.check()
-        self.service.state.mark_loaded()
+        ``VersionRefusedError`` when that version cannot serve (the served one goes on, loaded)."""
+        self.service.check_model(name)
+        try:
+            await self.check()
+        finally:  # a refused newer version leaves the served one serving, loaded
+            self.service.state.mark_loaded()
 
     def unload(self, name: str) -> None:
         """Triton's ``unload``: stop serving the model until it is loaded again."""
-        self._check_name(name)
+        self.service.check_model(name)
         load_path = f"/v2/repository/models/{name}/load"
         self.service.state.mark_unloaded(f"model {name} is unloaded; POST {load_path} serves it")
 

@@ -28,6 +28,7 @@ from app.serving.errors import (
     DrainingError,
     InvalidInputError,
     InvalidParameterError,
+    ModelNotFoundError,
     NotReadyError,
 )
 from app.serving.explainer import Explainer
@@ -149,6 +150,14 @@ class InferenceService:
         retiring.add_done_callback(self._retiring.discard)
         await self._close_explainer()
 
+    def check_model(self, name: str, version: str | None = None) -> None:
+        """``ModelNotFoundError`` unless ``name`` (and ``version``, when given) is the model served.
+        An empty version is none, as gRPC's unset string field is."""
+        served = self.manifest.name
+        if name != served or version not in (None, "", self.version):
+            shown = name if not version else f"{name} version {version}"
+            raise ModelNotFoundError(f"unknown model {shown}; this server serves {served}")
+
     def check_ready(self) -> None:
         """``NotReadyError`` (``DrainingError``) while warming up, draining or failed."""
         if self.state.phase is Phase.DRAINING:
@@ -267,8 +276,7 @@ class InferenceCall:
         if error_type is not None:
             statistics.record_failure(time.perf_counter() - self.started)
         elif self.times is not None:  # a call that classified (not /explain's own computation)
-            self.times.total_s = time.perf_counter() - self.started
-            statistics.record_success(self.times)
+            statistics.record_success(time.perf_counter() - self.started, self.times)
 
     @property
     def remaining_s(self) -> float:
@@ -340,7 +348,6 @@ class InferenceCall:
             )
         metrics.images.inc(len(results))
         self.times = RequestTimes(
-            total_s=0.0,  # filled in when the call ends
             input_s=self.decoded_at - self.started,
             queue_s=max(output.queue_wait_s for output in outputs),
             infer_s=max(output.compute_s for output in outputs),

@@ -27,15 +27,14 @@ class Duration:
         self.ns += max(0, round(seconds * 1e9))
 
 
-@dataclass
+@dataclass(frozen=True)
 class RequestTimes:
-    """One finished request's stages, in seconds."""
+    """The stages of a request that classified, in seconds."""
 
-    total_s: float
-    input_s: float = 0.0
-    queue_s: float = 0.0
-    infer_s: float = 0.0
-    output_s: float = 0.0
+    input_s: float
+    queue_s: float
+    infer_s: float
+    output_s: float
 
 
 @dataclass
@@ -60,8 +59,8 @@ class RunningStatistics:
         self.last_inference_ms = int(time.time() * 1000)
         self.batches.setdefault(size, Duration()).add(seconds)
 
-    def record_success(self, times: RequestTimes) -> None:
-        self.success.add(times.total_s)
+    def record_success(self, total_s: float, times: RequestTimes) -> None:
+        self.success.add(total_s)
         self.compute_input.add(times.input_s)
         self.queue.add(times.queue_s)
         self.compute_infer.add(times.infer_s)

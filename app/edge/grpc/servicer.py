@@ -112,9 +112,6 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         metrics.latency.labels(route).observe(elapsed)
         log_access("GRPC", route, route, status, elapsed, request_id)
 
-    def _model(self, name: str, version: str) -> None:
-        model.served_model(self.service, name, version)
-
     async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         live = self.service.health().live
         return await self._answer(
@@ -129,7 +126,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async def ready() -> Any:
-            self._model(request.name, request.version)
+            self.service.check_model(request.name, request.version)
             return service_pb2.ModelReadyResponse(ready=self.service.health().ready)
 
         return await self._answer("ModelReady", context, ready)
@@ -140,7 +137,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async def metadata() -> Any:
-            self._model(request.name, request.version)
+            self.service.check_model(request.name, request.version)
             return as_message(
                 model.model_metadata(self.service), service_pb2.ModelMetadataResponse()
             )
@@ -149,7 +146,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelConfig(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async def config() -> Any:
-            self._model(request.name, request.version)
+            self.service.check_model(request.name, request.version)
             settings = as_message(model.model_config(self.service), model_config_pb2.ModelConfig())
             return service_pb2.ModelConfigResponse(config=settings)
 
@@ -158,7 +155,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelStatistics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async def statistics() -> Any:
             if request.name:  # none named: every model, as Triton answers
-                self._model(request.name, request.version)
+                self.service.check_model(request.name, request.version)
             return as_message(
                 model.model_statistics(self.service), service_pb2.ModelStatisticsResponse()
             )
@@ -168,7 +165,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async def infer() -> Any:
             self._authorize(context)
-            self._model(request.model_name, request.model_version)
+            self.service.check_model(request.model_name, request.model_version)
             return await self._infer(request, context)
 
         state = self.service.state

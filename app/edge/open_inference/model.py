@@ -21,7 +21,6 @@ from app.edge.open_inference.codec import (
     PIXELS_INPUT,
     PROBABILITIES,
 )
-from app.serving.errors import ModelNotFoundError
 from app.serving.service import InferenceService
 from app.serving.statistics import Duration
 from app.wire.open_inference import (
@@ -47,15 +46,6 @@ EXTENSIONS = [
     "statistics",
     "model_repository",
 ]
-
-
-def served_model(service: InferenceService, name: str, version: str | None) -> None:
-    """``ModelNotFoundError`` unless ``name`` (and ``version``, when given) is the served model.
-    An empty version is none, as gRPC's unset string field is."""
-    served = service.manifest.name
-    if name != served or version not in (None, "", service.version):
-        shown = name if not version else f"{name} version {version}"
-        raise ModelNotFoundError(f"unknown model {shown}; this server serves {served}")
 
 
 def server_metadata() -> ServerMetadata:

@@ -145,7 +145,7 @@ async def model_metadata(
 ) -> ModelMetadata:
     """The model's inputs (encoded images or pixels) and its two outputs. ``PIXELS`` is listed as
     ``UINT8`` (one datatype per input, as the protocol has it); ``FP32`` pixels are accepted too."""
-    model.served_model(service, name, version)
+    service.check_model(name, version)
     return model.model_metadata(service)
 
 
@@ -156,7 +156,7 @@ async def model_config(
 ) -> TritonModelConfig:
     """Triton's model configuration (its extension, not the protocol's): the metadata's tensors in
     Triton's terms, and the largest batch a request may carry."""
-    model.served_model(service, name, version)
+    service.check_model(name, version)
     return model.model_config(service)
 
 
@@ -167,7 +167,7 @@ async def model_statistics(
 ) -> ModelStatisticsResponse:
     """Triton's statistics extension: counts and cumulative nanoseconds of requests, queueing,
     decoding, forward passes and answers, and of the passes at each batch size."""
-    model.served_model(service, name, version)
+    service.check_model(name, version)
     return model.model_statistics(service)
 
 
@@ -179,7 +179,7 @@ async def model_statistics(
 async def model_ready(
     service: ServiceDep, response: Response, name: str, version: str | None = None
 ) -> ModelReadyResponse:
-    model.served_model(service, name, version)
+    service.check_model(name, version)
     ready = service.health().ready
     response.status_code = 200 if ready else 503
     return ModelReadyResponse(name=name, ready=ready)
@@ -192,7 +192,7 @@ async def infer(
 ) -> Response:
     """Classify a ``BYTES`` tensor of encoded images, or a ``UINT8`` or ``FP32`` pixel tensor at the
     model's input size."""
-    model.served_model(service, name, version)
+    service.check_model(name, version)
     settings = service.settings
     async with inference_request(request, service) as http:
         body = await http.upload(read_body(request, settings.max_body_bytes))
