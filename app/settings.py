@@ -33,13 +33,25 @@ class Settings(BaseSettings):
     model_dir: Path = Field(
         DEFAULT_MODEL_DIR,
         description="Bundle folder to serve, or a folder of numbered versions (1/, 2/, ...) each a "
-        "bundle: the highest is served.",
+        "bundle: the highest is served. Unset, with /mnt/models present (KServe's storageUri), "
+        "that is served.",
+    )
+    model_repository: Path | None = Field(
+        None,
+        description="A folder of model folders (each a bundle, or numbered versions with an "
+        "optional config.json), each served under its folder's name; replaces model_dir.",
     )
     model_poll_s: float = Field(
         0,
         ge=0,
-        description="With a folder of versions: seconds between looks for a newer one, which is "
-        "loaded, warmed up and swapped in without a failed request; 0: never.",
+        description="Seconds between looks for new versions (and, in a repository, new models), "
+        "which are loaded, warmed up and swapped in without a failed request; 0: never.",
+    )
+    model_memory_mb: int = Field(
+        0,
+        ge=0,
+        description="Most MB of weights the served model versions together may hold; a version "
+        "that would pass it is refused while the others serve. 0: no limit.",
     )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(

@@ -19,7 +19,8 @@ from app.edge.http_errors import as_api_error
 from app.model.preprocessing import DATASET_MAX_PIXELS
 from app.serving.builder import build_service
 from app.serving.pipeline import RejectedImageError
-from app.serving.service import DEFAULT_TOP_K, InferenceService
+from app.serving.served_model import DEFAULT_TOP_K
+from app.serving.service import InferenceService
 from app.settings import Settings
 
 MAX_BATCH_SIZE = Settings.model_fields["max_batch_size"].default
@@ -66,7 +67,7 @@ def classify_files(
 async def _classify_all(
     service: InferenceService, paths: Sequence[Path], top_k: int | None, in_service: int
 ) -> list[Outcome]:
-    k = min(top_k or DEFAULT_TOP_K, service.manifest.num_classes)
+    k = min(top_k or DEFAULT_TOP_K, service.served(None).manifest.num_classes)
     admitted = asyncio.Semaphore(in_service)
 
     async def classify(path: Path) -> Outcome:

@@ -56,7 +56,12 @@ def find_images(arguments: Sequence[str]) -> list[Path]:
 
 
 async def classify_all(
-    paths: Sequence[Path], url: str, api_key: str | None, top_k: int | None, concurrency: int
+    paths: Sequence[Path],
+    url: str,
+    api_key: str | None,
+    top_k: int | None,
+    concurrency: int,
+    model: str | None = None,
 ) -> list[Outcome]:
     """Classify every path, at most ``concurrency`` requests at a time, in the order given.
 
@@ -77,7 +82,7 @@ async def classify_all(
             except OSError as exc:
                 return Outcome(path, code="unreadable", message=exc.strerror or str(exc))
 
-    async with AsyncResnetClient(url, api_key) as client:
+    async with AsyncResnetClient(url, api_key, model=model) as client:
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(classify(client, path)) for path in paths]
@@ -193,6 +198,7 @@ def register(commands: Commands) -> None:
         help="also write the results to this file: CSV if it ends in .csv, else JSON lines",
     )
     add("--api-key", help="sent as 'Authorization: Bearer' (env RESNET_SERVE_API_KEY)")
+    add("--model", help="the server's model to run, when it serves several (GET /model lists them)")
     add("--top-k", type=_positive_int, help="labels per image (default: the server's, 5)")
     add(
         "--concurrency",
@@ -241,7 +247,9 @@ def run_predict(args: argparse.Namespace) -> int:
         url = args.url or os.environ.get("RESNET_SERVE_URL") or DEFAULT_URL
         api_key = args.api_key or os.environ.get("RESNET_SERVE_API_KEY")
         try:
-            outcomes = asyncio.run(classify_all(paths, url, api_key, args.top_k, args.concurrency))
+            outcomes = asyncio.run(
+                classify_all(paths, url, api_key, args.top_k, args.concurrency, args.model)
+            )
         except ResnetConnectionError as exc:
             return _refuse(exc)
     if args.output is not None:  # first: a reader that closes stdout early must not cost the file

@@ -35,9 +35,13 @@ Target = str | int | None  # a label, or an index into ``ModelInfo.labels``; Non
 Body = TypeVar("Body", bound=BaseModel)
 
 
-def _http_options(url: str, api_key: str | None, timeout: float) -> dict[str, Any]:
+def _http_options(
+    url: str, api_key: str | None, timeout: float, model: str | None
+) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    return {"base_url": url, "headers": headers, "timeout": timeout}
+    # The model rides on every call as ``?model=``: /predict, /explain and /model read it.
+    params = {"model": model} if model else {}
+    return {"base_url": url, "headers": headers, "params": params, "timeout": timeout}
 
 
 def _file_part(image: ImageInput, position: int) -> tuple[str, bytes, str]:
@@ -144,15 +148,20 @@ def _health(response: httpx.Response) -> Health:
 class ResnetClient:
     """A blocking client; use it as a context manager (or call ``close``) to free its connections.
 
-    ``api_key`` is sent as ``Authorization: Bearer``. Every non-2xx answer raises
+    ``api_key`` is sent as ``Authorization: Bearer``; ``model`` names the model every call is for
+    (needed when the server serves several; ``model()`` lists them). Every non-2xx answer raises
     ``ResnetServeError``; no answer at all raises ``ResnetConnectionError``.
     """
 
     def __init__(
-        self, url: str = DEFAULT_URL, api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT_S
+        self,
+        url: str = DEFAULT_URL,
+        api_key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        model: str | None = None,
     ) -> None:
         self.url = url
-        self._http = httpx.Client(**_http_options(url, api_key, timeout))
+        self._http = httpx.Client(**_http_options(url, api_key, timeout, model))
 
     def predict(
         self,
@@ -167,7 +176,8 @@ class ResnetClient:
             return _prediction(self._http.post("/predict", **request))
 
     def model(self) -> ModelInfo:
-        """What is served: name, labels in output order, input size, preprocessing, provenance."""
+        """What is served: name, labels in output order, input size, preprocessing, provenance,
+        and the names of every model the server serves."""
         with _no_answer_as_error(self.url):
             return _model_info(self._http.get("/model"))
 
@@ -203,10 +213,14 @@ class AsyncResnetClient:
     """``ResnetClient`` for asyncio: the same methods, awaited; ``async with`` closes it."""
 
     def __init__(
-        self, url: str = DEFAULT_URL, api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT_S
+        self,
+        url: str = DEFAULT_URL,
+        api_key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        model: str | None = None,
     ) -> None:
         self.url = url
-        self._http = httpx.AsyncClient(**_http_options(url, api_key, timeout))
+        self._http = httpx.AsyncClient(**_http_options(url, api_key, timeout, model))
 
     async def predict(
         self,
@@ -221,7 +235,8 @@ class AsyncResnetClient:
             return _prediction(await self._http.post("/predict", **request))
 
     async def model(self) -> ModelInfo:
-        """What is served: name, labels in output order, input size, preprocessing, provenance."""
+        """What is served: name, labels in output order, input size, preprocessing, provenance,
+        and the names of every model the server serves."""
         with _no_answer_as_error(self.url):
             return _model_info(await self._http.get("/model"))
 

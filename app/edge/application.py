@@ -26,7 +26,6 @@ from app.model.pillow_setup import harden_pillow
 from app.serving.builder import build_service
 from app.serving.repository import ModelRepository
 from app.serving.service import InferenceService
-from app.serving.versions import is_versioned
 from app.settings import Settings
 
 logger = logging.getLogger("resnet_serve")
@@ -40,14 +39,16 @@ async def _warm_up(service: InferenceService) -> None:
     except Exception:
         logger.exception("warm-up failed")
         return
-    batch = service.pipeline.runner.max_batch_size
-    logger.info("ready: warmed up to batch size %d in %.1fs", batch, seconds)
+    served = ", ".join(
+        f"{name} to batch size {model.settings.max_batch_size}"
+        for name, model in service.models.items()
+    )
+    logger.info("ready: warmed up %s in %.1fs", served, seconds)
 
 
 def _poll_versions(repository: ModelRepository) -> asyncio.Task[None] | None:
-    """Poll mode (``MODEL_POLL_S``) for a folder of versions: newer ones go live as they appear."""
-    settings = repository.service.settings
-    if not settings.model_poll_s or not is_versioned(settings.model_dir):
+    """Poll mode (``MODEL_POLL_S``): new versions, and new models, go live as they appear."""
+    if not repository.service.settings.model_poll_s:
         return None
     return asyncio.create_task(repository.run_polling())
 

@@ -118,7 +118,7 @@ def serve(
     server = DrainingServer(config, service)
     server.run(sockets=None if sock is None else [sock])
     code = 0 if server.started else STARTUP_FAILED
-    if service.pipeline.threads_stuck:
+    if any(pipeline.threads_stuck for pipeline in service.pipelines):
         # A hung forward pass cannot be interrupted, and the interpreter would wait for its
         # thread forever on the way out: leave without it.
         logging.shutdown()

@@ -49,7 +49,11 @@ def body_reservation(declared: str | bytes | None, max_body_bytes: int) -> int:
 
 
 class AdmissionGate:
-    """Counts what admitted requests hold; ``admit`` refuses once a bound would be passed."""
+    """Counts what admitted requests hold; ``admit`` refuses once a bound would be passed.
+
+    One per server, shared by every model and version it serves: the bounds are of the process's
+    memory and decode threads, whichever model a request is for.
+    """
 
     def __init__(self, limits: AdmissionLimits, batches_in_flight: int = 1) -> None:
         self.limits = limits

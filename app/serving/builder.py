@@ -1,8 +1,9 @@
-"""One way to make a served model: settings -> runner -> pipeline -> service.
+"""One way to make served models: settings -> runner -> pipeline -> model -> service.
 
-``resnet-serve serve``, every replica and offline prediction call ``build_service``; nothing is
-made twice and nothing is left half there: a service exists only with its model loaded. The device
-is resolved once, the abstain labels are checked once, and the runner's batch limit is the only one
+``resnet-serve serve``, every replica and offline prediction call ``build_service``, and the model
+repository (``app.serving.repository``) ``build_model`` and ``build_version``; nothing is made twice
+and nothing is left half there: a service exists only with its models loaded. The abstain labels
+and the memory limit are checked once per version, and the runner's batch limit is the only one
 (the pipeline's batcher reads it from the runner).
 """
 
@@ -12,19 +13,36 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from app.model.bundle import BundleError
 from app.model.devices import DeviceError, resolve_device
+from app.serving.admission import AdmissionGate, AdmissionLimits
 from app.serving.metrics import ServiceMetrics
+from app.serving.model_config import ModelConfig, read_model_config
 from app.serving.pipeline import InferencePipeline
 from app.serving.runner import ModelRunner, RunnerOptions, replica_memory_fraction
-from app.serving.service import InferenceService, ServedVersion
+from app.serving.served_model import ServedModel, ServedVersion
+from app.serving.service import InferenceService
 from app.serving.state import ServiceState
-from app.serving.versions import served_version
+from app.serving.versions import (
+    KSERVE_MODEL_MOUNT,
+    is_model_folder,
+    is_versioned,
+    repository_models,
+    served_versions,
+)
 from app.settings import Settings
 
 logger = logging.getLogger("resnet_serve")
 
 RunnerLoader = Callable[[Settings], ModelRunner]
+MB = 1024 * 1024
+
+
+class ModelMemoryError(BundleError):
+    """A model version does not fit: in the device's memory, or beside the models served within
+    ``MODEL_MEMORY_MB``."""
 
 
 def load_runner(settings: Settings) -> ModelRunner:
@@ -55,16 +73,53 @@ def check_abstain_labels(settings: Settings, labels: list[str]) -> None:
         )
 
 
+def admission_gate(settings: Settings) -> AdmissionGate:
+    """The server's one admission gate, shared by every model it serves."""
+    device = resolve_device(settings.device)
+    return AdmissionGate(
+        AdmissionLimits(
+            max_requests=settings.max_requests_in_flight,
+            max_images=settings.max_queue_size,
+            max_decode_pixels=settings.max_decode_pixels,
+            max_body_bytes=settings.max_body_bytes_in_flight,
+        ),
+        settings.batches_in_flight if device.type == "cuda" else 1,
+    )
+
+
+def check_memory(settings: Settings, runner: ModelRunner, held_bytes: int) -> None:
+    """``ModelMemoryError`` when ``runner``'s weights and the ``held_bytes`` of the versions
+    already served together pass ``MODEL_MEMORY_MB``."""
+    limit = settings.model_memory_mb * MB
+    needed = runner.weight_bytes
+    if limit and held_bytes + needed > limit:
+        raise ModelMemoryError(
+            f"{settings.model_dir}: its weights need {needed / MB:.1f} MB on {runner.device} and "
+            f"the models served hold {held_bytes / MB:.1f} MB of the "
+            f"{settings.model_memory_mb} MB limit (MODEL_MEMORY_MB)"
+        )
+
+
 def build_version(
-    settings: Settings, version: str, bundle_dir: Path, load: RunnerLoader = load_runner
+    settings: Settings,
+    version: str,
+    bundle_dir: Path,
+    gate: AdmissionGate,
+    held_bytes: int = 0,
+    load: RunnerLoader = load_runner,
 ) -> ServedVersion:
-    """Load version ``version`` of the model from ``bundle_dir``, not yet warm (the runner is
-    closed again if a later step refuses it): ``BundleError``/``DeviceError``."""
+    """Load version ``version`` of a model from ``bundle_dir``, not yet warm (the runner is
+    closed again if a later step refuses it): ``BundleError``/``DeviceError``, or
+    ``ModelMemoryError`` when it does not fit beside the ``held_bytes`` already served."""
     at_version = settings.model_copy(update={"model_dir": bundle_dir})
-    runner = load(at_version)
     try:
+        runner = load(at_version)
+    except torch.cuda.OutOfMemoryError:
+        raise ModelMemoryError(f"{bundle_dir}: does not fit in the device's free memory") from None
+    try:
+        check_memory(at_version, runner, held_bytes)
         check_abstain_labels(at_version, runner.labels)
-        pipeline = InferencePipeline(runner, at_version)
+        pipeline = InferencePipeline(runner, at_version, gate)
     except BaseException:
         runner.close()
         raise
@@ -82,22 +137,92 @@ def build_version(
     return ServedVersion(version, pipeline, settings)
 
 
+def _kserve_mount(settings: Settings) -> Path | None:
+    """KServe's storage mount, where neither ``MODEL_REPOSITORY`` nor ``MODEL_DIR`` is set and it
+    exists: found by itself."""
+    if settings.model_repository is not None or "model_dir" in settings.model_fields_set:
+        return None
+    return KSERVE_MODEL_MOUNT if KSERVE_MODEL_MOUNT.is_dir() else None
+
+
+def repository_root(settings: Settings) -> Path | None:
+    """The folder of model folders served (``MODEL_REPOSITORY``, or KServe's mount holding
+    several); None when one model folder is (``MODEL_DIR``)."""
+    mount = _kserve_mount(settings)
+    if mount is not None:
+        return None if is_model_folder(mount) else mount
+    return settings.model_repository
+
+
+def model_folders(settings: Settings) -> dict[str | None, Path]:
+    """The model folders to serve, by name (None: by their bundle's name): the repository's
+    (``repository_root``), else the one model folder, ``MODEL_DIR`` or KServe's mount."""
+    repository = repository_root(settings)
+    if repository is None:
+        return {None: _kserve_mount(settings) or settings.model_dir}
+    found: dict[str | None, Path] = dict(repository_models(repository))
+    if not found:
+        raise BundleError(
+            f"{repository}: no model folder (a bundle, or numbered versions of one) in the "
+            "model repository"
+        )
+    return found
+
+
+def model_settings(settings: Settings, folder: Path) -> tuple[ModelConfig, Settings]:
+    """A model folder's ``config.json`` (a folder of versions may have one) and the settings it
+    makes for that model."""
+    config = read_model_config(folder) if is_versioned(folder) else ModelConfig()
+    return config, config.apply(settings)
+
+
+def build_model(
+    settings: Settings,
+    name: str | None,
+    folder: Path,
+    gate: AdmissionGate,
+    held_bytes: int = 0,
+    load: RunnerLoader = load_runner,
+) -> ServedModel:
+    """The versions of the model in ``folder`` its policy serves, loaded, not yet warm, served as
+    ``name`` (None: its bundle's name)."""
+    config, served_settings = model_settings(settings, folder)
+    versions: dict[int, ServedVersion] = {}
+    try:
+        for number, bundle_dir in served_versions(folder, config.version_policy).items():
+            held = held_bytes + sum(v.weight_bytes for v in versions.values())
+            versions[number] = build_version(
+                served_settings, str(number), bundle_dir, gate, held, load
+            )
+    except BaseException:
+        for version in versions.values():
+            version.pipeline.runner.close()
+        raise
+    name = name or versions[max(versions)].manifest.name
+    return ServedModel(name, folder, config, served_settings, versions)
+
+
 def build_service(settings: Settings, load: RunnerLoader = load_runner) -> InferenceService:
     """The loaded, not yet warm, service for ``settings``: ``BundleError``/``DeviceError`` when
-    the model cannot be served here. ``MODEL_DIR`` is a bundle or a folder of numbered versions
-    (``app.serving.versions``): the highest is served."""
-    version, bundle_dir = served_version(settings.model_dir)
-    current = build_version(settings, version, bundle_dir, load)
-    runner = current.pipeline.runner
+    a model cannot be served here (start-up stops, naming it)."""
+    gate = admission_gate(settings)
+    models: dict[str, ServedModel] = {}
+    for name, folder in model_folders(settings).items():
+        held = sum(v.weight_bytes for m in models.values() for v in m.versions.values())
+        model = build_model(settings, name, folder, gate, held, load)
+        models[model.name] = model
     metrics = ServiceMetrics()
-    metrics.describe_model(current.manifest, version, runner.device, runner.precision)
-    metrics.set_model_load_seconds(runner.load_seconds)
-    if runner.on_cuda:
-        metrics.watch_gpu(runner.device)
-    service = InferenceService(settings, ServiceState(settings.drain_timeout_s), metrics, current)
+    runners = [v.pipeline.runner for m in models.values() for v in m.versions.values()]
+    metrics.set_model_load_seconds(sum(runner.load_seconds for runner in runners))
+    if runners[0].on_cuda:
+        metrics.watch_gpu(runners[0].device)
+    service = InferenceService(
+        settings, ServiceState(settings.drain_timeout_s), metrics, gate, models
+    )
+    service.describe()
     metrics.watch(
         in_flight=lambda: service.state.requests_in_flight,
-        queue_depth=lambda: service.pipeline.batcher.queue_depth,
-        saturation=lambda: service.pipeline.gate.saturation,
+        queue_depth=lambda: sum(p.batcher.queue_depth for p in service.pipelines),
+        saturation=lambda: gate.saturation,
     )
     return service

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.metrics import MetricWrapperBase
 
-from app.model.bundle import BundleManifest
+if TYPE_CHECKING:
+    from app.serving.runner import ModelRunner
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +57,7 @@ REJECTION_REASONS = {
     "internal_error": "internal",
 }
 DEFAULT_REJECTION_REASON = "bad_request"
+MODEL_LABELS = ["model", "version"]
 REJECTION_LABELS = sorted(set(REJECTION_REASONS.values()))
 
 
@@ -61,6 +66,16 @@ def _package_version() -> str:
         return version("resnet-serve")
     except PackageNotFoundError:  # run from a source tree that was never installed
         return "unknown"
+
+
+@dataclass(frozen=True)
+class ModelMetrics:
+    """One model version's series of the inference metrics."""
+
+    images: MetricWrapperBase
+    queue_wait: MetricWrapperBase
+    inference: MetricWrapperBase
+    batch_size: MetricWrapperBase
 
 
 class ServiceMetrics:
@@ -86,27 +101,37 @@ class ServiceMetrics:
             "Inference requests (/predict, /explain, v2 infer) being handled now (the HPA signal).",
             registry=self.registry,
         )
-        self.images = Counter("resnet_serve_images", "Images classified.", registry=self.registry)
+        self.images = Counter(
+            "resnet_serve_images",
+            "Images classified, by model and version.",
+            MODEL_LABELS,
+            registry=self.registry,
+        )
         self.queue_wait = Histogram(
             "resnet_serve_queue_wait_seconds",
-            "Time an image waited in the batcher queue.",
+            "Time an image waited in the batcher queue, by model and version.",
+            MODEL_LABELS,
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.inference = Histogram(
             "resnet_serve_inference_seconds",
-            "Forward-pass time of the batch an image ran in.",
+            "Forward-pass time of the batch an image ran in, by model and version.",
+            MODEL_LABELS,
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.batch_size = Histogram(
             "resnet_serve_batch_size",
-            "Batch size each image ran in.",
+            "Batch size each image ran in, by model and version.",
+            MODEL_LABELS,
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
         self.queue_depth = Gauge(
-            "resnet_serve_queue_depth", "Images waiting for a batch.", registry=self.registry
+            "resnet_serve_queue_depth",
+            "Images waiting for a batch, of every model.",
+            registry=self.registry,
         )
 
         self.saturation = Gauge(
@@ -149,16 +174,24 @@ class ServiceMetrics:
                 "python": platform.python_version(),
             }
         )
-        self.model = Info("resnet_serve_model", "The model being served.", registry=self.registry)
+        # Info's exposition (name_info{...} 1), with a series per model and version served.
+        self.model = Gauge(
+            "resnet_serve_model_info",
+            "A model version being served (1), described by its labels.",
+            ["model", "version", "arch", "num_classes", "device", "precision"],
+            registry=self.registry,
+        )
         self.version_swaps = Counter(
             "resnet_serve_model_version_swaps",
-            "Newer model versions swapped in while serving.",
+            "Model versions that went live (or left) while serving, by model.",
+            ["model"],
             registry=self.registry,
         )
         self.version_refusals = Counter(
             "resnet_serve_model_version_refusals",
-            "Newer model versions refused (bundle invalid, labels changed, warm-up failed); the "
-            "version already served goes on.",
+            "Model versions refused (bundle invalid, labels changed, does not fit, warm-up "
+            "failed), by model; what is already served goes on.",
+            ["model"],
             registry=self.registry,
         )
 
@@ -175,20 +208,30 @@ class ServiceMetrics:
     def set_warmup_seconds(self, seconds: float) -> None:
         self.warm_up.set(seconds)
 
-    def describe_model(
-        self, manifest: BundleManifest, version: str, device: torch.device, precision: str
-    ) -> None:
-        """Publish what is served as ``resnet_serve_model_info``: once loaded, and at each swap."""
-        self.model.info(
-            {
-                "name": manifest.name,
-                "version": version,
-                "arch": manifest.arch,
-                "num_classes": str(manifest.num_classes),
-                "device": str(device),
-                "precision": precision,
-            }
+    def of_model(self, model: str, version: str) -> ModelMetrics:
+        """The series of one model version, for the answers it gives."""
+        labels = (model, version)
+        return ModelMetrics(
+            images=self.images.labels(*labels),
+            queue_wait=self.queue_wait.labels(*labels),
+            inference=self.inference.labels(*labels),
+            batch_size=self.batch_size.labels(*labels),
         )
+
+    def describe_models(self, served: Iterable[tuple[str, str, ModelRunner]]) -> None:
+        """Publish what is served, ``(model, version, runner)``, as ``resnet_serve_model_info``:
+        once loaded, and at each change (a version swapped in or out, a model loaded or not)."""
+        self.model.clear()
+        for name, number, runner in served:
+            manifest = runner.bundle.manifest
+            self.model.labels(
+                model=name,
+                version=number,
+                arch=manifest.arch,
+                num_classes=str(manifest.num_classes),
+                device=str(runner.device),
+                precision=runner.precision,
+            ).set(1)
 
     def watch_gpu(self, device: torch.device) -> None:
         """Export the CUDA memory of ``device`` (and its utilisation, where NVML is there).

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import torch
 
 from app.model.preprocessing import ImageDecodeError, ImageTooLargeError, UploadDecoder
-from app.serving.admission import AdmissionGate, AdmissionLimits, Ticket
+from app.serving.admission import AdmissionGate, Ticket
 from app.serving.batcher import BatchedResult, DynamicBatcher
 from app.serving.decode_pool import FairDecodePool
 from app.serving.gpu_decode import EncodedJpeg, GpuJpegDecoder
@@ -69,7 +69,7 @@ class DecodeBudgetError(Exception):
 class InferencePipeline:
     """Decode and crop to uint8 on a thread pool, then batch into the runner's inference threads."""
 
-    def __init__(self, runner: ModelRunner, settings: Settings) -> None:
+    def __init__(self, runner: ModelRunner, settings: Settings, gate: AdmissionGate) -> None:
         self.runner = runner
         self.settings = settings
         spec = runner.bundle.manifest.preprocessing
@@ -101,15 +101,7 @@ class InferencePipeline:
         )
         self.threads_stuck = False
         self.trimmer = MemoryTrimmer()  # floods of large images leave freed heap behind
-        self.gate = AdmissionGate(
-            AdmissionLimits(
-                max_requests=settings.max_requests_in_flight,
-                max_images=settings.max_queue_size,
-                max_decode_pixels=settings.max_decode_pixels,
-                max_body_bytes=settings.max_body_bytes_in_flight,
-            ),
-            runner.batches_in_flight,
-        )
+        self.gate = gate  # the server's, shared by every model and version
 
     async def start(self) -> float:
         """Warm the model up at every batch size, then start batching; returns warm-up seconds."""
@@ -119,10 +111,6 @@ class InferencePipeline:
         if self.gpu_decoder is not None:
             await self.gpu_decoder.start()
         return seconds
-
-    def admit(self, body_bytes: int) -> Ticket:
-        """Admit one request of ``body_bytes`` before its body is read, or raise ``OverloadedError``."""
-        return self.gate.admit(body_bytes)
 
     async def prepare_all(self, uploads: list[bytes], ticket: Ticket) -> list[torch.Tensor]:
         """Decode a request's untrusted images into model inputs, in order, within its budgets.

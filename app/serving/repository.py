@@ -1,16 +1,17 @@
-"""The served model's versions, as Triton's model repository has them: polled, or loaded and
-unloaded on request.
+"""The served models' folders and versions, as Triton's model repository has them: polled, or loaded
+and unloaded on request.
 
-``MODEL_DIR`` is one bundle (version 1) or a folder of numbered versions (``app.serving.versions``).
-A newer version is found by polling (``MODEL_POLL_S``) or on an explicit ``load`` (Triton's
-repository extension); it is loaded (its bundle checked: sha256, labels, preprocessing), warmed up
-at every batch size and only then swapped in (``InferenceService.swap_in``): requests already
-admitted finish on the version they began on, which stops once they have. A version that cannot
-serve (a broken bundle, labels whose number changes under the same model name, a failed warm-up) is
-refused: logged, counted in ``resnet_serve_model_version_refusals_total``, and not tried again until
-its files change, while the version already served goes on. ``unload`` stops serving the model
-(readiness turns 503, inference is refused) until ``load``; its memory stays held until a newer
-version replaces it or the process ends.
+Each model folder holds one bundle (version 1) or numbered versions (``app.serving.versions``), and
+its version policy says which serve (``app.serving.model_config``). Changes are found by polling
+(``MODEL_POLL_S``: a new version, or in a repository a new model folder) or on an explicit ``load``
+(Triton's repository extension). A version is loaded (its bundle checked: sha256, labels,
+preprocessing; its weights within ``MODEL_MEMORY_MB`` and the device's memory), warmed up at every
+batch size and only then swapped in (``ServedModel.serve``): requests already admitted finish on
+the version they began on, which stops once they have. A version that cannot serve (a broken
+bundle, labels whose number changes under the same model name, one that does not fit, a failed
+warm-up) is refused: logged, counted in ``resnet_serve_model_version_refusals_total``, and not tried
+again until its files change, while what is served goes on. ``unload`` stops serving a model and
+frees its memory until ``load``.
 """
 
 from __future__ import annotations
@@ -20,18 +21,33 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
-from app.serving.builder import RunnerLoader, build_version, load_runner
-from app.serving.errors import InvalidInputError
-from app.serving.service import InferenceService, ServedVersion
-from app.serving.state import Phase
-from app.serving.versions import fingerprint, is_versioned, version_dirs
+from app.serving.builder import (
+    RunnerLoader,
+    build_version,
+    load_runner,
+    model_settings,
+    repository_root,
+)
+from app.serving.errors import InvalidInputError, ModelNotFoundError
+from app.serving.model_config import ModelConfig
+from app.serving.served_model import ServedModel, ServedVersion
+from app.serving.service import InferenceService
+from app.serving.versions import (
+    fingerprint,
+    is_versioned,
+    repository_models,
+    served_versions,
+    version_dirs,
+)
+from app.settings import Settings
 
 logger = logging.getLogger("resnet_serve")
 
 
 class VersionRefusedError(InvalidInputError):
-    """A version that must not replace the one served; the message says why (400 on load)."""
+    """A version that must not serve; the message says why (400 on load)."""
 
 
 @dataclass(frozen=True)
@@ -51,111 +67,191 @@ class Refusal:
 
 
 class ModelRepository:
-    """The versions of ``service``'s model: the index, polling, explicit load and unload."""
+    """The models of ``service`` and their versions: the index, polling, explicit load, unload."""
 
     def __init__(self, service: InferenceService, load: RunnerLoader = load_runner) -> None:
         self.service = service
         self.load_runner = load
-        self.model_dir = service.settings.model_dir
-        self.refused: dict[int, Refusal] = {}
+        self.root = repository_root(service.settings)  # None: a repository of one model
+        self.refused: dict[tuple[str, int], Refusal] = {}
         self._lock = asyncio.Lock()  # one load at a time, polled or asked for
 
+    def folders(self) -> dict[str, Path]:
+        """Every model folder, by the name it is served under: those served, and in a repository
+        any other model folder it holds now."""
+        found = {name: model.folder for name, model in self.service.models.items()}
+        if self.root is not None:
+            for name, folder in repository_models(self.root).items():
+                found.setdefault(name, folder)
+        return dict(sorted(found.items()))
+
     def index(self, ready_only: bool = False) -> list[VersionEntry]:
-        """Every version the repository holds, the served one ``READY`` unless unloaded."""
-        name, served = self.service.manifest.name, self.service.version
-        unloaded = self.service.state.phase is Phase.UNLOADED
-        found = (
-            version_dirs(self.model_dir) if is_versioned(self.model_dir) else {1: self.model_dir}
-        )
+        """Every version of every model, those served ``READY``."""
         entries = []
-        for number in sorted(found):
-            version = str(number)
-            if version == served and not unloaded:
-                entries.append(VersionEntry(name, version, "READY"))
-            elif version == served:
-                entries.append(VersionEntry(name, version, "UNAVAILABLE", "unloaded"))
-            elif number in self.refused:
-                entries.append(
-                    VersionEntry(name, version, "UNAVAILABLE", self.refused[number].reason)
-                )
-            else:
-                reason = "older than the served version" if number < int(served) else "not loaded"
-                entries.append(VersionEntry(name, version, "UNAVAILABLE", reason))
+        for name, folder in self.folders().items():
+            model = self.service.models.get(name)
+            numbers = sorted(_versions_in(folder))
+            for number in numbers:
+                if model is not None and number in model.versions:
+                    entries.append(VersionEntry(name, str(number), "READY"))
+                    continue
+                if (name, number) in self.refused:
+                    reason = self.refused[name, number].reason
+                elif model is not None and model.unloaded:
+                    reason = "unloaded"
+                elif model is not None:
+                    reason = "not selected by the version policy"
+                else:
+                    reason = "not loaded"
+                entries.append(VersionEntry(name, str(number), "UNAVAILABLE", reason))
         return [e for e in entries if e.state == "READY"] if ready_only else entries
 
     async def run_polling(self) -> None:
-        """Look for a newer version every ``MODEL_POLL_S`` until cancelled."""
+        """Look for new versions and models every ``MODEL_POLL_S`` until cancelled; a model
+        unloaded on request stays unloaded."""
         while True:
             await asyncio.sleep(self.service.settings.model_poll_s)
-            if self.service.state.ready:  # not while warming up, unloaded or draining
+            if not self.service.state.ready:  # not while warming up or draining
+                continue
+            for name in self.folders():
                 with contextlib.suppress(VersionRefusedError):  # logged and counted once
-                    await self.check()
+                    await self.check(name)
 
     async def load(self, name: str) -> None:
-        """Triton's ``load``: serve the model again if it was unloaded, on its newest version;
-        ``VersionRefusedError`` when that version cannot serve (the served one goes on, loaded)."""
-        self.service.check_model(name)
-        try:
-            await self.check()
-        finally:  # a refused newer version leaves the served one serving, loaded
-            self.service.state.mark_loaded()
+        """Triton's ``load``: serve the versions of ``name`` its policy selects, loading what is
+        not served yet (a model unloaded, or new in the repository); ``VersionRefusedError`` when
+        one of them cannot serve (what is served goes on)."""
+        if name not in self.folders():
+            self.service.model(name)  # raises ModelNotFoundError, naming the models served
+        await self.check(name, reload=True)
 
-    def unload(self, name: str) -> None:
-        """Triton's ``unload``: stop serving the model until it is loaded again."""
-        self.service.check_model(name)
-        load_path = f"/v2/repository/models/{name}/load"
-        self.service.state.mark_unloaded(f"model {name} is unloaded; POST {load_path} serves it")
-
-    async def check(self) -> None:
-        """Swap in the newest version above the one served; ``VersionRefusedError`` if refused."""
+    async def unload(self, name: str) -> None:
+        """Triton's ``unload``: stop serving ``name`` until it is loaded again; its memory is freed
+        once the requests admitted on it have ended."""
+        model = self.service.model(name)
         async with self._lock:
-            found = version_dirs(self.model_dir)
-            if not found or max(found) <= int(self.service.version):
-                return
-            number = max(found)
-            bundle_dir = found[number]
-            files = fingerprint(bundle_dir)
-            known = self.refused.get(number)
-            if known is not None and known.files == files:
-                raise VersionRefusedError(f"version {number} was refused: {known.reason}")
-            try:
-                newer = await self._warm(str(number), bundle_dir)
-            except Exception as exc:
-                reason = str(exc) or type(exc).__name__
-                self.refused[number] = Refusal(files, reason)
-                self.service.metrics.version_refusals.inc()
-                logger.error(
-                    "refused version %d of %s (still serving version %s): %s",
-                    number,
-                    self.service.manifest.name,
-                    self.service.version,
-                    reason,
-                )
-                raise VersionRefusedError(f"version {number} was refused: {reason}") from None
-            older = self.service.version
-            metrics, runner = self.service.metrics, newer.pipeline.runner
-            metrics.describe_model(newer.manifest, newer.version, runner.device, runner.precision)
-            metrics.version_swaps.inc()
-            logger.info(
-                "serving version %s of %s (was %s)", newer.version, newer.manifest.name, older
-            )
-            await self.service.swap_in(newer)
+            load_path = f"/v2/repository/models/{name}/load"
+            await model.unload(f"model {name} is unloaded; POST {load_path} serves it")
+            self.service.describe()
+            logger.info("unloaded %s", name)
 
-    async def _warm(self, version: str, bundle_dir: Path) -> ServedVersion:
-        """The version loaded, checked against the one served, and warm; closed if refused."""
-        settings = self.service.settings
-        newer = await asyncio.to_thread(
-            build_version, settings, version, bundle_dir, self.load_runner
+    async def check(self, name: str, reload: bool = False) -> None:
+        """Serve the versions of ``name`` its policy selects now, loading the new ones; a model
+        unloaded on request only with ``reload``. ``VersionRefusedError`` if one is refused."""
+        async with self._lock:
+            folder = self.folders().get(name)
+            if folder is None:
+                raise ModelNotFoundError(f"unknown model {name}")
+            model = self.service.models.get(name)
+            if model is not None and model.unloaded and not reload:
+                return
+            try:
+                config, settings = model_settings(self.service.settings, folder)
+                wanted = served_versions(folder, config.version_policy)
+            except Exception as exc:  # a config.json or a folder that cannot serve
+                self._refuse(name, 0, (), exc)
+            served = model.versions if model is not None and model.config == config else {}
+            keep = {n: served[n] for n in wanted if n in served}
+            refusals = []
+            loaded: dict[int, ServedVersion] = {}
+            for number in sorted(set(wanted) - set(keep), reverse=True):
+                try:
+                    loaded[number] = await self._warm(name, number, wanted[number], settings)
+                except VersionRefusedError as exc:
+                    refusals.append(exc)
+            if loaded or (model is not None and set(keep) != set(model.versions)):
+                await self._serve(name, folder, config, settings, keep | loaded)
+            if refusals:
+                raise refusals[0]
+
+    async def _serve(
+        self,
+        name: str,
+        folder: Path,
+        config: ModelConfig,
+        settings: Settings,
+        versions: dict[int, ServedVersion],
+    ) -> None:
+        """Swap ``versions`` in as what ``name`` serves (or add the model), then say so."""
+        model = self.service.models.get(name)
+        before = sorted(model.versions) if model is not None else []
+        if not versions:  # every version refused: what was served goes on
+            return
+        if model is None:
+            self.service.models[name] = ServedModel(name, folder, config, settings, versions)
+        else:
+            model.config, model.settings = config, settings
+            await model.serve(versions)
+        self.service.describe()
+        self.service.metrics.version_swaps.labels(name).inc()
+        logger.info(
+            "serving %s version %s (was %s)",
+            name,
+            ", ".join(map(str, sorted(versions))),
+            ", ".join(map(str, before)) or "none",
         )
+
+    def _refuse(
+        self, name: str, number: int, files: tuple[tuple[str, int, int], ...], exc: BaseException
+    ) -> NoReturn:
+        """Remember, count and log why version ``number`` of ``name`` cannot serve, and raise."""
+        reason = str(exc) or type(exc).__name__
+        self.refused[name, number] = Refusal(files, reason)
+        self.service.metrics.version_refusals.labels(name).inc()
+        shown = f"{name} version {number}" if number else f"model {name}"
+        model = self.service.models.get(name)
+        served = ", ".join(map(str, sorted(model.versions))) if model is not None else ""
+        going_on = f"still serving version {served}" if served else "not served"
+        logger.error("refused %s (%s): %s", shown, going_on, reason)
+        raise VersionRefusedError(f"{shown} was refused: {reason}") from None
+
+    async def _warm(
+        self, name: str, number: int, bundle_dir: Path, settings: Settings
+    ) -> ServedVersion:
+        """Version ``number`` of ``name`` loaded, checked against what is served, and warm;
+        ``VersionRefusedError`` (closed again) if it cannot serve."""
+        files = fingerprint(bundle_dir)
+        known = self.refused.get((name, number))
+        if known is not None and known.files == files:
+            raise VersionRefusedError(f"{name} version {number} was refused: {known.reason}")
+        held = sum(v.weight_bytes for v in self._served_versions())
         try:
-            served, labels = self.service.manifest, newer.manifest.labels
-            if newer.manifest.name == served.name and len(labels) != len(served.labels):
-                raise VersionRefusedError(
-                    f"its {len(labels)} labels replace {len(served.labels)} "
-                    f"under the same model name {served.name}; give it a new name"
-                )
+            newer = await asyncio.to_thread(
+                build_version,
+                settings,
+                str(number),
+                bundle_dir,
+                self.service.gate,
+                held,
+                self.load_runner,
+            )
+        except Exception as exc:
+            self._refuse(name, number, files, exc)
+        try:
+            self._check_labels(name, newer)
             await newer.pipeline.start()
-        except BaseException:
+        except BaseException as exc:
             await newer.pipeline.stop(0)
-            raise
+            if not isinstance(exc, Exception):
+                raise
+            self._refuse(name, number, files, exc)
+        self.refused.pop((name, number), None)
         return newer
+
+    def _check_labels(self, name: str, newer: ServedVersion) -> None:
+        model = self.service.models.get(name)
+        if model is None or not model.versions:
+            return
+        served, labels = model.latest.manifest, newer.manifest.labels
+        if newer.manifest.name == served.name and len(labels) != len(served.labels):
+            raise VersionRefusedError(
+                f"its {len(labels)} labels replace {len(served.labels)} "
+                f"under the same model name {served.name}; give it a new name"
+            )
+
+    def _served_versions(self) -> list[ServedVersion]:
+        return [v for model in self.service.models.values() for v in model.versions.values()]
+
+
+def _versions_in(folder: Path) -> list[int]:
+    return list(version_dirs(folder)) if is_versioned(folder) else [1]

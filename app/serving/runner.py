@@ -192,6 +192,13 @@ class ModelRunner:
         return self.options.max_batch_size
 
     @property
+    def weight_bytes(self) -> int:
+        """What the served model's parameters and buffers hold on its device: what a model
+        repository's memory limit counts (activations, workspace and graphs come on top)."""
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
         size = self.bundle.manifest.preprocessing.input_size
         return (3, size, size)

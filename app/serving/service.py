@@ -1,8 +1,8 @@
 """The one object every inference route calls, whatever its protocol: ``InferenceService``.
 
 It owns what /predict, the Open Inference Protocol, /explain and the health routes share: health
-and readiness, the model's description, top-k, admission, the request deadline, decoding, batching,
-the explainer and the inference metrics. A route parses its request, opens an ``InferenceCall`` with
+and readiness, the models served (``app.serving.served_model``), admission, the request deadline,
+decoding, batching and the inference metrics. A route parses its request, opens an ``InferenceCall`` with
 ``begin``, hands it images (encoded, or pixels already at the model's input size) and formats the
 ``Classification`` list it gets back. What fails is raised as the pipeline's own exceptions (and those
 of ``app.serving.errors``), mapped to HTTP once, in ``app.edge.routes.inference``.
@@ -16,35 +16,26 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 
-from app.model.bundle import BundleManifest
-from app.serving.admission import Ticket, body_reservation
+from app.serving.admission import AdmissionGate, Ticket, body_reservation
 from app.serving.batcher import DeadlineExceededError
-from app.serving.errors import (
-    DrainingError,
-    InvalidInputError,
-    InvalidParameterError,
-    ModelNotFoundError,
-    NotReadyError,
-)
+from app.serving.errors import DrainingError, InvalidInputError, ModelNotFoundError, NotReadyError
 from app.serving.explainer import Explainer
 from app.serving.health import health_report
 from app.serving.metrics import ServiceMetrics
 from app.serving.pipeline import InferencePipeline
 from app.serving.runner import ScoredClass, abstains
+from app.serving.served_model import ServedModel, ServedVersion
 from app.serving.state import Phase, ServiceState
 from app.serving.statistics import RequestTimes
 from app.settings import Settings
 from app.wire.rest import HealthResponse, ImagePrediction, ScoredLabel
 
 T = TypeVar("T")
-
-DEFAULT_TOP_K = 5
-RETIRE_POLL_S = 0.05  # how often a replaced version looks whether its requests have ended
 
 
 @dataclass(frozen=True)
@@ -75,88 +66,61 @@ class Classification:
 
 
 @dataclass
-class ServedVersion:
-    """One loaded, warm version of the model: its pipeline and what is read from its bundle.
-
-    A request keeps the version it was admitted on to its end, so a newer version can be swapped
-    in (``InferenceService.swap_in``) while older requests finish on the one they began on.
-    """
-
-    version: str
-    pipeline: InferencePipeline
-    settings: Settings
-
-    def __post_init__(self) -> None:
-        manifest = self.pipeline.runner.bundle.manifest
-        self.manifest: BundleManifest = manifest
-        self.image_shape: tuple[int, int, int] = self.pipeline.runner.image_shape
-        # The top score below which an answer abstains: the setting, else the bundle's.
-        self.abstain_threshold: float = (
-            self.settings.abstain_threshold
-            if self.settings.abstain_threshold is not None
-            else manifest.abstain_threshold
-        )
-        # Labels answered abstained whatever their score: the setting, else the bundle's.
-        names = self.settings.abstain_label_names
-        if names is None:
-            names = frozenset(manifest.abstain_labels)
-        self.abstain_labels: tuple[str, ...] = tuple(sorted(names))
-        self.abstain_indices = frozenset(i for i, x in enumerate(manifest.labels) if x in names)
-
-    async def retire(self, timeout_s: float) -> None:
-        """Once the requests admitted on this version have ended (at most ``timeout_s``), stop it."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while self.pipeline.gate.requests and loop.time() < deadline:
-            await asyncio.sleep(RETIRE_POLL_S)
-        await self.pipeline.stop(max(0.0, deadline - loop.time()))
-
-
-@dataclass
 class InferenceService:
-    """Everything inference needs, with its model loaded: made by ``app.serving.builder``."""
+    """Everything inference needs, with its models loaded: made by ``app.serving.builder``.
+
+    ``models`` holds every model served, by name; a request names one (or, on a server of one
+    model, may name none) and the version it runs on (or the latest).
+    """
 
     settings: Settings
     state: ServiceState
     metrics: ServiceMetrics
-    current: ServedVersion
-    _explainer: asyncio.Future[Explainer] | None = field(default=None, repr=False)
-    _retiring: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
-
-    # What the version now served says; a request reads its own version's (``InferenceCall``).
-    @property
-    def pipeline(self) -> InferencePipeline:
-        return self.current.pipeline
+    gate: AdmissionGate  # the one admission bound of the process, whatever the model
+    models: dict[str, ServedModel]
 
     @property
-    def manifest(self) -> BundleManifest:
-        return self.current.manifest
+    def pipelines(self) -> list[InferencePipeline]:
+        """Every version's pipeline that serves now, of every model."""
+        return [pipeline for model in self.models.values() for pipeline in model.pipelines]
 
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return self.current.image_shape
+    def model(self, name: str | None) -> ServedModel:
+        """The model ``name``; None names the only one: ``ModelNotFoundError`` otherwise."""
+        if name is None and len(self.models) == 1:
+            return next(iter(self.models.values()))
+        found = self.models.get(name) if name is not None else None
+        if found is None:
+            served = ", ".join(sorted(self.models))
+            if name is None:
+                raise ModelNotFoundError(f"name a model: this server serves {served}")
+            raise ModelNotFoundError(f"unknown model {name}; this server serves {served}")
+        return found
 
-    @property
-    def version(self) -> str:
-        return self.current.version
-
-    async def swap_in(self, newer: ServedVersion) -> None:
-        """Serve ``newer`` (loaded and warm) from now on; the version it replaces finishes the
-        requests admitted on it, then stops, in the background. The explainer, made from the old
-        model, is dropped."""
-        older, self.current = self.current, newer
-        retiring = asyncio.create_task(older.retire(self.settings.drain_timeout_s))
-        self._retiring.add(retiring)
-        retiring.add_done_callback(self._retiring.discard)
-        await self._close_explainer()
+    def served(self, name: str | None, version: str | None = None) -> ServedVersion:
+        """The version a request for ``name`` (and ``version``, else the latest) runs on:
+        ``ModelNotFoundError``, or ``NotReadyError`` while the model is unloaded."""
+        return self.model(name).version(version)
 
     def check_model(self, name: str, version: str | None = None) -> None:
-        """``ModelNotFoundError`` unless ``name`` (and ``version``, when given) is the model served.
-        An empty version is none, as gRPC's unset string field is."""
-        served = self.manifest.name
-        if name != served or version not in (None, "", self.version):
-            shown = name if not version else f"{name} version {version}"
-            raise ModelNotFoundError(f"unknown model {shown}; this server serves {served}")
+        """``ModelNotFoundError`` unless ``name`` (and ``version``, when given) is served; an
+        unloaded model is known (its readiness answers false)."""
+        model = self.model(name)
+        if model.versions or not model.unloaded:
+            model.version(version)
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        """Whether the server takes requests for ``name`` (at ``version``): ``ModelNotFoundError``
+        for a model it does not know."""
+        self.check_model(name, version)
+        return self.health().ready and bool(self.models[name].versions)
+
+    def describe(self) -> None:
+        """Publish the model versions served now in the metrics (at start and at each change)."""
+        self.metrics.describe_models(
+            (name, version.version, version.pipeline.runner)
+            for name, model in self.models.items()
+            for version in model.versions.values()
+        )
 
     def check_ready(self) -> None:
         """``NotReadyError`` (``DrainingError``) while warming up, draining or failed."""
@@ -167,22 +131,13 @@ class InferenceService:
 
     def health(self) -> HealthResponse:
         """What every protocol's health routes answer from (``app.serving.health``)."""
-        return health_report(self.settings, self.state, self.pipeline)
-
-    def top_k(self, requested: int | None) -> int:
-        """``requested`` checked against the number of classes; the default is 5, or fewer."""
-        num_classes = self.manifest.num_classes
-        if requested is None:
-            return min(DEFAULT_TOP_K, num_classes)
-        if not 1 <= requested <= num_classes:
-            raise InvalidParameterError(f"top_k must be 1..{num_classes}, got {requested}")
-        return requested
+        return health_report(self.settings, self.state, self.gate, self.models)
 
     async def start(self) -> float:
-        """Warm the model up, then take requests; returns the warm-up seconds. A failure marks
+        """Warm every model up, then take requests; returns the warm-up seconds. A failure marks
         the service failed (liveness turns 503) and is raised."""
         try:
-            seconds = await self.pipeline.start()
+            seconds = sum([await pipeline.start() for pipeline in self.pipelines])
         except Exception as exc:
             # Health routes answer without a key: the cause (paths, driver text) stays in the log.
             self.state.mark_failed(f"warm-up failed ({type(exc).__name__}); the server log has why")
@@ -193,58 +148,40 @@ class InferenceService:
 
     async def end_drain(self) -> None:
         """Answer whatever is still queued or running with 503 now (drain timeout, second signal)."""
-        await self.pipeline.batcher.stop(drain_timeout_s=0)
+        await asyncio.gather(*(p.batcher.stop(drain_timeout_s=0) for p in self.pipelines))
 
     async def stop(self) -> None:
         """The way out: draining, queued work finished within what is left of the drain, threads
         released."""
         self.state.mark_draining()
-        await self.pipeline.stop(self.state.drain_left_s)
-        await asyncio.gather(*self._retiring)  # versions swapped out, still finishing
-        await self._close_explainer()
+        left_s = self.state.drain_left_s
+        await asyncio.gather(*(model.stop(left_s) for model in self.models.values()))
 
-    async def _close_explainer(self) -> None:
-        made, self._explainer = self._explainer, None
-        if made is None or made.cancelled():
-            return
-        try:
-            explainer = await made  # one still being made is waited for, then closed too
-        except Exception:
-            return  # its making failed: nothing to close
-        await asyncio.to_thread(explainer.close)  # the one computing ends; queued ones drop
-
-    async def explainer(self) -> Explainer:
-        """The Grad-CAM explainer, made on first use: its model copy costs memory (and a GPU's, on
-        one) that a server nobody asks to explain should not pay. Concurrent first calls share one;
-        a failed copy is retried by the next call."""
+    async def explainer(self, name: str | None) -> Explainer:
+        """The Grad-CAM explainer of model ``name``, made on first use (``ServedModel``)."""
         self.check_ready()
-        runner = self.pipeline.runner
-        if self._explainer is None:
-            max_pending = self.settings.explain_max_pending
-            self._explainer = asyncio.ensure_future(
-                asyncio.to_thread(Explainer, runner, max_pending)
-            )
-        making = self._explainer
-        try:
-            return await asyncio.shield(making)  # one caller's timeout must not cancel it for all
-        except Exception:
-            if making.done() and self._explainer is making:
-                self._explainer = None
-            raise
+        return await self.model(name).explainer()
 
     def begin(
-        self, declared_length: str | None, client_timeout_s: float | None = None
+        self,
+        declared_length: str | None,
+        client_timeout_s: float | None = None,
+        model: str | None = None,
+        version: str | None = None,
     ) -> InferenceCall:
-        """Admit one request before its body is read, by its ``Content-Length`` header (None when
-        it declares none): ``NotReadyError`` or ``OverloadedError``. Its deadline is
-        ``request_timeout_s`` away, or the client's own (a gRPC deadline) when that is sooner."""
+        """Admit one request for ``model`` (at ``version``) before its body is read, by its
+        ``Content-Length`` header (None when it declares none): ``NotReadyError``,
+        ``ModelNotFoundError`` or ``OverloadedError``. Its deadline is ``request_timeout_s`` away,
+        or the client's own (a gRPC deadline) when that is sooner."""
         self.check_ready()
+        served_model = self.model(model)
+        served = served_model.version(version)
         body_bytes = body_reservation(declared_length, self.settings.max_body_bytes)
         timeout_s = self.settings.request_timeout_s
         if client_timeout_s is not None:
             timeout_s = min(timeout_s, client_timeout_s)
-        version = self.current
-        return InferenceCall(self, version, version.pipeline.admit(body_bytes), timeout_s)
+        ticket = self.gate.admit(body_bytes)
+        return InferenceCall(self, served_model.name, served, ticket, timeout_s)
 
 
 class InferenceCall:
@@ -254,11 +191,18 @@ class InferenceCall:
     """
 
     def __init__(
-        self, service: InferenceService, version: ServedVersion, ticket: Ticket, timeout_s: float
+        self,
+        service: InferenceService,
+        model: str,
+        version: ServedVersion,
+        ticket: Ticket,
+        timeout_s: float,
     ):
         self.service = service
+        self.model = model  # the name it is served under
         self.version = version  # the one it was admitted on, to its end
         self.pipeline = version.pipeline
+        version.requests += 1
         self.ticket = ticket
         self.started = time.perf_counter()
         self.timeout_s = timeout_s
@@ -272,6 +216,7 @@ class InferenceCall:
 
     def __exit__(self, error_type: type[BaseException] | None, *_: object) -> None:
         self.ticket.close()
+        self.version.requests -= 1
         statistics = self.pipeline.statistics
         if error_type is not None:
             statistics.record_failure(time.perf_counter() - self.started)
@@ -328,7 +273,8 @@ class InferenceCall:
         outputs = await self.pipeline.classify(images, self.remaining_s)
         classified_at = time.perf_counter()
         self.largest_batch = max([self.largest_batch, *(output.batch_size for output in outputs)])
-        metrics, runner = self.service.metrics, self.pipeline.runner
+        runner = self.pipeline.runner
+        metrics = self.service.metrics.of_model(self.model, self.version.version)
         threshold, rejected = self.version.abstain_threshold, self.version.abstain_indices
         results = []
         for output in outputs:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 class Phase(enum.StrEnum):
     STARTING = "starting"
     READY = "ready"
-    UNLOADED = "unloaded"  # the model was unloaded through the repository API; load serves it
     DRAINING = "draining"
     FAILED = "failed"
 
@@ -46,14 +45,6 @@ class ServiceState:
         """End the drain now (a second signal): what is still queued is answered 503."""
         self.mark_draining()
         self.drain_deadline = time.monotonic()
-
-    def mark_unloaded(self, reason: str) -> None:
-        if self.phase is Phase.READY:
-            self.phase, self.reason = Phase.UNLOADED, reason
-
-    def mark_loaded(self) -> None:
-        if self.phase is Phase.UNLOADED:
-            self.phase, self.reason = Phase.READY, ""
 
     def mark_failed(self, reason: str) -> None:
         self.phase, self.reason = Phase.FAILED, reason

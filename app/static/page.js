@@ -9,6 +9,8 @@ const MODEL_RETRY_MS = 2000;
 
 const elements = {
   modelInfo: document.getElementById("model-info"),
+  modelField: document.getElementById("model-field"),
+  modelChoice: document.getElementById("model-choice"),
   dropZone: document.getElementById("drop-zone"),
   fileInput: document.getElementById("file-input"),
   topK: document.getElementById("top-k"),
@@ -84,10 +86,28 @@ function networkErrorText(error) {
 
 // --- the model line ----------------------------------------------------------------------------
 
+// The model chosen, as the query every call names it by ("" on a server of one model).
+function modelQuery() {
+  const chosen = elements.modelChoice.value;
+  return chosen ? new URLSearchParams({ model: chosen }) : new URLSearchParams();
+}
+
+// A server of several models: one option each, shown once there is a choice to make.
+function listModels(model) {
+  if (model.models.length < 2 || elements.modelChoice.options.length) return;
+  for (const name of model.models) {
+    const option = element("option", "", name);
+    option.value = name;
+    option.selected = name === model.name;
+    elements.modelChoice.append(option);
+  }
+  elements.modelField.hidden = false;
+}
+
 async function loadModel() {
   let response;
   try {
-    response = await fetch("model", { headers: { Accept: "application/json" } });
+    response = await fetch(`model?${modelQuery()}`, { headers: { Accept: "application/json" } });
   } catch (error) {
     elements.modelInfo.textContent = networkErrorText(error);
     return;
@@ -102,6 +122,7 @@ async function loadModel() {
     return;
   }
   const model = await response.json();
+  listModels(model);
   elements.modelInfo.textContent =
     `Model ${model.name}: ${model.arch}, ${model.num_classes} classes ` +
     `(${model.labels.join(", ")}), ${model.input_size}×${model.input_size} input.`;
@@ -210,7 +231,7 @@ function imageForm(file) {
 
 async function classify(card, file) {
   setState(card, "Classifying…");
-  const params = new URLSearchParams();
+  const params = modelQuery();
   if (elements.topK.value) params.set("top_k", elements.topK.value);
   let response;
   try {
@@ -247,7 +268,9 @@ async function requestExplanation(card, file, button) {
   button.textContent = "Explaining…";
   let outcome;
   try {
-    const response = await fetch("explain?format=png", {
+    const params = modelQuery();
+    params.set("format", "png");
+    const response = await fetch(`explain?${params}`, {
       method: "POST",
       body: imageForm(file),
       headers: { ...authHeaders(), Accept: "image/png" },
@@ -333,6 +356,8 @@ elements.clear.addEventListener("click", () => {
   for (const url of objectUrls.splice(0)) URL.revokeObjectURL(url);
   announce("Results cleared.");
 });
+
+elements.modelChoice.addEventListener("change", loadModel);
 
 if (document.body.dataset.apiKeys === "on") showApiKeyField();
 loadModel();

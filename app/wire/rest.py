@@ -56,6 +56,7 @@ class PredictResponse(BaseModel):
             "examples": [
                 {
                     "model": "demo",
+                    "version": "1",
                     "request_id": "2d46ee258f3745c7ab34954521433354",
                     "results": [
                         {
@@ -77,7 +78,8 @@ class PredictResponse(BaseModel):
         },
     )
 
-    model: str
+    model: str = Field(description="The model that answered, by the name it is served under.")
+    version: str = Field("1", description="Its version that answered.")
     request_id: str
     results: tuple[ImagePrediction, ...] = Field(description="One entry per image, in input order.")
     preprocess_ms: float
@@ -118,6 +120,7 @@ class HealthResponse(BaseModel):
                     "status": "ready",
                     "reason": "",
                     "model": "demo",
+                    "models": ["demo"],
                     "arch": "resnet18",
                     "device": "cuda:0",
                     "precision": "bf16",
@@ -130,6 +133,7 @@ class HealthResponse(BaseModel):
                     "status": "starting",
                     "reason": "warming up",
                     "model": "demo",
+                    "models": ["demo"],
                     "arch": "resnet18",
                     "device": "cuda:0",
                     "precision": "bf16",
@@ -143,16 +147,19 @@ class HealthResponse(BaseModel):
     )
 
     status: str = Field(
-        description="starting, ready, unloaded (through the repository API), draining, failed "
-        "or stuck."
+        description="starting, ready, unloaded (every model, through the repository API), "
+        "draining, failed or stuck."
     )
     reason: str = ""
-    model: str | None = None
+    model: str | None = Field(
+        None, description="The first model served (by name); arch to max_batch_size are its."
+    )
+    models: list[str] = Field(default_factory=list, description="Every model served now.")
     arch: str | None = None
     device: str | None = None
     precision: str | None = None
     max_batch_size: int
-    queue_depth: int
+    queue_depth: int = Field(description="Images waiting for a batch, of every model.")
     saturation: float = Field(
         description="Fill of the fullest admission bound, 0..1; at 1 new requests get 503."
     )
@@ -220,6 +227,7 @@ class ModelInfo(BaseModel):
                 {
                     "name": "demo",
                     "version": "1",
+                    "models": ["demo"],
                     "arch": "resnet18",
                     "num_classes": 9,
                     "labels": [
@@ -258,9 +266,13 @@ class ModelInfo(BaseModel):
         },
     )
 
-    name: str
+    name: str = Field(description="The name it is served under (?model= on /predict).")
     version: str = Field(
-        "1", description="The version served: 1 for a plain bundle, else its numbered folder."
+        "1",
+        description="The latest version served: 1 for a plain bundle, else its folder's number.",
+    )
+    models: tuple[str, ...] = Field(
+        (), description="Every model the server serves, by name; GET /model?model= describes one."
     )
     arch: str
     num_classes: int

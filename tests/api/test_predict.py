@@ -12,6 +12,8 @@ from PIL import Image
 
 from tests.conftest import REPO, ServerProcess, encode, known_image
 
+DEMO_SERIES = (("model", "demo"), ("version", "1"))  # the labels of the demo model's series
+
 
 def _top_label(result: dict) -> str:
     return result["predictions"][0]["label"]
@@ -157,8 +159,8 @@ def test_metrics_count_requests_and_images(demo_server: ServerProcess) -> None:
         metrics = demo_server.metrics()
         return (
             metrics["resnet_serve_requests_total"].get(ok, 0.0),
-            metrics["resnet_serve_images_total"][()],
-            metrics["resnet_serve_batch_size_count"][()],
+            metrics["resnet_serve_images_total"].get(DEMO_SERIES, 0.0),
+            metrics["resnet_serve_batch_size_count"].get(DEMO_SERIES, 0.0),
         )
 
     before = counts()

@@ -156,7 +156,7 @@ def test_model_version_1_is_served_and_any_other_is_404(client) -> None:
         client.infer(MODEL["name"], [_image_input()], model_version="2")
     assert error.value.status() == "404"
     assert error.value.message() == (
-        f"unknown model {MODEL['name']} version 2; this server serves {MODEL['name']}"
+        f"unknown model {MODEL['name']} version 2; it serves version 1"
     )
 
 

@@ -74,7 +74,7 @@ def _served_version(server: ServerProcess) -> str:
 
 
 def _counter(server: ServerProcess, name: str) -> float:
-    return server.metrics()[name].get((), 0.0)
+    return server.metrics().get(name, {}).get((("model", "demo"),), 0.0)
 
 
 def test_new_versions_go_live_under_load_and_broken_ones_are_refused(
@@ -130,8 +130,8 @@ def test_new_versions_go_live_under_load_and_broken_ones_are_refused(
     assert server.get("/model").json()["version"] == "2"
     assert _counter(server, "resnet_serve_model_version_swaps_total") == 1
     logs = server.logs()
-    assert "refused version 3 of demo (still serving version 2)" in logs
-    assert "refused version 4 of demo (still serving version 2): its 3 labels replace 9" in logs
+    assert "refused demo version 3 (still serving version 2)" in logs
+    assert "refused demo version 4 (still serving version 2): its 3 labels replace 9" in logs
     before = load.p99_ms(0, marks["swap"])
     during = load.p99_ms(marks["swap"], marks["swapped"])
     broken = load.p99_ms(marks["broken"], marks["refused"])

@@ -128,7 +128,7 @@ def test_model_build_and_start_up_times_are_exported(demo_server: ServerProcess)
     (model,) = samples["resnet_serve_model_info"]
     health = demo_server.get("/health/ready").json()
     assert dict(model) == {
-        "name": "demo",
+        "model": "demo",
         "version": "1",  # a plain bundle is version 1
         "arch": "resnet18",
         "num_classes": "9",

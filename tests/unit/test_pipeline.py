@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from app.model.bundle import load_bundle
+from app.serving.builder import admission_gate
 from app.serving.pipeline import DecodeBudgetError, InferencePipeline
 from app.serving.runner import ModelRunner, RunnerOptions
 from app.settings import Settings
@@ -32,10 +33,10 @@ def _prepare(gpu_decode: bool) -> list[torch.Tensor]:
         gpu_decode=gpu_decode, max_image_pixels=4_000_000, max_request_pixels=4_000_000
     )
     assert LARGE_JPEG_PIXELS < settings.max_request_pixels < 2 * LARGE_JPEG_PIXELS
-    pipeline = InferencePipeline(runner, settings)
+    pipeline = InferencePipeline(runner, settings, admission_gate(settings))
 
     async def prepare() -> list[torch.Tensor]:
-        with pipeline.admit(0) as ticket:
+        with pipeline.gate.admit(0) as ticket:
             return await pipeline.prepare_all([_large_jpeg(), _large_jpeg()], ticket)
 
     try:

@@ -126,8 +126,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async def ready() -> Any:
-            self.service.check_model(request.name, request.version)
-            return service_pb2.ModelReadyResponse(ready=self.service.health().ready)
+            ready = self.service.model_ready(request.name, request.version)
+            return service_pb2.ModelReadyResponse(ready=ready)
 
         return await self._answer("ModelReady", context, ready)
 
@@ -137,35 +137,33 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async def metadata() -> Any:
-            self.service.check_model(request.name, request.version)
-            return as_message(
-                model.model_metadata(self.service), service_pb2.ModelMetadataResponse()
-            )
+            metadata = model.model_metadata(self.service, request.name, request.version)
+            return as_message(metadata, service_pb2.ModelMetadataResponse())
 
         return await self._answer("ModelMetadata", context, metadata)
 
     async def ModelConfig(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async def config() -> Any:
-            self.service.check_model(request.name, request.version)
-            settings = as_message(model.model_config(self.service), model_config_pb2.ModelConfig())
-            return service_pb2.ModelConfigResponse(config=settings)
+            config = model.model_config(self.service, request.name, request.version)
+            return service_pb2.ModelConfigResponse(
+                config=as_message(config, model_config_pb2.ModelConfig())
+            )
 
         return await self._answer("ModelConfig", context, config)
 
     async def ModelStatistics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async def statistics() -> Any:
-            if request.name:  # none named: every model, as Triton answers
-                self.service.check_model(request.name, request.version)
-            return as_message(
-                model.model_statistics(self.service), service_pb2.ModelStatisticsResponse()
+            # None named: every model, as Triton answers.
+            statistics = model.model_statistics(
+                self.service, request.name or None, request.version or None
             )
+            return as_message(statistics, service_pb2.ModelStatisticsResponse())
 
         return await self._answer("ModelStatistics", context, statistics)
 
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async def infer() -> Any:
             self._authorize(context)
-            self.service.check_model(request.model_name, request.model_version)
             return await self._infer(request, context)
 
         state = self.service.state
@@ -196,7 +194,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelUnload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async def unload() -> Any:
             self._authorize(context)
-            self.repository.unload(request.model_name)
+            await self.repository.unload(request.model_name)
             return service_pb2.RepositoryModelUnloadResponse()
 
         return await self._answer("RepositoryModelUnload", context, unload)
@@ -219,7 +217,12 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         settings = service.settings
         # Admitted by the message's size as HTTP is by Content-Length; the client's deadline
         # counts when it is sooner than the service's own.
-        with service.begin(str(request.ByteSize()), context.time_remaining()) as call:
+        with service.begin(
+            str(request.ByteSize()),
+            context.time_remaining(),
+            request.model_name,
+            request.model_version,
+        ) as call:
             async with call.timeout():
                 parsed = await call.parse(
                     infer_request,
@@ -232,8 +235,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                     if isinstance(parsed.inputs, list)
                     else call.classify_pixels(parsed.inputs)
                 )
-        manifest = call.version.manifest  # the version it was admitted on
-        return infer_response(manifest.name, call.version.version, parsed, results, manifest.labels)
+        ran_on = call.version  # the version it was admitted on, whatever is served now
+        return infer_response(call.model, ran_on.version, parsed, results, ran_on.manifest.labels)
 
 
 def _value(message: Any) -> Callable[[], Awaitable[Any]]:

@@ -2,8 +2,8 @@
 
 Metadata, Triton's model configuration, readiness and the statistics extension are built here once,
 as the pydantic models of ``app.wire.open_inference``; the HTTP routes answer them as JSON and the
-gRPC servicer converts the same objects to its messages. One model is served, at the version
-``MODEL_DIR`` gives (``"1"`` for a plain bundle; the highest numbered folder of a versioned one).
+gRPC servicer converts the same objects to its messages. Every model served is described at the
+version a request names, or its latest (``app.serving.served_model``).
 
 The configuration follows Triton's model-configuration rules (docs/open-inference.md cites them):
 with batching (``max_batch_size`` > 0) every tensor's ``dims`` leave out the batch dimension and are
@@ -21,6 +21,7 @@ from app.edge.open_inference.codec import (
     PIXELS_INPUT,
     PROBABILITIES,
 )
+from app.serving.served_model import ServedVersion
 from app.serving.service import InferenceService
 from app.serving.statistics import Duration
 from app.wire.open_inference import (
@@ -54,28 +55,29 @@ def server_metadata() -> ServerMetadata:
     )
 
 
-def _tensors(service: InferenceService) -> tuple[list[TensorMetadata], list[TensorMetadata]]:
+def _tensors(served: ServedVersion) -> tuple[list[TensorMetadata], list[TensorMetadata]]:
     """The model's inputs and outputs, batch dimension first (-1): the one source of the
     metadata and the configuration."""
     return (
         [
             TensorMetadata(name=IMAGE_INPUT, datatype="BYTES", shape=[-1, 1]),
-            TensorMetadata(name=PIXELS_INPUT, datatype="UINT8", shape=[-1, *service.image_shape]),
+            TensorMetadata(name=PIXELS_INPUT, datatype="UINT8", shape=[-1, *served.image_shape]),
         ],
         [
             TensorMetadata(
-                name=PROBABILITIES, datatype="FP32", shape=[-1, service.manifest.num_classes]
+                name=PROBABILITIES, datatype="FP32", shape=[-1, served.manifest.num_classes]
             ),
             TensorMetadata(name=ABSTAINED, datatype="BOOL", shape=[-1, 1]),
         ],
     )
 
 
-def model_metadata(service: InferenceService) -> ModelMetadata:
-    inputs, outputs = _tensors(service)
+def model_metadata(service: InferenceService, name: str, version: str | None) -> ModelMetadata:
+    """Model ``name`` at ``version`` (else its latest), with every version it serves."""
+    inputs, outputs = _tensors(service.served(name, version))
     return ModelMetadata(
-        name=service.manifest.name,
-        versions=[service.version],
+        name=name,
+        versions=[str(number) for number in sorted(service.models[name].versions)],
         platform=PLATFORM,
         inputs=inputs,
         outputs=outputs,
@@ -87,16 +89,17 @@ def _triton_type(datatype: str) -> str:
     return "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
 
 
-def model_config(service: InferenceService) -> TritonModelConfig:
+def model_config(service: InferenceService, name: str, version: str | None) -> TritonModelConfig:
     """Triton's model configuration: the metadata's tensors in Triton's terms, and the largest
     batch a request may carry."""
-    inputs, outputs = _tensors(service)
+    served = service.served(name, version)
+    inputs, outputs = _tensors(served)
     return TritonModelConfig(
-        name=service.manifest.name,
+        name=name,
         platform=PLATFORM,
         # Triton clients send batches up to max_batch_size: promise only what both limits allow.
         max_batch_size=min(
-            service.pipeline.runner.max_batch_size, service.settings.max_images_per_request
+            served.pipeline.runner.max_batch_size, service.settings.max_images_per_request
         ),
         input=[
             TritonInputConfig(
@@ -115,37 +118,51 @@ def _duration(duration: Duration) -> StatisticDuration:
     return StatisticDuration(count=duration.count, ns=duration.ns)
 
 
-def model_statistics(service: InferenceService) -> ModelStatisticsResponse:
-    """The served model's statistics since start (``app.serving.statistics``)."""
-    stats = service.pipeline.statistics
-    none = StatisticDuration(count=0, ns=0)
+def model_statistics(
+    service: InferenceService, name: str | None = None, version: str | None = None
+) -> ModelStatisticsResponse:
+    """The statistics since start of every version served (``app.serving.statistics``): of
+    model ``name`` only when given, and of its ``version`` only when given."""
+    if name is not None:
+        service.check_model(name, version)
+    chosen = [
+        (model_name, served)
+        for model_name, model in service.models.items()
+        if name in (None, model_name)
+        for served in model.versions.values()
+        if version in (None, "", served.version)
+    ]
     return ModelStatisticsResponse(
-        model_stats=[
-            ModelStatistics(
-                name=service.manifest.name,
-                version=service.version,
-                last_inference=stats.last_inference_ms,
-                inference_count=stats.inference_count,
-                execution_count=stats.execution_count,
-                inference_stats=InferStatistics(
-                    success=_duration(stats.success),
-                    fail=_duration(stats.fail),
-                    queue=_duration(stats.queue),
-                    compute_input=_duration(stats.compute_input),
-                    compute_infer=_duration(stats.compute_infer),
-                    compute_output=_duration(stats.compute_output),
-                    cache_hit=none,
-                    cache_miss=none,
-                ),
-                batch_stats=[
-                    InferBatchStatistics(
-                        batch_size=size,
-                        compute_input=StatisticDuration(count=passes.count, ns=0),
-                        compute_infer=_duration(passes),
-                        compute_output=StatisticDuration(count=passes.count, ns=0),
-                    )
-                    for size, passes in sorted(stats.batches.items())
-                ],
+        model_stats=[_version_statistics(model_name, served) for model_name, served in chosen]
+    )
+
+
+def _version_statistics(name: str, served: ServedVersion) -> ModelStatistics:
+    stats = served.pipeline.statistics
+    none = StatisticDuration(count=0, ns=0)
+    return ModelStatistics(
+        name=name,
+        version=served.version,
+        last_inference=stats.last_inference_ms,
+        inference_count=stats.inference_count,
+        execution_count=stats.execution_count,
+        inference_stats=InferStatistics(
+            success=_duration(stats.success),
+            fail=_duration(stats.fail),
+            queue=_duration(stats.queue),
+            compute_input=_duration(stats.compute_input),
+            compute_infer=_duration(stats.compute_infer),
+            compute_output=_duration(stats.compute_output),
+            cache_hit=none,
+            cache_miss=none,
+        ),
+        batch_stats=[
+            InferBatchStatistics(
+                batch_size=size,
+                compute_input=StatisticDuration(count=passes.count, ns=0),
+                compute_infer=_duration(passes),
+                compute_output=StatisticDuration(count=passes.count, ns=0),
             )
-        ]
+            for size, passes in sorted(stats.batches.items())
+        ],
     )

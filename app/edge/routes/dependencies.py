@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 
@@ -50,7 +50,7 @@ def admission_door(service: InferenceService, inference_route: RouteMatcher) -> 
         if route is None:
             return None
         declared = next((value for name, value in headers if name == b"content-length"), None)
-        refused = service.pipeline.gate.refusal(body_reservation(declared, max_body_bytes))
+        refused = service.gate.refusal(body_reservation(declared, max_body_bytes))
         if refused is None:
             return None
         service.metrics.count_rejection("overloaded")
@@ -65,3 +65,8 @@ async def get_service(request: Request) -> InferenceService:
 
 
 ServiceDep = Annotated[InferenceService, Depends(get_service)]
+# The model a /predict or /explain request is for; a server of one model needs none named.
+ModelQuery = Annotated[
+    str | None,
+    Query(description="The model to run (GET /model lists them); needed when several serve."),
+]

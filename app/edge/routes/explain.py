@@ -15,7 +15,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Query, Request, Response
 
 from app.edge.http_errors import ApiError
-from app.edge.routes.dependencies import ServiceDep
+from app.edge.routes.dependencies import ModelQuery, ServiceDep
 from app.edge.routes.inference import inference_request
 from app.edge.routes.predict import ERROR_RESPONSES, REQUEST_BODY
 from app.edge.routes.uploads import ImagePart, read_images
@@ -65,13 +65,14 @@ async def explain(
         Literal["png", "json"],
         Query(description="png: an overlay image; json: the map as numbers."),
     ] = "png",
+    model: ModelQuery = None,
 ) -> Response | ExplainResponse:
     """Show which part of one image (multipart field ``file``, or a raw image body) made the model
     answer a class: Grad-CAM from the last stage, at the model's input size."""
     parts: list[ImagePart] = []
-    async with inference_request(request, service, lambda _: parts[0].name) as http:
-        index = target_index(service.manifest.labels, target)
-        explainer = await service.explainer()
+    async with inference_request(request, service, lambda _: parts[0].name, model) as http:
+        index = target_index(http.call.version.manifest.labels, target)
+        explainer = await service.explainer(http.call.model)
         # From here to the end of the pass, upload and decoding included; taken before the body
         # is read, like admission.
         with explainer.reserve() as slot:

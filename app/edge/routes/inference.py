@@ -47,16 +47,20 @@ class HttpInferenceCall:
 
 @contextlib.asynccontextmanager
 async def inference_request(
-    request: Request, service: InferenceService, name_of: ImageNamer = default_name
+    request: Request,
+    service: InferenceService,
+    name_of: ImageNamer = default_name,
+    model: str | None = None,
+    version: str | None = None,
 ) -> AsyncIterator[HttpInferenceCall]:
-    """Admit ``request`` by its declared length before a byte of its body is read (a refusal
-    costs microseconds), hold its ticket and deadline, and raise every failure inside as an
-    ``ApiError``; ``name_of`` names a rejected image."""
+    """Admit ``request`` for ``model`` (at ``version``) by its declared length before a byte of
+    its body is read (a refusal costs microseconds), hold its ticket and deadline, and raise every
+    failure inside as an ``ApiError``; ``name_of`` names a rejected image."""
     settings = service.settings
     try:
         # A compressed body may inflate to the size limit: it holds that much, not its length.
         declared = None if content_encoding(request) else request.headers.get("content-length")
-        with service.begin(declared) as call:
+        with service.begin(declared, model=model, version=version) as call:
             async with call.timeout():
                 yield HttpInferenceCall(request, call)
             if call.largest_batch:

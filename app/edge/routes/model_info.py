@@ -1,4 +1,4 @@
-"""GET /model: what the served model is, for clients and for the web page.
+"""GET /model: what a served model is, and which are, for clients and for the web page.
 
 Open like the health routes (no API key): it describes the model, it runs nothing.
 """
@@ -7,21 +7,25 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.edge.routes.dependencies import ServiceDep
-from app.wire.rest import ModelInfo, PreprocessingInfo
+from app.edge.routes.dependencies import ModelQuery, ServiceDep
+from app.wire.rest import ErrorResponse, ModelInfo, PreprocessingInfo
 
 router = APIRouter()
 
 
-@router.get("/model", response_model=ModelInfo)
-async def model_info(service: ServiceDep) -> ModelInfo:
-    """The model's name, architecture, labels in output order, input size, preprocessing and
-    provenance."""
-    manifest = service.manifest
+@router.get("/model", response_model=ModelInfo, responses={404: {"model": ErrorResponse}})
+async def model_info(service: ServiceDep, model: ModelQuery = None) -> ModelInfo:
+    """A model's name, architecture, labels in output order, input size, preprocessing and
+    provenance, at its latest version, and the names of every model served; without ``model``,
+    the first by name."""
+    name = model or min(service.models)
+    served = service.served(name)
+    manifest = served.manifest
     spec = manifest.preprocessing
     return ModelInfo(
-        name=manifest.name,
-        version=service.version,
+        name=name,
+        version=served.version,
+        models=tuple(sorted(service.models)),
         arch=manifest.arch,
         num_classes=manifest.num_classes,
         labels=manifest.labels,
@@ -30,6 +34,6 @@ async def model_info(service: ServiceDep) -> ModelInfo:
         weights_sha256=manifest.weights_sha256,
         provenance=manifest.provenance.model_dump(mode="json"),
         temperature=manifest.temperature,
-        abstain_threshold=service.current.abstain_threshold,
-        abstain_labels=service.current.abstain_labels,
+        abstain_threshold=served.abstain_threshold,
+        abstain_labels=served.abstain_labels,
     )

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from app.edge.routes.dependencies import ServiceDep
+from app.edge.routes.dependencies import ModelQuery, ServiceDep
 from app.edge.routes.inference import inference_request
 from app.edge.routes.uploads import ImagePart, read_images
 from app.wire.rest import ErrorResponse, PredictResponse
@@ -52,18 +52,20 @@ async def predict(
         int | None,
         Query(ge=1, description="Classes per image, 1..number of classes (default 5, or fewer)."),
     ] = None,
+    model: ModelQuery = None,
 ) -> PredictResponse:
     """Classify one or more images (multipart fields ``file``/``files``, or a raw image body)."""
     settings = service.settings
     parts: list[ImagePart] = []
-    async with inference_request(request, service, lambda i: parts[i].name) as http:
-        k = service.top_k(top_k)
+    async with inference_request(request, service, lambda i: parts[i].name, model) as http:
+        k = http.call.version.top_k(top_k)
         reading = read_images(request, settings.max_body_bytes, settings.max_images_per_request)
         parts += await http.upload(reading)
         work = http.call.classify_encoded([part.data for part in parts], k)
         results = await http.answer(work, images=len(parts))
     return PredictResponse(
-        model=service.manifest.name,
+        model=http.call.model,
+        version=http.call.version.version,
         request_id=request.state.request_id,
         results=[result.as_prediction() for result in results],
         preprocess_ms=_ms((http.call.decoded_at or http.call.started) - http.call.started),

@@ -45,5 +45,5 @@ async def load_model(request: Request, name: str) -> Response:
 @router.post("/models/{name}/unload", response_class=Response, responses=LOAD_ERRORS)
 async def unload_model(request: Request, name: str) -> Response:
     """Stop serving the model until it is loaded again."""
-    _repository(request).unload(name)
+    await _repository(request).unload(name)
     return Response(status_code=200)

@@ -134,7 +134,7 @@ async def server_ready(service: ServiceDep, response: Response) -> ReadyResponse
 
 @router.get("/models/stats")
 async def all_model_statistics(service: ServiceDep) -> ModelStatisticsResponse:
-    """Triton's statistics extension for every served model (the one)."""
+    """Triton's statistics extension for every version of every model served."""
     return model.model_statistics(service)
 
 
@@ -145,8 +145,7 @@ async def model_metadata(
 ) -> ModelMetadata:
     """The model's inputs (encoded images or pixels) and its two outputs. ``PIXELS`` is listed as
     ``UINT8`` (one datatype per input, as the protocol has it); ``FP32`` pixels are accepted too."""
-    service.check_model(name, version)
-    return model.model_metadata(service)
+    return model.model_metadata(service, name, version)
 
 
 @router.get("/models/{name}/config", responses=MODEL_ERRORS)
@@ -156,8 +155,7 @@ async def model_config(
 ) -> TritonModelConfig:
     """Triton's model configuration (its extension, not the protocol's): the metadata's tensors in
     Triton's terms, and the largest batch a request may carry."""
-    service.check_model(name, version)
-    return model.model_config(service)
+    return model.model_config(service, name, version)
 
 
 @router.get("/models/{name}/stats", responses=MODEL_ERRORS)
@@ -167,8 +165,7 @@ async def model_statistics(
 ) -> ModelStatisticsResponse:
     """Triton's statistics extension: counts and cumulative nanoseconds of requests, queueing,
     decoding, forward passes and answers, and of the passes at each batch size."""
-    service.check_model(name, version)
-    return model.model_statistics(service)
+    return model.model_statistics(service, name, version)
 
 
 @router.get("/models/{name}/ready", responses=MODEL_ERRORS | _health_responses(ModelReadyResponse))
@@ -179,8 +176,7 @@ async def model_statistics(
 async def model_ready(
     service: ServiceDep, response: Response, name: str, version: str | None = None
 ) -> ModelReadyResponse:
-    service.check_model(name, version)
-    ready = service.health().ready
+    ready = service.model_ready(name, version)
     response.status_code = 200 if ready else 503
     return ModelReadyResponse(name=name, ready=ready)
 
@@ -192,9 +188,8 @@ async def infer(
 ) -> Response:
     """Classify a ``BYTES`` tensor of encoded images, or a ``UINT8`` or ``FP32`` pixel tensor at the
     model's input size."""
-    service.check_model(name, version)
     settings = service.settings
-    async with inference_request(request, service) as http:
+    async with inference_request(request, service, model=name, version=version) as http:
         body = await http.upload(read_body(request, settings.max_body_bytes))
         # Off the event loop, which does nothing whose cost grows with what a client sends;
         # parse_request reads a body's numbers a piece at a time, so the GIL comes back to the
@@ -214,9 +209,8 @@ async def infer(
         )
         results = await http.answer(work, images=parsed.count)
         ran_on = http.call.version  # the version it was admitted on, whatever is served now
-    manifest = ran_on.manifest
     content, header_length = encode_response(
-        manifest.name, ran_on.version, parsed, results, manifest.labels
+        name, ran_on.version, parsed, results, ran_on.manifest.labels
     )
     if header_length is None:
         return Response(content, media_type="application/json")
