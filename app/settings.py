@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "demo"
@@ -33,13 +33,20 @@ class Settings(BaseSettings):
     model_dir: Path = Field(
         DEFAULT_MODEL_DIR,
         description="Bundle folder to serve, or a folder of numbered versions (1/, 2/, ...) each a "
-        "bundle: the highest is served. Unset, with /mnt/models present (KServe's storageUri), "
-        "that is served.",
+        "bundle: the highest is served.",
     )
     model_repository: Path | None = Field(
         None,
         description="A folder of model folders (each a bundle, or numbered versions with an "
         "optional config.json), each served under its folder's name; replaces model_dir.",
+    )
+    storage_uri: str | None = Field(
+        None,
+        # KServe sets STORAGE_URI on a container whose models come from storage, and mounts them.
+        validation_alias=AliasChoices("RESNET_SERVE_STORAGE_URI", "STORAGE_URI"),
+        description="KServe's STORAGE_URI: when set, the models KServe mounts at /mnt/models are "
+        "served (a model folder as model_dir, a folder of them as model_repository), unless "
+        "model_repository is set.",
     )
     model_poll_s: float = Field(
         0,

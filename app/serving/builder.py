@@ -138,11 +138,11 @@ def build_version(
 
 
 def _kserve_mount(settings: Settings) -> Path | None:
-    """KServe's storage mount, where neither ``MODEL_REPOSITORY`` nor ``MODEL_DIR`` is set and it
-    exists: found by itself."""
-    if settings.model_repository is not None or "model_dir" in settings.model_fields_set:
+    """KServe's storage mount in a pod that KServe gives models from storage (``STORAGE_URI``),
+    unless ``MODEL_REPOSITORY`` names the models: found by itself, in place of ``MODEL_DIR``."""
+    if settings.model_repository is not None or not settings.storage_uri:
         return None
-    return KSERVE_MODEL_MOUNT if KSERVE_MODEL_MOUNT.is_dir() else None
+    return KSERVE_MODEL_MOUNT
 
 
 def repository_root(settings: Settings) -> Path | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from tritonclient.utils import InferenceServerException
 
 from app.client.client import ResnetClient
 from tests.conftest import (
+    CLI,
     DEMO_BUNDLE,
     ServerProcess,
     encode,
@@ -177,3 +179,16 @@ def test_a_model_that_does_not_fit_is_refused_while_the_others_serve(
     refusals = server.metrics()["resnet_serve_model_version_refusals_total"]
     assert refusals[(("model", "big"),)] == 1  # counted once, not at every poll
     assert "refused big version 1 (not served)" in server.logs()
+
+
+def test_the_predict_command_takes_the_model_by_name(server: ServerProcess, tmp_path: Path) -> None:
+    image = tmp_path / "star.jpg"
+    image.write_bytes(STAR)
+    command = [str(CLI), "predict", "--url", server.url, "--json", str(image)]
+    asked = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert asked.returncode == 1  # no model named, on a server of two
+    assert "name a model: this server serves shapes, tiny" in asked.stdout
+    done = subprocess.run([*command, "--model", "shapes"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    (result,) = json.loads(done.stdout)
+    assert result["predictions"][0]["label"] == "star"

@@ -26,7 +26,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from tests.conftest import ServerProcess, encode, known_image
+from tests.conftest import DEMO_BUNDLE, ServerProcess, encode, known_image, write_bundle
 
 
 def _chromium() -> str | None:
@@ -299,3 +299,29 @@ def test_docs_render_offline(
     save_screenshot(page, path.strip("/"))
     context.close()
     assert not elsewhere
+
+
+def test_a_server_of_several_models_lets_the_page_choose_one(
+    browser: Browser, start_server, tmp_path: Path, save_screenshot
+) -> None:
+    repository = tmp_path / "repository"
+    shutil.copytree(DEMO_BUNDLE, repository / "shapes")
+    write_bundle(repository / "tiny", ["left", "middle", "right"], input_size=32)
+    server: ServerProcess = start_server(model_repository=repository).wait_ready()
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
+    page = context.new_page()
+    page.goto(server.url + "/")
+    expect(page.locator("#model-info")).to_contain_text("Model shapes", timeout=ANSWER_TIMEOUT_MS)
+    choice = page.get_by_label("Model")
+    expect(choice.locator("option")).to_have_text(["shapes", "tiny"])
+    choice.select_option("tiny")
+    expect(page.locator("#model-info")).to_contain_text("Model tiny: resnet18, 3 classes")
+
+    image = tmp_path / "star.jpg"
+    image.write_bytes(encode(known_image("star", 0)))
+    page.locator("#file-input").set_input_files(image)
+    labels = _card(page, "star.jpg").locator(".prediction .label")
+    expect(labels).to_have_count(3, timeout=ANSWER_TIMEOUT_MS)  # tiny's three classes
+    assert set(labels.all_inner_texts()) == {"left", "middle", "right"}
+    save_screenshot(page, "two-models")
+    context.close()

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from app.model.bundle import BundleError
+from app.serving import builder
+from app.serving.builder import model_folders, repository_root
 from app.serving.model_config import VersionPolicy, read_model_config
 from app.serving.versions import (
     fingerprint,
@@ -132,3 +134,50 @@ def test_a_repository_holds_the_model_folders_by_name(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("")
     assert repository_models(tmp_path) == {"shapes": shapes, "textures": textures}
     assert repository_models(tmp_path / "missing") == {}
+
+
+@pytest.fixture
+def kserve_mount(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where KServe would mount a storageUri (/mnt/models), here a folder of the test's own."""
+    mount = tmp_path / "mnt-models"
+    mount.mkdir()
+    monkeypatch.setattr(builder, "KSERVE_MODEL_MOUNT", mount)
+    return mount
+
+
+def test_without_a_repository_model_dir_is_the_one_model(
+    tmp_path: Path, kserve_mount: Path
+) -> None:
+    _bundle(kserve_mount / "1")  # not looked at: KServe gave no STORAGE_URI
+    settings = Settings(model_dir=tmp_path / "demo")
+    assert model_folders(settings) == {None: tmp_path / "demo"}
+    assert repository_root(settings) is None
+
+
+def test_kserves_storage_mount_is_found_by_itself(
+    kserve_mount: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STORAGE_URI", "pvc://models/shapes")
+    _bundle(kserve_mount / "1")
+    assert model_folders(Settings()) == {None: kserve_mount}  # one model's versions
+
+
+def test_a_repository_on_kserves_mount_serves_each_model_by_its_folder(
+    kserve_mount: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STORAGE_URI", "gs://bucket/repository")
+    shapes, textures = _bundle(kserve_mount / "shapes"), _bundle(kserve_mount / "textures" / "3")
+    assert model_folders(Settings()) == {"shapes": shapes, "textures": textures.parent}
+    assert repository_root(Settings()) == kserve_mount
+
+
+def test_model_repository_wins_over_kserves_mount(tmp_path: Path, kserve_mount: Path) -> None:
+    _bundle(kserve_mount / "1")
+    tiny = _bundle(tmp_path / "repository" / "tiny")
+    settings = Settings(model_repository=tmp_path / "repository", storage_uri="pvc://x")
+    assert model_folders(settings) == {"tiny": tiny}
+
+
+def test_an_empty_repository_stops_start_up_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match=r"no model folder .* in the model repository"):
+        model_folders(Settings(model_repository=tmp_path))
