@@ -160,7 +160,9 @@ def model_folders(settings: Settings) -> dict[str | None, Path]:
     repository = repository_root(settings)
     if repository is None:
         return {None: _kserve_mount(settings) or settings.model_dir}
-    found: dict[str | None, Path] = dict(repository_models(repository))
+    found: dict[str | None, Path] = {
+        name: folder for name, folder in repository_models(repository).items()
+    }
     if not found:
         raise BundleError(
             f"{repository}: no model folder (a bundle, or numbered versions of one) in the "

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.metrics import MetricWrapperBase
 
 if TYPE_CHECKING:
     from app.serving.runner import ModelRunner
@@ -72,10 +71,10 @@ def _package_version() -> str:
 class ModelMetrics:
     """One model version's series of the inference metrics."""
 
-    images: MetricWrapperBase
-    queue_wait: MetricWrapperBase
-    inference: MetricWrapperBase
-    batch_size: MetricWrapperBase
+    images: Counter
+    queue_wait: Histogram
+    inference: Histogram
+    batch_size: Histogram
 
 
 class ServiceMetrics:
