@@ -149,7 +149,11 @@ class ModelRepository:
                 config, settings = model_settings(self.service.settings, folder)
                 wanted = served_versions(folder, config.version_policy)
             except Exception as exc:  # a config.json or a folder that cannot serve
+                known = self.refused.get((name, 0))
+                if known is not None and known.reason == str(exc):  # said once, not every poll
+                    raise VersionRefusedError(f"model {name} was refused: {known.reason}") from None
                 self._refuse(name, 0, (), exc)
+            self.refused.pop((name, 0), None)
             served = model.versions if model is not None and model.config == config else {}
             keep = {n: served[n] for n in wanted if n in served}
             refusals = []

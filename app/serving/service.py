@@ -85,13 +85,14 @@ class InferenceService:
         return [pipeline for model in self.models.values() for pipeline in model.pipelines]
 
     def model(self, name: str | None) -> ServedModel:
-        """The model ``name``; None names the only one: ``ModelNotFoundError`` otherwise."""
-        if name is None and len(self.models) == 1:
+        """The model ``name``; none ("" or None) names the only one: ``ModelNotFoundError``
+        otherwise."""
+        if not name and len(self.models) == 1:
             return next(iter(self.models.values()))
-        found = self.models.get(name) if name is not None else None
+        found = self.models.get(name) if name else None
         if found is None:
             served = ", ".join(sorted(self.models))
-            if name is None:
+            if not name:
                 raise ModelNotFoundError(f"name a model: this server serves {served}")
             raise ModelNotFoundError(f"unknown model {name}; this server serves {served}")
         return found

@@ -207,5 +207,5 @@ def test_client_that_goes_away_is_dropped_before_compute(start_server, slow_bund
 
     metrics = wait_for(metrics_with_three_499s, 10, "three requests counted as 499")
     # The three were never computed.
-    assert 'resnet_serve_images_total{model="demo",version="1"} 1.0' in metrics
+    assert 'resnet_serve_images_total{model="slow",version="1"} 1.0' in metrics
     assert "Exception in ASGI application" not in server.logs()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -192,3 +193,21 @@ def test_the_predict_command_takes_the_model_by_name(server: ServerProcess, tmp_
     assert done.returncode == 0, done.stderr
     (result,) = json.loads(done.stdout)
     assert result["predictions"][0]["label"] == "star"
+
+
+def test_a_broken_config_json_is_refused_once_while_the_model_serves(
+    server: ServerProcess, repository: Path
+) -> None:
+    config = repository / "shapes" / "config.json"
+    good = config.read_text()
+    config.write_text('{"max_batch_size": 0}')
+    try:
+        refused = "refused model shapes (still serving version 1, 2)"
+        wait_for(lambda: refused in server.logs(), 30, "the broken config.json refused")
+        time.sleep(10 * 0.2)  # ten more polls: no event marks that none of them counts again
+        assert server.logs().count(refused) == 1, server.logs()[-2000:]
+        assert _predict(server, "shapes").status_code == 200
+        refusals = server.metrics()["resnet_serve_model_version_refusals_total"]
+        assert refusals[(("model", "shapes"),)] == 1
+    finally:
+        config.write_text(good)

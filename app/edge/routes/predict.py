@@ -15,7 +15,8 @@ from app.wire.rest import ErrorResponse, PredictResponse
 router = APIRouter()
 
 ERROR_RESPONSES: dict[int | str, dict] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 408, 413, 415, 422, 431, 500, 503, 504)
+    code: {"model": ErrorResponse}
+    for code in (400, 401, 404, 408, 413, 415, 422, 431, 500, 503, 504)
 }
 
 
