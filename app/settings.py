@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     model_dir: Path = Field(
         DEFAULT_MODEL_DIR,
         description="Bundle folder to serve, or a folder of numbered versions (1/, 2/, ...) each a "
-        "bundle: the highest is served.",
+        "bundle: the highest is served, or those its config.json's version policy selects.",
     )
     model_repository: Path | None = Field(
         None,

@@ -60,6 +60,9 @@ def classify_files(
         max_image_pixels=DATASET_MAX_PIXELS,
         max_request_pixels=DATASET_MAX_PIXELS,
         max_decode_pixels=in_service * DATASET_MAX_PIXELS,
+        # This bundle, whatever repository the environment names for a server.
+        model_repository=None,
+        storage_uri=None,
     )
     return asyncio.run(_classify_all(build_service(settings), paths, top_k, in_service))
 

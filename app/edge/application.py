@@ -71,6 +71,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         if polling is not None:
             polling.cancel()
+            await asyncio.gather(polling, return_exceptions=True)
         warm_up.cancel()
         if grpc is not None:
             service.state.mark_draining()  # gRPC calls still running finish within the drain

@@ -128,7 +128,10 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     )
 
 
-async def _model_not_found(request: Request, exc: ModelNotFoundError) -> JSONResponse:
+async def _model_state_error(
+    request: Request, exc: ModelNotFoundError | NotReadyError
+) -> JSONResponse:
+    """A model that is not served, or not now (unloaded), named outside an inference call."""
     return await _api_error(request, as_api_error(exc))
 
 
@@ -152,6 +155,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]  # called for ApiError only
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]  # for HTTPException only
-    app.add_exception_handler(ModelNotFoundError, _model_not_found)  # type: ignore[arg-type]  # for it only
+    app.add_exception_handler(ModelNotFoundError, _model_state_error)  # type: ignore[arg-type]  # for it only
+    app.add_exception_handler(NotReadyError, _model_state_error)  # type: ignore[arg-type]  # for it only
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]  # for it only
     app.add_exception_handler(Exception, _unexpected_error)

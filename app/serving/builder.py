@@ -19,9 +19,14 @@ from app.model.bundle import BundleError
 from app.model.devices import DeviceError, resolve_device
 from app.serving.admission import AdmissionGate, AdmissionLimits
 from app.serving.metrics import ServiceMetrics
-from app.serving.model_config import ModelConfig, read_model_config
+from app.serving.model_config import CONFIG_FILE, ModelConfig, read_model_config
 from app.serving.pipeline import InferencePipeline
-from app.serving.runner import ModelRunner, RunnerOptions, replica_memory_fraction
+from app.serving.runner import (
+    ModelRunner,
+    RunnerOptions,
+    batches_in_flight,
+    replica_memory_fraction,
+)
 from app.serving.served_model import ServedModel, ServedVersion
 from app.serving.service import InferenceService
 from app.serving.state import ServiceState
@@ -53,14 +58,19 @@ def load_runner(settings: Settings) -> ModelRunner:
     device = resolve_device(settings.device)
     if settings.gpu_decode and device.type != "cuda":  # refused before the weights are loaded
         raise DeviceError(f"gpu_decode needs a CUDA device; the model would run on {device}")
-    options = RunnerOptions(
+    options = runner_options(settings)
+    return ModelRunner.load(str(settings.model_dir), device, settings.precision, options)
+
+
+def runner_options(settings: Settings) -> RunnerOptions:
+    """How the runners of ``settings`` run their batches."""
+    return RunnerOptions(
         max_batch_size=settings.max_batch_size,
         cuda_graphs=settings.cuda_graphs,
         batches_in_flight=settings.batches_in_flight,
         torch_threads=settings.torch_threads,
         device_memory_fraction=replica_memory_fraction(settings.workers),
     )
-    return ModelRunner.load(str(settings.model_dir), device, settings.precision, options)
 
 
 def check_abstain_labels(settings: Settings, labels: list[str]) -> None:
@@ -83,7 +93,7 @@ def admission_gate(settings: Settings) -> AdmissionGate:
             max_decode_pixels=settings.max_decode_pixels,
             max_body_bytes=settings.max_body_bytes_in_flight,
         ),
-        settings.batches_in_flight if device.type == "cuda" else 1,
+        batches_in_flight(device, runner_options(settings)),
     )
 
 
@@ -158,8 +168,11 @@ def model_folders(settings: Settings) -> dict[str | None, Path]:
     """The model folders to serve, by name (None: by their bundle's name): the repository's
     (``repository_root``), else the one model folder, ``MODEL_DIR`` or KServe's mount."""
     repository = repository_root(settings)
+    mount = _kserve_mount(settings)
+    if mount is not None and "model_dir" in settings.model_fields_set:
+        logger.warning("STORAGE_URI is set: serving KServe's %s, not MODEL_DIR", mount)
     if repository is None:
-        return {None: _kserve_mount(settings) or settings.model_dir}
+        return {None: mount or settings.model_dir}
     found: dict[str | None, Path] = {
         name: folder for name, folder in repository_models(repository).items()
     }
@@ -175,7 +188,13 @@ def model_settings(settings: Settings, folder: Path) -> tuple[ModelConfig, Setti
     """A model folder's ``config.json`` (a folder of versions may have one) and the settings it
     makes for that model."""
     config = read_model_config(folder) if is_versioned(folder) else ModelConfig()
-    return config, config.apply(settings)
+    served = config.apply(settings)
+    if served.max_batch_size > served.max_queue_size:
+        raise BundleError(
+            f"{folder / CONFIG_FILE}: max_batch_size {served.max_batch_size} is above the "
+            f"server's max_queue_size {served.max_queue_size}: no batch that large could queue"
+        )
+    return config, served
 
 
 def build_model(
@@ -206,13 +225,20 @@ def build_model(
 
 def build_service(settings: Settings, load: RunnerLoader = load_runner) -> InferenceService:
     """The loaded, not yet warm, service for ``settings``: ``BundleError``/``DeviceError`` when
-    a model cannot be served here (start-up stops, naming it)."""
+    a model cannot be served here (start-up stops, naming it: at start every model must load,
+    while later a model refused leaves the others serving)."""
     gate = admission_gate(settings)
     models: dict[str, ServedModel] = {}
-    for name, folder in model_folders(settings).items():
-        held = sum(v.weight_bytes for m in models.values() for v in m.versions.values())
-        model = build_model(settings, name, folder, gate, held, load)
-        models[model.name] = model
+    try:
+        for name, folder in model_folders(settings).items():
+            held = sum(model.weight_bytes for model in models.values())
+            model = build_model(settings, name, folder, gate, held, load)
+            models[model.name] = model
+    except BaseException:  # nothing left half there: the models already loaded are closed
+        for model in models.values():
+            for version in model.versions.values():
+                version.pipeline.runner.close()
+        raise
     metrics = ServiceMetrics()
     runners = [v.pipeline.runner for m in models.values() for v in m.versions.values()]
     metrics.set_model_load_seconds(sum(runner.load_seconds for runner in runners))

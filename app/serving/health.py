@@ -31,7 +31,7 @@ def health_report(
         reason = f"a batch has been running for {running_s:.0f}s, beyond the request deadline"
     elif state.phase is Phase.READY and not pipelines:
         status, reason = "unloaded", "; ".join(model.unloaded for model in models.values())
-    first = next((model for model in models.values() if model.versions), None)
+    first = next((models[name] for name in sorted(models) if models[name].versions), None)
     runner = first.latest.pipeline.runner if first is not None else None
     return HealthResponse(
         status=status,

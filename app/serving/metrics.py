@@ -182,7 +182,8 @@ class ServiceMetrics:
         )
         self.version_swaps = Counter(
             "resnet_serve_model_version_swaps",
-            "Model versions that went live (or left) while serving, by model.",
+            "Changes to the versions a model serves while serving (a version swapped in, a model "
+            "loaded or added), by model.",
             ["model"],
             registry=self.registry,
         )

@@ -17,7 +17,6 @@ frees its memory until ``load``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +61,9 @@ class VersionEntry:
 
 @dataclass(frozen=True)
 class Refusal:
+    """Why a version (0: the model itself) was refused, and its files then: polling tries it
+    again only once they change; an explicit load tries it again at once."""
+
     files: tuple[tuple[str, int, int], ...]
     reason: str
 
@@ -90,7 +92,8 @@ class ModelRepository:
         entries = []
         for name, folder in self.folders().items():
             model = self.service.models.get(name)
-            numbers = sorted(_versions_in(folder))
+            served = set(model.versions) if model is not None else set()
+            numbers = sorted(set(_versions_in(folder)) | served)
             for number in numbers:
                 if model is not None and number in model.versions:
                     entries.append(VersionEntry(name, str(number), "READY"))
@@ -114,15 +117,23 @@ class ModelRepository:
             if not self.service.state.ready:  # not while warming up or draining
                 continue
             for name in self.folders():
-                with contextlib.suppress(VersionRefusedError):  # logged and counted once
+                try:
                     await self.check(name)
+                except VersionRefusedError:
+                    pass  # logged and counted once, when refused
+                except Exception:  # a folder gone between the look and the load, or worse
+                    logger.exception("polling %s failed; polling goes on", name)
 
     async def load(self, name: str) -> None:
         """Triton's ``load``: serve the versions of ``name`` its policy selects, loading what is
         not served yet (a model unloaded, or new in the repository); ``VersionRefusedError`` when
         one of them cannot serve (what is served goes on)."""
         if name not in self.folders():
-            self.service.model(name)  # raises ModelNotFoundError, naming the models served
+            name = self.service.model(name).name  # ModelNotFoundError, naming the models served
+        # Asked for, not polled: what was refused is tried again (a model refused for memory
+        # may fit once another is unloaded).
+        for refused in [key for key in self.refused if key[0] == name]:
+            del self.refused[refused]
         await self.check(name, reload=True)
 
     async def unload(self, name: str) -> None:
@@ -130,10 +141,10 @@ class ModelRepository:
         once the requests admitted on it have ended."""
         model = self.service.model(name)
         async with self._lock:
-            load_path = f"/v2/repository/models/{name}/load"
-            await model.unload(f"model {name} is unloaded; POST {load_path} serves it")
+            load_path = f"/v2/repository/models/{model.name}/load"
+            await model.unload(f"model {model.name} is unloaded; POST {load_path} serves it")
             self.service.describe()
-            logger.info("unloaded %s", name)
+            logger.info("unloaded %s", model.name)
 
     async def check(self, name: str, reload: bool = False) -> None:
         """Serve the versions of ``name`` its policy selects now, loading the new ones; a model
@@ -146,6 +157,8 @@ class ModelRepository:
             if model is not None and model.unloaded and not reload:
                 return
             try:
+                if not folder.is_dir():
+                    raise FileNotFoundError(f"{folder}: the model folder is gone")
                 config, settings = model_settings(self.service.settings, folder)
                 wanted = served_versions(folder, config.version_policy)
             except Exception as exc:  # a config.json or a folder that cannot serve
@@ -160,7 +173,8 @@ class ModelRepository:
             loaded: dict[int, ServedVersion] = {}
             for number in sorted(set(wanted) - set(keep), reverse=True):
                 try:
-                    loaded[number] = await self._warm(name, number, wanted[number], settings)
+                    held = sum(version.weight_bytes for version in loaded.values())
+                    loaded[number] = await self._warm(name, number, wanted[number], settings, held)
                 except VersionRefusedError as exc:
                     refusals.append(exc)
             if loaded or (model is not None and set(keep) != set(model.versions)):
@@ -210,15 +224,16 @@ class ModelRepository:
         raise VersionRefusedError(f"{shown} was refused: {reason}") from None
 
     async def _warm(
-        self, name: str, number: int, bundle_dir: Path, settings: Settings
+        self, name: str, number: int, bundle_dir: Path, settings: Settings, loading_bytes: int
     ) -> ServedVersion:
-        """Version ``number`` of ``name`` loaded, checked against what is served, and warm;
+        """Version ``number`` of ``name`` loaded, checked against what is served, and warm,
+        within the memory limit beside what is served and ``loading_bytes`` being loaded with it;
         ``VersionRefusedError`` (closed again) if it cannot serve."""
         files = fingerprint(bundle_dir)
         known = self.refused.get((name, number))
         if known is not None and known.files == files:
             raise VersionRefusedError(f"{name} version {number} was refused: {known.reason}")
-        held = sum(v.weight_bytes for v in self._served_versions())
+        held = self.service.weight_bytes + loading_bytes
         try:
             newer = await asyncio.to_thread(
                 build_version,
@@ -253,9 +268,8 @@ class ModelRepository:
                 f"under the same model name {served.name}; give it a new name"
             )
 
-    def _served_versions(self) -> list[ServedVersion]:
-        return [v for model in self.service.models.values() for v in model.versions.values()]
-
 
 def _versions_in(folder: Path) -> list[int]:
+    if not folder.is_dir():
+        return []
     return list(version_dirs(folder)) if is_versioned(folder) else [1]

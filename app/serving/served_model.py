@@ -18,6 +18,7 @@ from app.serving.errors import InvalidParameterError, ModelNotFoundError, NotRea
 from app.serving.explainer import Explainer
 from app.serving.model_config import ModelConfig
 from app.serving.pipeline import InferencePipeline
+from app.serving.versions import VERSION_NAME
 from app.settings import Settings
 
 DEFAULT_TOP_K = 5
@@ -87,14 +88,24 @@ class ServedModel:
     versions: dict[int, ServedVersion]
     unloaded: str = ""
     _explainer: asyncio.Future[Explainer] | None = field(default=None, repr=False)
-    _retiring: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+    _retiring: dict[asyncio.Task[None], ServedVersion] = field(default_factory=dict, repr=False)
+
+    @property
+    def weight_bytes(self) -> int:
+        """What its versions hold, those still finishing their requests after leaving included."""
+        held = [*self.versions.values(), *self._retiring.values()]
+        return sum(version.weight_bytes for version in held)
 
     @property
     def latest(self) -> ServedVersion:
         """The highest version served: what a request that names no version runs on."""
-        if not self.versions:
+        latest = self._latest_or_none()
+        if latest is None:
             raise NotReadyError(self.unloaded or f"model {self.name} has no version loaded")
-        return self.versions[max(self.versions)]
+        return latest
+
+    def _latest_or_none(self) -> ServedVersion | None:
+        return self.versions[max(self.versions)] if self.versions else None
 
     @property
     def pipelines(self) -> list[InferencePipeline]:
@@ -106,7 +117,7 @@ class ServedModel:
         model is unloaded."""
         if not version:
             return self.latest
-        served = self.versions.get(int(version)) if version.isdigit() else None
+        served = self.versions.get(int(version)) if VERSION_NAME.fullmatch(version) else None
         if served is None:
             if not self.versions:
                 raise NotReadyError(self.unloaded)
@@ -119,21 +130,23 @@ class ServedModel:
     async def serve(self, versions: dict[int, ServedVersion]) -> None:
         """Serve exactly ``versions`` (loaded and warm) from now on. The versions that leave
         finish the requests admitted on them, then stop, in the background; the explainer, made
-        from the old latest version, is dropped if that changed."""
+        from the latest version, is dropped when that changes."""
         leaving = [v for number, v in self.versions.items() if versions.get(number) is not v]
-        latest_before = max(self.versions, default=None)
+        latest_before = self._latest_or_none()
         self.versions, self.unloaded = dict(versions), ""
         for older in leaving:
             retiring = asyncio.create_task(older.retire(self.settings.drain_timeout_s))
-            self._retiring.add(retiring)
-            retiring.add_done_callback(self._retiring.discard)
-        if latest_before != max(self.versions, default=None) or leaving:
+            self._retiring[retiring] = older
+            retiring.add_done_callback(self._retiring.pop)
+        if self._latest_or_none() is not latest_before:
             await self._close_explainer()
 
     async def unload(self, reason: str) -> None:
-        """Serve no version until loaded again; what was admitted finishes first."""
+        """Serve no version until loaded again; returns once what was admitted has finished (at
+        most ``DRAIN_TIMEOUT_S``) and the memory is free."""
         await self.serve({})
         self.unloaded = reason
+        await asyncio.gather(*self._retiring)
 
     async def stop(self, timeout_s: float) -> None:
         """Stop every version: queued work finished within ``timeout_s``, threads released."""

@@ -91,29 +91,37 @@ class InferenceService:
             return next(iter(self.models.values()))
         found = self.models.get(name) if name else None
         if found is None:
-            served = ", ".join(sorted(self.models))
+            serving = [name for name, model in self.models.items() if model.versions]
+            served = ", ".join(sorted(serving or self.models))
             if not name:
                 raise ModelNotFoundError(f"name a model: this server serves {served}")
             raise ModelNotFoundError(f"unknown model {name}; this server serves {served}")
         return found
+
+    @property
+    def first_model(self) -> ServedModel:
+        """The first model by name that serves a version (else the first): what /model and the
+        health report describe when no model is named."""
+        ordered = [self.models[name] for name in sorted(self.models)]
+        return next((model for model in ordered if model.versions), ordered[0])
 
     def served(self, name: str | None, version: str | None = None) -> ServedVersion:
         """The version a request for ``name`` (and ``version``, else the latest) runs on:
         ``ModelNotFoundError``, or ``NotReadyError`` while the model is unloaded."""
         return self.model(name).version(version)
 
-    def check_model(self, name: str, version: str | None = None) -> None:
-        """``ModelNotFoundError`` unless ``name`` (and ``version``, when given) is served; an
-        unloaded model is known (its readiness answers false)."""
-        model = self.model(name)
-        if model.versions or not model.unloaded:
-            model.version(version)
-
     def model_ready(self, name: str, version: str | None = None) -> bool:
         """Whether the server takes requests for ``name`` (at ``version``): ``ModelNotFoundError``
-        for a model it does not know."""
-        self.check_model(name, version)
-        return self.health().ready and bool(self.models[name].versions)
+        for a model, or a version of a served one, that it does not know."""
+        model = self.model(name)
+        if model.versions:
+            model.version(version)
+        return self.health().ready and bool(model.versions)
+
+    @property
+    def weight_bytes(self) -> int:
+        """What every model's versions hold (``MODEL_MEMORY_MB`` counts it)."""
+        return sum(model.weight_bytes for model in self.models.values())
 
     def describe(self) -> None:
         """Publish the model versions served now in the metrics (at start and at each change)."""
@@ -198,7 +206,7 @@ class InferenceCall:
         version: ServedVersion,
         ticket: Ticket,
         timeout_s: float,
-    ):
+    ) -> None:
         self.service = service
         self.model = model  # the name it is served under
         self.version = version  # the one it was admitted on, to its end

@@ -39,7 +39,8 @@ class RequestTimes:
 
 @dataclass
 class RunningStatistics:
-    """The cumulative statistics of the served model since start; updated on the event loop."""
+    """The cumulative statistics of one served model version since it was loaded; updated on the
+    event loop."""
 
     success: Duration = field(default_factory=Duration)
     fail: Duration = field(default_factory=Duration)

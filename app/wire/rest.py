@@ -272,7 +272,9 @@ class ModelInfo(BaseModel):
         description="The latest version served: 1 for a plain bundle, else its folder's number.",
     )
     models: tuple[str, ...] = Field(
-        (), description="Every model the server serves, by name; GET /model?model= describes one."
+        (),
+        description="Every model the server knows, by name, unloaded ones too; GET /model?model= "
+        "describes one.",
     )
     arch: str
     num_classes: int

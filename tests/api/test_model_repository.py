@@ -120,7 +120,10 @@ def test_each_model_has_its_own_batch_limit_and_versions(server: ServerProcess) 
         assert httpx.get(url).status_code == 200
         bad = httpx.post(f"{server.url}/v2/models/shapes/versions/{version}/infer", json=body)
         assert bad.status_code == 400  # not an image: the route ran, on that version
-    assert httpx.get(f"{server.url}/v2/models/shapes/versions/3/ready").status_code == 404
+    for unknown in ("3", "01", "\u00b2"):  # a version is named as its folder is
+        assert (
+            httpx.get(f"{server.url}/v2/models/shapes/versions/{unknown}/ready").status_code == 404
+        )
 
 
 def test_grpc_and_the_metrics_name_the_model_and_version(server: ServerProcess) -> None:
@@ -149,6 +152,8 @@ def test_one_model_unloads_while_the_other_serves(server: ServerProcess) -> None
     assert refused.status_code == 503
     assert "model tiny is unloaded" in refused.json()["error"]["message"]
     assert _predict(server, "shapes").status_code == 200
+    for described in ("/model?model=tiny", "/v2/models/tiny", "/v2/models/tiny/config"):
+        assert server.get(described).status_code == 503, described  # known, not served now
     index = client.get_model_repository_index(as_json=True)["models"]
     assert {(m["name"], m["version"], m.get("state")) for m in index} == {
         ("shapes", "1", "READY"),
@@ -173,13 +178,20 @@ def test_a_model_that_does_not_fit_is_refused_while_the_others_serve(
     (entry,) = wait_for(refused, 60, "the new model refused for its memory")
     assert entry["state"] == "UNAVAILABLE"
     assert f"the {int(3.5 * RESNET18_MB)} MB limit" in entry["reason"]
-    with pytest.raises(InferenceServerException, match="big version 1 was refused"):
-        client.load_model("big")
-    assert _predict(server, "shapes").status_code == 200
-    assert _predict(server, "big").status_code == 404
     refusals = server.metrics()["resnet_serve_model_version_refusals_total"]
     assert refusals[(("model", "big"),)] == 1  # counted once, not at every poll
     assert "refused big version 1 (not served)" in server.logs()
+    assert _predict(server, "shapes").status_code == 200
+    assert _predict(server, "big").status_code == 404
+    with pytest.raises(InferenceServerException, match="big version 1 was refused"):
+        client.load_model("big")  # asked for: tried again, and still too big
+
+    client.unload_model("tiny")  # its memory, freed, makes room
+    client.load_model("big")
+    assert _predict(server, "big").json()["model"] == "big"
+    assert not client.is_model_ready("tiny")
+    client.unload_model("big")
+    client.load_model("tiny")
 
 
 def test_the_predict_command_takes_the_model_by_name(server: ServerProcess, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The served model as the Open Inference Protocol describes it, for every transport.
+"""The served models as the Open Inference Protocol describes them, for every transport.
 
 Metadata, Triton's model configuration, readiness and the statistics extension are built here once,
 as the pydantic models of ``app.wire.open_inference``; the HTTP routes answer them as JSON and the
@@ -74,10 +74,11 @@ def _tensors(served: ServedVersion) -> tuple[list[TensorMetadata], list[TensorMe
 
 def model_metadata(service: InferenceService, name: str, version: str | None) -> ModelMetadata:
     """Model ``name`` at ``version`` (else its latest), with every version it serves."""
-    inputs, outputs = _tensors(service.served(name, version))
+    model = service.model(name)
+    inputs, outputs = _tensors(model.version(version))
     return ModelMetadata(
-        name=name,
-        versions=[str(number) for number in sorted(service.models[name].versions)],
+        name=model.name,
+        versions=[str(number) for number in sorted(model.versions)],
         platform=PLATFORM,
         inputs=inputs,
         outputs=outputs,
@@ -92,10 +93,11 @@ def _triton_type(datatype: str) -> str:
 def model_config(service: InferenceService, name: str, version: str | None) -> TritonModelConfig:
     """Triton's model configuration: the metadata's tensors in Triton's terms, and the largest
     batch a request may carry."""
-    served = service.served(name, version)
+    model = service.model(name)
+    served = model.version(version)
     inputs, outputs = _tensors(served)
     return TritonModelConfig(
-        name=name,
+        name=model.name,
         platform=PLATFORM,
         # Triton clients send batches up to max_batch_size: promise only what both limits allow.
         max_batch_size=min(
@@ -123,15 +125,11 @@ def model_statistics(
 ) -> ModelStatisticsResponse:
     """The statistics since start of every version served (``app.serving.statistics``): of
     model ``name`` only when given, and of its ``version`` only when given."""
-    if name is not None:
-        service.check_model(name, version)
-    chosen = [
-        (model_name, served)
-        for model_name, model in service.models.items()
-        if name in (None, model_name)
-        for served in model.versions.values()
-        if version in (None, "", served.version)
-    ]
+    models = list(service.models.values()) if name is None else [service.model(name)]
+    if version:
+        chosen = [(model.name, model.version(version)) for model in models]
+    else:
+        chosen = [(model.name, served) for model in models for served in model.versions.values()]
     return ModelStatisticsResponse(
         model_stats=[_version_statistics(model_name, served) for model_name, served in chosen]
     )

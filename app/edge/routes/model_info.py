@@ -17,13 +17,13 @@ router = APIRouter()
 async def model_info(service: ServiceDep, model: ModelQuery = None) -> ModelInfo:
     """A model's name, architecture, labels in output order, input size, preprocessing and
     provenance, at its latest version, and the names of every model served; without ``model``,
-    the first by name."""
-    name = model or min(service.models)
-    served = service.served(name)
+    the first by name that serves (as the health report's)."""
+    chosen = service.model(model) if model else service.first_model
+    served = chosen.latest
     manifest = served.manifest
     spec = manifest.preprocessing
     return ModelInfo(
-        name=name,
+        name=chosen.name,
         version=served.version,
         models=tuple(sorted(service.models)),
         arch=manifest.arch,

@@ -1,9 +1,9 @@
-"""Triton's model repository extension over HTTP, behind the API keys: the index of versions, and
-``load``/``unload`` of the model (``app.serving.repository``).
+"""Triton's model repository extension over HTTP, behind the API keys: the index of every model's
+versions, and ``load``/``unload`` of one model (``app.serving.repository``).
 
-``load`` serves the model again if it was unloaded, on its newest version, loaded and warmed up
-before it is swapped in; a version that cannot serve is a 400 naming why, while the served one
-goes on. ``unload`` stops serving it (readiness 503) until ``load``.
+``load`` serves the versions its policy selects, each loaded and warmed up before it is swapped in;
+a version that cannot serve is a 400 naming why, while what is served goes on. ``unload`` stops
+serving the model (its readiness 503) and frees its memory until ``load``.
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ def _repository(request: Request) -> ModelRepository:
 async def repository_index(
     request: Request, body: RepositoryIndexRequest | None = None
 ) -> RepositoryIndex:
-    """Every version of the model in ``MODEL_DIR``, the served one ``READY``."""
+    """Every version of every model, those served ``READY``."""
     entries = _repository(request).index(ready_only=bool(body and body.ready))
     return RepositoryIndex([RepositoryModel(**vars(entry)) for entry in entries])
 
 
 @router.post("/models/{name}/load", response_class=Response, responses=LOAD_ERRORS)
 async def load_model(request: Request, name: str) -> Response:
-    """Serve the model (again) on its newest version."""
+    """Serve the model (again, or new in the repository) on the versions its policy selects."""
     try:
         await _repository(request).load(name)
     except VersionRefusedError as exc:
@@ -44,6 +44,6 @@ async def load_model(request: Request, name: str) -> Response:
 
 @router.post("/models/{name}/unload", response_class=Response, responses=LOAD_ERRORS)
 async def unload_model(request: Request, name: str) -> Response:
-    """Stop serving the model until it is loaded again."""
+    """Stop serving the model, and free its memory, until it is loaded again."""
     await _repository(request).unload(name)
     return Response(status_code=200)

@@ -1,8 +1,9 @@
 """The Open Inference Protocol (KServe v2 / Triton REST) beside /predict, for KServe and Triton clients.
 
 The same inference service, limits, deadlines and error mapping as /predict; only the body format
-differs (``app.edge.open_inference``). Errors answer ``{"error": "..."}`` under /v2 (``app.edge.http_errors``). The
-served bundle is the one model, version "1"; any other name or version is 404.
+differs (``app.edge.open_inference``). Errors answer ``{"error": "..."}`` under /v2 (``app.edge.http_errors``). Every
+model served is named by its name, and a version by its number (else the latest served); any other
+name or version is 404, a model unloaded 503.
 
 The model metadata gives each input one datatype, as the protocol has it: ``PIXELS`` says ``UINT8``,
 but ``FP32`` pixels (values 0..255) are accepted too. ``/config`` is Triton's own extension, for
