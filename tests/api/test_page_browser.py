@@ -26,7 +26,14 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from tests.conftest import DEMO_BUNDLE, ServerProcess, encode, known_image, write_bundle
+from tests.conftest import (
+    DEMO_BUNDLE,
+    REPO,
+    ServerProcess,
+    encode,
+    known_image,
+    write_bundle,
+)
 
 
 def _chromium() -> str | None:
@@ -325,3 +332,12 @@ def test_a_server_of_several_models_lets_the_page_choose_one(
     assert set(labels.all_inner_texts()) == {"left", "middle", "right"}
     save_screenshot(page, "two-models")
     context.close()
+
+
+def test_a_photo_of_a_coffee_cup_is_shown_as_none_of_these(page: Page, save_screenshot) -> None:
+    page.locator("#file-input").set_input_files(REPO / "examples" / "coffee.jpg")
+    card = _card(page, "coffee.jpg")
+    expect(card.locator(".abstained")).to_contain_text("None of these", timeout=ANSWER_TIMEOUT_MS)
+    expect(card.locator(".prediction .label").first).to_have_text("clutter")  # scores still shown
+    expect(page.locator("#status")).to_contain_text("coffee.jpg: none of these")
+    save_screenshot(page, "coffee")
