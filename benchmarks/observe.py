@@ -70,14 +70,17 @@ def group_rss_bytes(group: int) -> int | None:
 
 
 def batch_histogram(base_url: str) -> tuple[float, float]:
-    """The ``_sum`` and ``_count`` of resnet-serve's batch-size histogram."""
+    """The ``_sum`` and ``_count`` of resnet-serve's batch-size histogram, over every model and
+    version it has a series for (none before the first batch: zeros)."""
     with urllib.request.urlopen(base_url + "/metrics", timeout=10) as response:
         text = response.read().decode()
-    values = {}
+    totals = {BATCH_HISTOGRAM + "_sum": 0.0, BATCH_HISTOGRAM + "_count": 0.0}
     for family in text_string_to_metric_families(text):
         if family.name == BATCH_HISTOGRAM:
-            values = {sample.name: sample.value for sample in family.samples}
-    return values[BATCH_HISTOGRAM + "_sum"], values[BATCH_HISTOGRAM + "_count"]
+            for sample in family.samples:
+                if sample.name in totals:
+                    totals[sample.name] += sample.value
+    return totals[BATCH_HISTOGRAM + "_sum"], totals[BATCH_HISTOGRAM + "_count"]
 
 
 def sample(base_url: str, group: int, scrape_batches: bool) -> ServerSample:
