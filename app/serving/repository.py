@@ -167,7 +167,8 @@ class ModelRepository:
                     raise VersionRefusedError(f"model {name} was refused: {known.reason}") from None
                 self._refuse(name, 0, (), exc)
             self.refused.pop((name, 0), None)
-            served = model.versions if model is not None and model.config == config else {}
+            # Versions served go on unless the batch limits they were built with changed.
+            served = model.versions if model is not None and model.settings == settings else {}
             keep = {n: served[n] for n in wanted if n in served}
             refusals = []
             loaded: dict[int, ServedVersion] = {}
@@ -177,6 +178,8 @@ class ModelRepository:
                     loaded[number] = await self._warm(name, number, wanted[number], settings, held)
                 except VersionRefusedError as exc:
                     refusals.append(exc)
+            if model is not None and not loaded and model.config != config:
+                model.config = config  # a new policy that keeps the same versions
             if loaded or (model is not None and set(keep) != set(model.versions)):
                 await self._serve(name, folder, config, settings, keep | loaded)
             if refusals:

@@ -89,6 +89,7 @@ class ServedModel:
     unloaded: str = ""
     _explainer: asyncio.Future[Explainer] | None = field(default=None, repr=False)
     _retiring: dict[asyncio.Task[None], ServedVersion] = field(default_factory=dict, repr=False)
+    _closing: set[asyncio.Task[None]] = field(default_factory=set, repr=False)  # old explainers
 
     @property
     def weight_bytes(self) -> int:
@@ -139,7 +140,14 @@ class ServedModel:
             self._retiring[retiring] = older
             retiring.add_done_callback(self._retiring.pop)
         if self._latest_or_none() is not latest_before:
-            await self._close_explainer()
+            # Made from the version that was latest: the next explanation makes a new one, while
+            # those queued on it finish first.
+            made, self._explainer = self._explainer, None
+            closing = asyncio.create_task(
+                self._close_explainer(made, self.settings.drain_timeout_s)
+            )
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
 
     async def unload(self, reason: str) -> None:
         """Serve no version until loaded again; returns once what was admitted has finished (at
@@ -151,8 +159,9 @@ class ServedModel:
     async def stop(self, timeout_s: float) -> None:
         """Stop every version: queued work finished within ``timeout_s``, threads released."""
         await asyncio.gather(*(pipeline.stop(timeout_s) for pipeline in self.pipelines))
-        await asyncio.gather(*self._retiring)  # versions swapped out, still finishing
-        await self._close_explainer()
+        await asyncio.gather(*self._retiring, *self._closing)  # what was swapped out, finishing
+        made, self._explainer = self._explainer, None
+        await self._close_explainer(made, 0.0)
 
     async def explainer(self) -> Explainer:
         """The Grad-CAM explainer of the latest version, made on first use: its model copy costs
@@ -172,12 +181,18 @@ class ServedModel:
                 self._explainer = None
             raise
 
-    async def _close_explainer(self) -> None:
-        made, self._explainer = self._explainer, None
+    @staticmethod
+    async def _close_explainer(made: asyncio.Future[Explainer] | None, timeout_s: float) -> None:
+        """Close ``made`` once its queued explanations have ended (at most ``timeout_s``); those
+        still queued then are dropped."""
         if made is None or made.cancelled():
             return
         try:
             explainer = await made  # one still being made is waited for, then closed too
         except Exception:
             return  # its making failed: nothing to close
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while explainer.pending and loop.time() < deadline:
+            await asyncio.sleep(RETIRE_POLL_S)
         await asyncio.to_thread(explainer.close)  # the one computing ends; queued ones drop

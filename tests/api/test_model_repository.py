@@ -223,3 +223,28 @@ def test_a_broken_config_json_is_refused_once_while_the_model_serves(
         assert refusals[(("model", "shapes"),)] == 1
     finally:
         config.write_text(good)
+
+
+def test_a_new_version_policy_applies_without_reloading_what_stays(
+    server: ServerProcess, repository: Path
+) -> None:
+    config = repository / "shapes" / "config.json"
+    good = config.read_text()
+    loads = server.logs().count("loaded demo version 2 (")  # shapes' bundles are named demo
+    policy = {"max_batch_size": 2, "version_policy": {"specific": {"versions": [2]}}}
+    config.write_text(json.dumps(policy))
+    try:
+        wait_for(
+            lambda: server.get("/v2/models/shapes").json()["versions"] == ["2"],
+            30,
+            "version 1 retired by the new policy",
+        )
+        assert server.logs().count("loaded demo version 2 (") == loads  # kept, not reloaded
+        assert _predict(server, "shapes").json()["version"] == "2"
+    finally:
+        config.write_text(good)
+    wait_for(
+        lambda: server.get("/v2/models/shapes").json()["versions"] == ["1", "2"],
+        60,
+        "version 1 back under the first policy",
+    )
