@@ -181,11 +181,11 @@ class ModelRepository:
             if model is not None and not loaded and model.config != config:
                 model.config = config  # a new policy that keeps the same versions
             if loaded or (model is not None and set(keep) != set(model.versions)):
-                await self._serve(name, folder, config, settings, keep | loaded)
+                self._serve(name, folder, config, settings, keep | loaded)
             if refusals:
                 raise refusals[0]
 
-    async def _serve(
+    def _serve(
         self,
         name: str,
         folder: Path,
@@ -202,7 +202,7 @@ class ModelRepository:
             self.service.models[name] = ServedModel(name, folder, config, settings, versions)
         else:
             model.config, model.settings = config, settings
-            await model.serve(versions)
+            model.serve(versions)
         self.service.describe()
         self.service.metrics.version_swaps.labels(name).inc()
         logger.info(

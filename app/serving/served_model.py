@@ -128,7 +128,7 @@ class ServedModel:
             )
         return served
 
-    async def serve(self, versions: dict[int, ServedVersion]) -> None:
+    def serve(self, versions: dict[int, ServedVersion]) -> None:
         """Serve exactly ``versions`` (loaded and warm) from now on. The versions that leave
         finish the requests admitted on them, then stop, in the background; the explainer, made
         from the latest version, is dropped when that changes."""
@@ -152,7 +152,7 @@ class ServedModel:
     async def unload(self, reason: str) -> None:
         """Serve no version until loaded again; returns once what was admitted has finished (at
         most ``DRAIN_TIMEOUT_S``) and the memory is free."""
-        await self.serve({})
+        self.serve({})
         self.unloaded = reason
         await asyncio.gather(*self._retiring)
 

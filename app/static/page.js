@@ -92,16 +92,21 @@ function modelQuery() {
   return chosen ? new URLSearchParams({ model: chosen }) : new URLSearchParams();
 }
 
-// A server of several models: one option each, shown once there is a choice to make.
+// A server of several models: one option each, shown while there is a choice to make; rebuilt
+// from the server's list each time a model is described (at load, and at each choice).
 function listModels(model) {
-  if (model.models.length < 2 || elements.modelChoice.options.length) return;
-  for (const name of model.models) {
-    const option = element("option", "", name);
-    option.value = name;
-    option.selected = name === model.name;
-    elements.modelChoice.append(option);
+  const listed = [...elements.modelChoice.options].map((option) => option.value);
+  if (listed.join("\n") !== model.models.join("\n")) {
+    elements.modelChoice.replaceChildren(
+      ...model.models.map((name) => {
+        const option = element("option", "", name);
+        option.value = name;
+        return option;
+      }),
+    );
   }
-  elements.modelField.hidden = false;
+  elements.modelChoice.value = model.name;
+  elements.modelField.hidden = model.models.length < 2;
 }
 
 async function loadModel() {
