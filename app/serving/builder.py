@@ -20,7 +20,7 @@ from app.model.devices import DeviceError, resolve_device
 from app.serving.admission import AdmissionGate, AdmissionLimits
 from app.serving.metrics import ServiceMetrics
 from app.serving.model_config import CONFIG_FILE, ModelConfig, read_model_config
-from app.serving.pipeline import InferencePipeline
+from app.serving.pipeline import DecodeWorkers, InferencePipeline, decode_threads
 from app.serving.runner import (
     ModelRunner,
     RunnerOptions,
@@ -97,6 +97,12 @@ def admission_gate(settings: Settings) -> AdmissionGate:
     )
 
 
+def decode_workers(settings: Settings) -> DecodeWorkers:
+    """The server's decode, parse and trim threads, shared by every model it serves."""
+    on_cuda = resolve_device(settings.device).type == "cuda"
+    return DecodeWorkers(decode_threads(settings.decode_workers, on_cuda))
+
+
 def check_memory(settings: Settings, runner: ModelRunner, held_bytes: int) -> None:
     """``ModelMemoryError`` when ``runner``'s weights and the ``held_bytes`` of the versions
     already served together pass ``MODEL_MEMORY_MB``."""
@@ -115,6 +121,7 @@ def build_version(
     version: str,
     bundle_dir: Path,
     gate: AdmissionGate,
+    workers: DecodeWorkers,
     held_bytes: int = 0,
     load: RunnerLoader = load_runner,
 ) -> ServedVersion:
@@ -129,7 +136,7 @@ def build_version(
     try:
         check_memory(at_version, runner, held_bytes)
         check_abstain_labels(at_version, runner.labels)
-        pipeline = InferencePipeline(runner, at_version, gate)
+        pipeline = InferencePipeline(runner, at_version, gate, workers)
     except BaseException:
         runner.close()
         raise
@@ -202,6 +209,7 @@ def build_model(
     name: str | None,
     folder: Path,
     gate: AdmissionGate,
+    workers: DecodeWorkers,
     held_bytes: int = 0,
     load: RunnerLoader = load_runner,
 ) -> ServedModel:
@@ -213,7 +221,7 @@ def build_model(
         for number, bundle_dir in served_versions(folder, config.version_policy).items():
             held = held_bytes + sum(v.weight_bytes for v in versions.values())
             versions[number] = build_version(
-                served_settings, str(number), bundle_dir, gate, held, load
+                served_settings, str(number), bundle_dir, gate, workers, held, load
             )
     except BaseException:
         for version in versions.values():
@@ -227,26 +235,26 @@ def build_service(settings: Settings, load: RunnerLoader = load_runner) -> Infer
     """The loaded, not yet warm, service for ``settings``: ``BundleError``/``DeviceError`` when
     a model cannot be served here (start-up stops, naming it: at start every model must load,
     while later a model refused leaves the others serving)."""
-    gate = admission_gate(settings)
+    gate, workers = admission_gate(settings), decode_workers(settings)
     models: dict[str, ServedModel] = {}
     try:
         for name, folder in model_folders(settings).items():
             held = sum(model.weight_bytes for model in models.values())
-            model = build_model(settings, name, folder, gate, held, load)
+            model = build_model(settings, name, folder, gate, workers, held, load)
             models[model.name] = model
-    except BaseException:  # nothing left half there: the models already loaded are closed
+    except BaseException:  # nothing left half there: what was made is closed
         for model in models.values():
             for version in model.versions.values():
                 version.pipeline.runner.close()
+        workers.close()
         raise
     metrics = ServiceMetrics()
     runners = [v.pipeline.runner for m in models.values() for v in m.versions.values()]
     metrics.set_model_load_seconds(sum(runner.load_seconds for runner in runners))
     if runners[0].on_cuda:
         metrics.watch_gpu(runners[0].device)
-    service = InferenceService(
-        settings, ServiceState(settings.drain_timeout_s), metrics, gate, models
-    )
+    state = ServiceState(settings.drain_timeout_s)
+    service = InferenceService(settings, state, metrics, gate, workers, models)
     service.describe()
     metrics.watch(
         in_flight=lambda: service.state.requests_in_flight,

@@ -1,7 +1,8 @@
 """Image bytes -> tensors (decode pool) -> batcher -> runner: everything /predict needs, no HTTP.
 
-Built and torn down by the app's lifespan; the routes call ``admit``, ``prepare_all`` and
-``classify``. Decoding is bounded and fair: a request's images are costed from their headers and
+Built and torn down by the app's lifespan (one pipeline per served model version, over the
+server's shared ``DecodeWorkers``); the service calls ``prepare_all``, ``parse`` and ``classify``.
+Decoding is bounded and fair, across every model: a request's images are costed from their headers and
 held to the per-request and server budgets before any is decoded; each request has at most one
 image per decode thread in the pool at a time, so a request of 64 large images interleaves with
 the small ones behind it instead of going first; across requests the pool takes the cheaper and
@@ -66,20 +67,45 @@ class DecodeBudgetError(Exception):
     """A request's images together need more decoding than one request may ask for."""
 
 
-class InferencePipeline:
-    """Decode and crop to uint8 on a thread pool, then batch into the runner's inference threads."""
+class DecodeWorkers:
+    """The threads every model's pipelines share: the decode pool, the parse thread and the heap
+    trimmer. One per server, started and closed with it: several models do not mean several pools
+    competing for the cores, and the pool's fairness holds across models."""
 
-    def __init__(self, runner: ModelRunner, settings: Settings, gate: AdmissionGate) -> None:
-        self.runner = runner
-        self.settings = settings
-        spec = runner.bundle.manifest.preprocessing
-        self.decode = UploadDecoder(spec, settings.max_image_pixels, settings.jpeg_draft)
-        self.decode_threads = decode_threads(settings.decode_workers, runner.on_cuda)
-        self.decode_pool = FairDecodePool(self.decode_threads)
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self.pool = FairDecodePool(threads)
         # Parsing a body (a v2 JSON tensor) is GIL-bound: one thread, so that parses take turns with
         # the event loop rather than with each other for the GIL (on six threads eight 27-image JSON
         # bodies held /health/live up to 180 ms; on one, under 50 ms).
         self.parse_thread = ThreadPoolExecutor(1, thread_name_prefix="parse")
+        self.trimmer = MemoryTrimmer()  # floods of large images leave freed heap behind
+
+    def start(self) -> None:
+        self.trimmer.start()
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        self.parse_thread.shutdown(wait=False, cancel_futures=True)
+        self.trimmer.close()
+
+
+class InferencePipeline:
+    """Decode and crop to uint8 on the shared workers, then batch into the runner's inference
+    threads: one per served model version."""
+
+    def __init__(
+        self,
+        runner: ModelRunner,
+        settings: Settings,
+        gate: AdmissionGate,
+        workers: DecodeWorkers,
+    ) -> None:
+        self.runner = runner
+        self.settings = settings
+        spec = runner.bundle.manifest.preprocessing
+        self.decode = UploadDecoder(spec, settings.max_image_pixels, settings.jpeg_draft)
+        self.workers = workers  # the server's, shared by every model and version
         self.gpu_decoder = (
             GpuJpegDecoder(
                 spec,
@@ -100,14 +126,12 @@ class InferencePipeline:
             max_batches_in_flight=runner.batches_in_flight,
         )
         self.threads_stuck = False
-        self.trimmer = MemoryTrimmer()  # floods of large images leave freed heap behind
         self.gate = gate  # the server's, shared by every model and version
 
     async def start(self) -> float:
         """Warm the model up at every batch size, then start batching; returns warm-up seconds."""
         seconds = await self.runner.warm_up()
         self.batcher.start()
-        self.trimmer.start()
         if self.gpu_decoder is not None:
             await self.gpu_decoder.start()
         return seconds
@@ -128,7 +152,7 @@ class InferencePipeline:
                 f"{self.settings.max_request_pixels}"
             )
         ticket.hold_decode_pixels(sum(costs))
-        slots = asyncio.Semaphore(self.decode_threads)  # this request's share of the pool
+        slots = asyncio.Semaphore(self.workers.threads)  # this request's share of the pool
         tasks = [
             asyncio.create_task(self._decode_one(index, data, header, cost, ticket, slots))
             for index, (data, header, cost) in enumerate(zip(uploads, headers, costs, strict=True))
@@ -181,8 +205,8 @@ class InferencePipeline:
                     on_gpu = await gpu_decoder.decode(EncodedJpeg(data, cost))
                     if on_gpu is not None:
                         return on_gpu
-                decoded = await self.decode_pool.run(self.decode, data, cost=cost)
-                self.trimmer.note(cost)
+                decoded = await self.workers.pool.run(self.decode, data, cost=cost)
+                self.workers.trimmer.note(cost)
                 return decoded
         except (ImageDecodeError, ImageTooLargeError) as exc:
             raise RejectedImageError(index, exc) from exc
@@ -192,7 +216,8 @@ class InferencePipeline:
     async def parse(self, function: Callable[..., T], *args: Any) -> T:
         """``function(*args)`` on the parse thread: work whose cost grows with what a client sent
         stays off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self.parse_thread, function, *args)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.workers.parse_thread, function, *args)
 
     async def _run_batch(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
         started = time.perf_counter()
@@ -210,13 +235,11 @@ class InferencePipeline:
         return results
 
     async def stop(self, drain_timeout_s: float) -> None:
-        """Finish queued work within ``drain_timeout_s``, then release the threads."""
+        """Finish queued work within ``drain_timeout_s``, then release this version's threads (the
+        shared workers go on)."""
         await self.batcher.stop(drain_timeout_s)
         if self.gpu_decoder is not None:
             await self.gpu_decoder.stop(drain_timeout_s=0)
-        self.decode_pool.shutdown()
-        self.parse_thread.shutdown(wait=False, cancel_futures=True)
-        self.trimmer.close()
         # A daemon thread, not the loop's executor: asyncio.run joins that executor on exit, and
         # a close blocked behind a hung forward pass would hold the process forever.
         closed = threading.Event()

@@ -244,6 +244,7 @@ class ModelRepository:
                 str(number),
                 bundle_dir,
                 self.service.gate,
+                self.service.workers,
                 held,
                 self.load_runner,
             )

@@ -27,7 +27,7 @@ from app.serving.errors import DrainingError, InvalidInputError, ModelNotFoundEr
 from app.serving.explainer import Explainer
 from app.serving.health import health_report
 from app.serving.metrics import ServiceMetrics
-from app.serving.pipeline import InferencePipeline
+from app.serving.pipeline import DecodeWorkers, InferencePipeline
 from app.serving.runner import ScoredClass, abstains
 from app.serving.served_model import ServedModel, ServedVersion
 from app.serving.state import Phase, ServiceState
@@ -77,6 +77,7 @@ class InferenceService:
     state: ServiceState
     metrics: ServiceMetrics
     gate: AdmissionGate  # the one admission bound of the process, whatever the model
+    workers: DecodeWorkers  # the decode, parse and trim threads every model shares
     models: dict[str, ServedModel]
 
     @property
@@ -145,6 +146,7 @@ class InferenceService:
     async def start(self) -> float:
         """Warm every model up, then take requests; returns the warm-up seconds. A failure marks
         the service failed (liveness turns 503) and is raised."""
+        self.workers.start()
         try:
             seconds = sum([await pipeline.start() for pipeline in self.pipelines])
         except Exception as exc:
@@ -165,6 +167,7 @@ class InferenceService:
         self.state.mark_draining()
         left_s = self.state.drain_left_s
         await asyncio.gather(*(model.stop(left_s) for model in self.models.values()))
+        self.workers.close()
 
     async def explainer(self, name: str | None) -> Explainer:
         """The Grad-CAM explainer of model ``name``, made on first use (``ServedModel``)."""

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from app.model.bundle import load_bundle
-from app.serving.builder import admission_gate
+from app.serving.builder import admission_gate, decode_workers
 from app.serving.pipeline import DecodeBudgetError, InferencePipeline
 from app.serving.runner import ModelRunner, RunnerOptions
 from app.settings import Settings
@@ -33,7 +33,8 @@ def _prepare(gpu_decode: bool) -> list[torch.Tensor]:
         gpu_decode=gpu_decode, max_image_pixels=4_000_000, max_request_pixels=4_000_000
     )
     assert LARGE_JPEG_PIXELS < settings.max_request_pixels < 2 * LARGE_JPEG_PIXELS
-    pipeline = InferencePipeline(runner, settings, admission_gate(settings))
+    workers = decode_workers(settings)
+    pipeline = InferencePipeline(runner, settings, admission_gate(settings), workers)
 
     async def prepare() -> list[torch.Tensor]:
         with pipeline.gate.admit(0) as ticket:
@@ -42,7 +43,7 @@ def _prepare(gpu_decode: bool) -> list[torch.Tensor]:
     try:
         return asyncio.run(prepare())
     finally:
-        pipeline.decode_pool.shutdown()
+        workers.close()
         runner.close()
 
 
