@@ -42,7 +42,7 @@ from app.settings import Settings
 logger = logging.getLogger("resnet_serve")
 
 RunnerLoader = Callable[[Settings], ModelRunner]
-MB = 1024 * 1024
+MB = 1024 * 1024  # MODEL_MEMORY_MB counts in 2**20 bytes
 
 
 class ModelMemoryError(BundleError):
