@@ -1,7 +1,7 @@
 """One way to make served models: settings -> runner -> pipeline -> model -> service.
 
 ``resnet-serve serve``, every replica and offline prediction call ``build_service``, and the model
-repository (``app.serving.repository``) ``build_model`` and ``build_version``; nothing is made twice
+repository (``app.serving.repository``) the service's ``VersionLoader``; nothing is made twice
 and nothing is left half there: a service exists only with its models loaded. The abstain labels
 and the memory limit are checked once per version, and the runner's batch limit is the only one
 (the pipeline's batcher reads it from the runner).
@@ -10,7 +10,8 @@ and the memory limit are checked once per version, and the runner's batch limit 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -116,44 +117,6 @@ def check_memory(settings: Settings, runner: ModelRunner, held_bytes: int) -> No
         )
 
 
-def build_version(
-    settings: Settings,
-    version: str,
-    bundle_dir: Path,
-    gate: AdmissionGate,
-    workers: DecodeWorkers,
-    held_bytes: int = 0,
-    load: RunnerLoader = load_runner,
-) -> ServedVersion:
-    """Load version ``version`` of a model from ``bundle_dir``, not yet warm (the runner is
-    closed again if a later step refuses it): ``BundleError``/``DeviceError``, or
-    ``ModelMemoryError`` when it does not fit beside the ``held_bytes`` already served."""
-    at_version = settings.model_copy(update={"model_dir": bundle_dir})
-    try:
-        runner = load(at_version)
-    except torch.cuda.OutOfMemoryError:
-        raise ModelMemoryError(f"{bundle_dir}: does not fit in the device's free memory") from None
-    try:
-        check_memory(at_version, runner, held_bytes)
-        check_abstain_labels(at_version, runner.labels)
-        pipeline = InferencePipeline(runner, at_version, gate, workers)
-    except BaseException:
-        runner.close()
-        raise
-    manifest = runner.bundle.manifest
-    logger.info(
-        "loaded %s version %s (%s, %d classes) from %s on %s (%s)",
-        manifest.name,
-        version,
-        manifest.arch,
-        manifest.num_classes,
-        bundle_dir,
-        runner.device,
-        runner.precision,
-    )
-    return ServedVersion(version, pipeline, settings)
-
-
 def _kserve_mount(settings: Settings) -> Path | None:
     """KServe's storage mount in a pod that KServe gives models from storage (``STORAGE_URI``),
     unless ``MODEL_REPOSITORY`` names the models: found by itself, in place of ``MODEL_DIR``."""
@@ -204,49 +167,86 @@ def model_settings(settings: Settings, folder: Path) -> tuple[ModelConfig, Setti
     return config, served
 
 
-def build_model(
-    settings: Settings,
-    name: str | None,
-    folder: Path,
-    gate: AdmissionGate,
-    workers: DecodeWorkers,
-    held_bytes: int = 0,
-    load: RunnerLoader = load_runner,
-) -> ServedModel:
-    """The versions of the model in ``folder`` its policy serves, loaded, not yet warm, served as
-    ``name`` (None: its bundle's name)."""
-    config, served_settings = model_settings(settings, folder)
-    versions: dict[int, ServedVersion] = {}
-    try:
-        for number, bundle_dir in served_versions(folder, config.version_policy).items():
-            held = held_bytes + sum(v.weight_bytes for v in versions.values())
-            versions[number] = build_version(
-                served_settings, str(number), bundle_dir, gate, workers, held, load
-            )
-    except BaseException:
-        for version in versions.values():
-            version.pipeline.runner.close()
-        raise
-    name = name or versions[max(versions)].manifest.name
-    return ServedModel(name, folder, config, served_settings, versions)
+def _close(versions: Iterable[ServedVersion]) -> None:
+    for version in versions:
+        version.pipeline.runner.close()
+
+
+@dataclass(frozen=True)
+class VersionLoader:
+    """How a server loads model versions, at start-up and from its repository alike: into the
+    admission gate and decode workers they all share, with ``load`` reading a runner
+    (``load_runner``, or a benchmark's own)."""
+
+    gate: AdmissionGate
+    workers: DecodeWorkers
+    load: RunnerLoader = load_runner
+
+    def version(
+        self, settings: Settings, version: str, bundle_dir: Path, held_bytes: int = 0
+    ) -> ServedVersion:
+        """Version ``version`` of a model from ``bundle_dir``, not yet warm (the runner is closed
+        again if a later step refuses it): ``BundleError``/``DeviceError``, or
+        ``ModelMemoryError`` when it does not fit beside the ``held_bytes`` already served."""
+        at_version = settings.model_copy(update={"model_dir": bundle_dir})
+        try:
+            runner = self.load(at_version)
+        except torch.cuda.OutOfMemoryError:
+            raise ModelMemoryError(
+                f"{bundle_dir}: does not fit in the device's free memory"
+            ) from None
+        try:
+            check_memory(at_version, runner, held_bytes)
+            check_abstain_labels(at_version, runner.labels)
+            pipeline = InferencePipeline(runner, at_version, self.gate, self.workers)
+        except BaseException:
+            runner.close()
+            raise
+        manifest = runner.bundle.manifest
+        logger.info(
+            "loaded %s version %s (%s, %d classes) from %s on %s (%s)",
+            manifest.name,
+            version,
+            manifest.arch,
+            manifest.num_classes,
+            bundle_dir,
+            runner.device,
+            runner.precision,
+        )
+        return ServedVersion(version, pipeline, settings)
+
+    def model(
+        self, settings: Settings, name: str | None, folder: Path, held_bytes: int = 0
+    ) -> ServedModel:
+        """The versions of the model in ``folder`` its policy serves, loaded, not yet warm, served
+        as ``name`` (None: its bundle's name)."""
+        config, served_settings = model_settings(settings, folder)
+        versions: dict[int, ServedVersion] = {}
+        try:
+            for number, bundle_dir in served_versions(folder, config.version_policy).items():
+                held = held_bytes + sum(v.weight_bytes for v in versions.values())
+                versions[number] = self.version(served_settings, str(number), bundle_dir, held)
+        except BaseException:
+            _close(versions.values())
+            raise
+        name = name or versions[max(versions)].manifest.name
+        return ServedModel(name, folder, config, served_settings, versions)
 
 
 def build_service(settings: Settings, load: RunnerLoader = load_runner) -> InferenceService:
     """The loaded, not yet warm, service for ``settings``: ``BundleError``/``DeviceError`` when
     a model cannot be served here (start-up stops, naming it: at start every model must load,
     while later a model refused leaves the others serving)."""
-    gate, workers = admission_gate(settings), decode_workers(settings)
+    loader = VersionLoader(admission_gate(settings), decode_workers(settings), load)
     models: dict[str, ServedModel] = {}
     try:
         for name, folder in model_folders(settings).items():
             held = sum(model.weight_bytes for model in models.values())
-            model = build_model(settings, name, folder, gate, workers, held, load)
+            model = loader.model(settings, name, folder, held)
             models[model.name] = model
     except BaseException:  # nothing left half there: what was made is closed
-        for model in models.values():
-            for version in model.versions.values():
-                version.pipeline.runner.close()
-        workers.close()
+        _close(v for model in models.values() for v in model.versions.values())
+        loader.workers.close()
         raise
     metrics = ServiceMetrics()
     runners = [v.pipeline.runner for m in models.values() for v in m.versions.values()]
@@ -254,11 +254,11 @@ def build_service(settings: Settings, load: RunnerLoader = load_runner) -> Infer
     if runners[0].on_cuda:
         metrics.watch_gpu(runners[0].device)
     state = ServiceState(settings.drain_timeout_s)
-    service = InferenceService(settings, state, metrics, gate, workers, models)
+    service = InferenceService(settings, state, metrics, loader, models)
     service.describe()
     metrics.watch(
         in_flight=lambda: service.state.requests_in_flight,
         queue_depth=lambda: sum(p.batcher.queue_depth for p in service.pipelines),
-        saturation=lambda: gate.saturation,
+        saturation=lambda: loader.gate.saturation,
     )
     return service

@@ -8,7 +8,7 @@ deadline. Only a restart cures it, so liveness fails on it as on a failed start-
 from __future__ import annotations
 
 from app.serving.admission import AdmissionGate
-from app.serving.served_model import ServedModel
+from app.serving.served_model import ServedModel, first_serving
 from app.serving.state import Phase, ServiceState
 from app.settings import Settings
 from app.wire.rest import HealthResponse
@@ -31,7 +31,7 @@ def health_report(
         reason = f"a batch has been running for {running_s:.0f}s, beyond the request deadline"
     elif state.phase is Phase.READY and not pipelines:
         status, reason = "unloaded", "; ".join(model.unloaded for model in models.values())
-    first = next((models[name] for name in sorted(models) if models[name].versions), None)
+    first = first_serving(models) if pipelines else None
     runner = first.latest.pipeline.runner if first is not None else None
     return HealthResponse(
         status=status,

@@ -82,6 +82,7 @@ class ServiceMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._of_model: dict[tuple[str, str], ModelMetrics] = {}  # looked up once per version
         self.requests = Counter(
             "resnet_serve_requests",
             "Requests answered, by route and status (HTTP: route and code; gRPC: method and code name).",
@@ -209,14 +210,18 @@ class ServiceMetrics:
         self.warm_up.set(seconds)
 
     def of_model(self, model: str, version: str) -> ModelMetrics:
-        """The series of one model version, for the answers it gives."""
+        """The series of one model version, for the answers it gives (on every request: the
+        label lookups are made once)."""
         labels = (model, version)
-        return ModelMetrics(
-            images=self.images.labels(*labels),
-            queue_wait=self.queue_wait.labels(*labels),
-            inference=self.inference.labels(*labels),
-            batch_size=self.batch_size.labels(*labels),
-        )
+        series = self._of_model.get(labels)
+        if series is None:
+            series = self._of_model[labels] = ModelMetrics(
+                images=self.images.labels(*labels),
+                queue_wait=self.queue_wait.labels(*labels),
+                inference=self.inference.labels(*labels),
+                batch_size=self.batch_size.labels(*labels),
+            )
+        return series
 
     def describe_models(self, served: Iterable[tuple[str, str, ModelRunner]]) -> None:
         """Publish what is served, ``(model, version, runner)``, as ``resnet_serve_model_info``:

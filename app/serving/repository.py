@@ -22,23 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from app.serving.builder import (
-    RunnerLoader,
-    build_version,
-    load_runner,
-    model_settings,
-    repository_root,
-)
+from app.serving.builder import model_settings, repository_root
 from app.serving.errors import InvalidInputError, ModelNotFoundError
 from app.serving.model_config import ModelConfig
 from app.serving.served_model import ServedModel, ServedVersion
 from app.serving.service import InferenceService
 from app.serving.versions import (
+    MODEL_NAME,
+    available_versions,
     fingerprint,
-    is_versioned,
+    is_model_folder,
     repository_models,
     served_versions,
-    version_dirs,
 )
 from app.settings import Settings
 
@@ -71,9 +66,8 @@ class Refusal:
 class ModelRepository:
     """The models of ``service`` and their versions: the index, polling, explicit load, unload."""
 
-    def __init__(self, service: InferenceService, load: RunnerLoader = load_runner) -> None:
+    def __init__(self, service: InferenceService) -> None:
         self.service = service
-        self.load_runner = load
         self.root = repository_root(service.settings)  # None: a repository of one model
         self.refused: dict[tuple[str, int], Refusal] = {}
         self._lock = asyncio.Lock()  # one load at a time, polled or asked for
@@ -87,13 +81,24 @@ class ModelRepository:
                 found.setdefault(name, folder)
         return dict(sorted(found.items()))
 
+    def folder(self, name: str) -> Path | None:
+        """The folder of model ``name``: the one it is served from, else in a repository the
+        model folder of that name (one look at it, not a listing of the repository)."""
+        if name in self.service.models:
+            return self.service.models[name].folder
+        if self.root is None or not MODEL_NAME.fullmatch(name):
+            return None
+        candidate = self.root / name
+        return candidate if candidate.is_dir() and is_model_folder(candidate) else None
+
     def index(self, ready_only: bool = False) -> list[VersionEntry]:
         """Every version of every model, those served ``READY``."""
         entries = []
         for name, folder in self.folders().items():
             model = self.service.models.get(name)
             served = set(model.versions) if model is not None else set()
-            numbers = sorted(set(_versions_in(folder)) | served)
+            found = available_versions(folder) if folder.is_dir() else {}
+            numbers = sorted(set(found) | served)
             for number in numbers:
                 if model is not None and number in model.versions:
                     entries.append(VersionEntry(name, str(number), "READY"))
@@ -128,7 +133,7 @@ class ModelRepository:
         """Triton's ``load``: serve the versions of ``name`` its policy selects, loading what is
         not served yet (a model unloaded, or new in the repository); ``VersionRefusedError`` when
         one of them cannot serve (what is served goes on)."""
-        if name not in self.folders():
+        if self.folder(name) is None:
             name = self.service.model(name).name  # ModelNotFoundError, naming the models served
         # Asked for, not polled: what was refused is tried again (a model refused for memory
         # may fit once another is unloaded).
@@ -150,7 +155,7 @@ class ModelRepository:
         """Serve the versions of ``name`` its policy selects now, loading the new ones; a model
         unloaded on request only with ``reload``. ``VersionRefusedError`` if one is refused."""
         async with self._lock:
-            folder = self.folders().get(name)
+            folder = self.folder(name)
             if folder is None:
                 raise ModelNotFoundError(f"unknown model {name}")
             model = self.service.models.get(name)
@@ -239,14 +244,7 @@ class ModelRepository:
         held = self.service.weight_bytes + loading_bytes
         try:
             newer = await asyncio.to_thread(
-                build_version,
-                settings,
-                str(number),
-                bundle_dir,
-                self.service.gate,
-                self.service.workers,
-                held,
-                self.load_runner,
+                self.service.loader.version, settings, str(number), bundle_dir, held
             )
         except Exception as exc:
             self._refuse(name, number, files, exc)
@@ -271,9 +269,3 @@ class ModelRepository:
                 f"its {len(labels)} labels replace {len(served.labels)} "
                 f"under the same model name {served.name}; give it a new name"
             )
-
-
-def _versions_in(folder: Path) -> list[int]:
-    if not folder.is_dir():
-        return []
-    return list(version_dirs(folder)) if is_versioned(folder) else [1]

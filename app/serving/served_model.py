@@ -10,6 +10,7 @@ stops once its requests have ended. Each version has its own runner, batcher and
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,22 @@ from app.settings import Settings
 
 DEFAULT_TOP_K = 5
 RETIRE_POLL_S = 0.05  # how often a replaced version looks whether its requests have ended
+
+
+async def wait_until_idle(busy: Callable[[], int], timeout_s: float) -> float:
+    """Wait until ``busy()`` is 0, at most ``timeout_s``; returns what is left of the timeout."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while busy() and loop.time() < deadline:
+        await asyncio.sleep(RETIRE_POLL_S)
+    return max(0.0, deadline - loop.time())
+
+
+def first_serving(models: dict[str, ServedModel]) -> ServedModel:
+    """The first model by name that serves a version (else the first): what /model and the health
+    report describe when no model is named."""
+    ordered = [models[name] for name in sorted(models)]
+    return next((model for model in ordered if model.versions), ordered[0])
 
 
 @dataclass
@@ -66,11 +83,8 @@ class ServedVersion:
 
     async def retire(self, timeout_s: float) -> None:
         """Once the requests admitted on this version have ended (at most ``timeout_s``), stop it."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while self.requests and loop.time() < deadline:
-            await asyncio.sleep(RETIRE_POLL_S)
-        await self.pipeline.stop(max(0.0, deadline - loop.time()))
+        left_s = await wait_until_idle(lambda: self.requests, timeout_s)
+        await self.pipeline.stop(left_s)
 
 
 @dataclass
@@ -191,8 +205,5 @@ class ServedModel:
             explainer = await made  # one still being made is waited for, then closed too
         except Exception:
             return  # its making failed: nothing to close
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while explainer.pending and loop.time() < deadline:
-            await asyncio.sleep(RETIRE_POLL_S)
+        await wait_until_idle(lambda: explainer.pending, timeout_s)
         await asyncio.to_thread(explainer.close)  # the one computing ends; queued ones drop

@@ -17,7 +17,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
@@ -29,11 +29,14 @@ from app.serving.health import health_report
 from app.serving.metrics import ServiceMetrics
 from app.serving.pipeline import DecodeWorkers, InferencePipeline
 from app.serving.runner import ScoredClass, abstains
-from app.serving.served_model import ServedModel, ServedVersion
+from app.serving.served_model import ServedModel, ServedVersion, first_serving
 from app.serving.state import Phase, ServiceState
 from app.serving.statistics import RequestTimes
 from app.settings import Settings
 from app.wire.rest import HealthResponse, ImagePrediction, ScoredLabel
+
+if TYPE_CHECKING:  # the builder makes the service, with its loader
+    from app.serving.builder import VersionLoader
 
 T = TypeVar("T")
 
@@ -76,9 +79,18 @@ class InferenceService:
     settings: Settings
     state: ServiceState
     metrics: ServiceMetrics
-    gate: AdmissionGate  # the one admission bound of the process, whatever the model
-    workers: DecodeWorkers  # the decode, parse and trim threads every model shares
+    loader: VersionLoader  # how versions are loaded, into what they all share
     models: dict[str, ServedModel]
+
+    @property
+    def gate(self) -> AdmissionGate:
+        """The one admission bound of the process, whatever the model."""
+        return self.loader.gate
+
+    @property
+    def workers(self) -> DecodeWorkers:
+        """The decode, parse and trim threads every model shares."""
+        return self.loader.workers
 
     @property
     def pipelines(self) -> list[InferencePipeline]:
@@ -101,10 +113,7 @@ class InferenceService:
 
     @property
     def first_model(self) -> ServedModel:
-        """The first model by name that serves a version (else the first): what /model and the
-        health report describe when no model is named."""
-        ordered = [self.models[name] for name in sorted(self.models)]
-        return next((model for model in ordered if model.versions), ordered[0])
+        return first_serving(self.models)
 
     def served(self, name: str | None, version: str | None = None) -> ServedVersion:
         """The version a request for ``name`` (and ``version``, else the latest) runs on:

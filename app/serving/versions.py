@@ -28,15 +28,19 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 VERSION_NAME = re.compile(r"[1-9][0-9]{0,8}")
 
 
+def _entries(folder: Path) -> list[Path]:
+    """What ``folder`` holds, sorted; nothing when it cannot be read (or is gone)."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError:
+        return []
+
+
 def version_dirs(model_dir: Path) -> dict[int, Path]:
     """The numbered version folders under ``model_dir`` that hold a bundle, by number."""
-    try:
-        entries = list(model_dir.iterdir())
-    except OSError:
-        return {}
     return {
         int(entry.name): entry
-        for entry in entries
+        for entry in _entries(model_dir)
         if VERSION_NAME.fullmatch(entry.name) and (entry / BUNDLE_FILE).is_file()
     }
 
@@ -54,24 +58,24 @@ def is_model_folder(path: Path) -> bool:
 
 def repository_models(repository: Path) -> dict[str, Path]:
     """The model folders in ``repository``, by name (their folder's)."""
-    try:
-        entries = sorted(repository.iterdir())
-    except OSError:
-        return {}
     return {
         entry.name: entry
-        for entry in entries
+        for entry in _entries(repository)
         if MODEL_NAME.fullmatch(entry.name) and entry.is_dir() and is_model_folder(entry)
     }
+
+
+def available_versions(model_dir: Path) -> dict[int, Path]:
+    """Every version ``model_dir`` holds, with its bundle folder: the bundle itself as version 1,
+    or its numbered version folders."""
+    return version_dirs(model_dir) if is_versioned(model_dir) else {1: model_dir}
 
 
 def served_versions(model_dir: Path, policy: VersionPolicy) -> dict[int, Path]:
     """The versions to serve from ``model_dir`` by ``policy``, with their bundle folders: the
     bundle itself as version 1, or the numbered versions the policy selects. ``BundleError`` when
     there is none."""
-    if not is_versioned(model_dir):
-        return {1: model_dir}
-    found = version_dirs(model_dir)
+    found = available_versions(model_dir)
     if not found:
         raise BundleError(
             f"{model_dir}: no {BUNDLE_FILE}, and no numbered version folder (1/, 2/, ...) holding one"
